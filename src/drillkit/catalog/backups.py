@@ -1,0 +1,141 @@
+"""Reading a plain-format ``pg_basebackup`` directory: backup_label, backup_manifest, history.
+
+Nothing here writes: the repository being drilled is read-only to drillkit.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from drillkit.catalog.model import BackupInfo
+from drillkit.catalog.wal import parse_lsn, segment_name, segno_of
+
+_OFFSET_ZONE = re.compile(r"^([+-])(\d{2})(?::?(\d{2}))?$")
+
+
+def parse_label_time(text: str) -> datetime | None:
+    """Times in backup_label and history files, printed in the server's log_timezone.
+
+    Only UTC/GMT and numeric offsets are unambiguous; for a zone abbreviation (CET, IST...) this
+    returns None and the caller derives the time from WAL instead of guessing.
+    """
+    parts = text.strip().rsplit(" ", 1)
+    if len(parts) != 2:
+        return None
+    stamp, zone = parts
+    try:
+        naive = datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return None
+    if zone in ("UTC", "GMT", "Z", "UCT"):
+        return naive.replace(tzinfo=UTC)
+    match = _OFFSET_ZONE.match(zone)
+    if not match:
+        return None
+    sign = -1 if match.group(1) == "-" else 1
+    offset = sign * timedelta(hours=int(match.group(2)), minutes=int(match.group(3) or 0))
+    return (naive - offset).replace(tzinfo=UTC)
+
+
+def parse_label(text: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            fields[key.strip()] = value.strip()
+    return fields
+
+
+def history_file_name(timeline: int, start_lsn: int, segment_size: int) -> str:
+    segno = segno_of(start_lsn, segment_size)
+    return f"{segment_name(timeline, segno, segment_size)}.{start_lsn % segment_size:08X}.backup"
+
+
+def _manifest_size(files: list[dict[str, Any]]) -> int:
+    return sum(int(f.get("Size", 0)) for f in files)
+
+
+def read_backup(
+    path: Path, *, backup_histories: dict[str, str], segment_size: int
+) -> BackupInfo:
+    """Describe one backup; problems that make it unusable land in ``problems``."""
+    problems: list[tuple[str, str]] = []
+    label_path = path / "backup_label"
+    manifest_path = path / "backup_manifest"
+    if (path / "base.tar").exists() or (path / "base.tar.gz").exists():
+        problems.append(
+            (
+                "BACKUP_UNVERIFIABLE",
+                f"backup {path.name} is in tar format; drillkit restores plain-format backups "
+                "(pg_basebackup -Fp)",
+            )
+        )
+    label = parse_label(label_path.read_text()) if label_path.exists() else {}
+    if not label:
+        problems.append(
+            (
+                "BACKUP_INCOMPLETE",
+                f"backup {path.name} has no backup_label: it is not a complete base backup; take "
+                "it again with pg_basebackup -Fp",
+            )
+        )
+    manifest: dict[str, Any] = {}
+    if manifest_path.exists():
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            problems.append(
+                (
+                    "BACKUP_INCOMPLETE",
+                    f"backup {path.name} has an unreadable backup_manifest (truncated?); take the "
+                    "backup again",
+                )
+            )
+    else:
+        problems.append(
+            (
+                "BACKUP_UNVERIFIABLE",
+                f"backup {path.name} has no backup_manifest, so its files cannot be verified; take "
+                "backups with pg_basebackup (which writes one) and keep the manifest",
+            )
+        )
+    ranges = manifest.get("WAL-Ranges") or []
+    start_lsn = parse_lsn(ranges[0]["Start-LSN"]) if ranges else 0
+    stop_lsn = parse_lsn(ranges[-1]["End-LSN"]) if ranges else 0
+    timeline = int(ranges[0]["Timeline"]) if ranges else 0
+    stop_timeline = int(ranges[-1]["Timeline"]) if ranges else 0
+    if not ranges and "START WAL LOCATION" in label:
+        start_lsn = parse_lsn(label["START WAL LOCATION"].split()[0])
+        timeline = stop_timeline = int(label.get("START TIMELINE", "1"))
+    stop_time = None
+    history = backup_histories.get(history_file_name(timeline, start_lsn, segment_size))
+    if history:
+        fields = parse_label(history)
+        stop_time = parse_label_time(fields.get("STOP TIME", ""))
+        if not stop_lsn and "STOP WAL LOCATION" in fields:
+            stop_lsn = parse_lsn(fields["STOP WAL LOCATION"].split()[0])
+    if not stop_lsn and not problems:
+        problems.append(
+            (
+                "BACKUP_INCOMPLETE",
+                f"backup {path.name}: neither its manifest nor the archive says where it ended",
+            )
+        )
+    sysid = manifest.get("System-Identifier")
+    return BackupInfo(
+        backup_id=path.name,
+        path=str(path),
+        start_lsn=start_lsn,
+        stop_lsn=stop_lsn,
+        timeline=timeline,
+        stop_timeline=stop_timeline,
+        start_time=parse_label_time(label.get("START TIME", "")),
+        stop_time=stop_time,
+        system_identifier=int(sysid) if sysid is not None else None,
+        size_bytes=_manifest_size(manifest.get("Files", [])),
+        problems=tuple(problems),
+    )

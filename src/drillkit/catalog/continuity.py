@@ -1,0 +1,109 @@
+"""WAL continuity of one backup: which segments recovery reads, where the first gap is.
+
+Pure: works on the snapshot's listing and segment indexes, never on files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drillkit.catalog.model import BackupInfo, CatalogSnapshot
+from drillkit.catalog.wal import (
+    TimelineHistory,
+    expected_tli,
+    format_lsn,
+    recovery_timeline,
+    segment_name,
+    segno_of,
+)
+from drillkit.catalog.walindex import XactRecord
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The first segment recovery would need but cannot use."""
+
+    segment: str
+    code: str  # WAL_GAP | WAL_SEGMENT_DAMAGED | WAL_FOREIGN_SYSTEM
+    detail: str
+    lsn: int  # first byte of WAL that cannot be replayed
+
+
+@dataclass(frozen=True)
+class WalPlan:
+    """Contiguous WAL from a backup's start, on the timeline recovery follows."""
+
+    timeline: TimelineHistory
+    first_segment: str
+    last_segment: str | None  # last usable segment (None: not even the first one)
+    segment_count: int
+    gap: Gap | None  # None: contiguous up to the end of the archive
+    records: tuple[XactRecord, ...]  # commits and aborts at or after the backup start, LSN order
+    archive_last_xact: XactRecord | None  # newest record anywhere on the timeline, beyond gaps
+
+    def records_before(self, lsn: int) -> list[XactRecord]:
+        return [r for r in self.records if r.lsn < lsn]
+
+    @property
+    def end_lsn(self) -> int | None:
+        """WAL is usable strictly below this LSN; None when it runs to the archive's end."""
+        return self.gap.lsn if self.gap else None
+
+
+def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
+    archive = snapshot.archive
+    size = archive.segment_size
+    timeline = recovery_timeline(archive.histories, backup.timeline, backup.start_lsn)
+    start = segno_of(backup.start_lsn, size)
+    by_segno: dict[int, list[str]] = {}
+    for seg in archive.segments.values():
+        by_segno.setdefault(seg.segno, []).append(seg.name)
+    last_present = max(by_segno) if by_segno else start - 1
+
+    records: list[XactRecord] = []
+    gap: Gap | None = None
+    last_usable: str | None = None
+    count = 0
+    segno = start
+    while segno <= last_present:
+        name = segment_name(expected_tli(timeline, segno, size), segno, size)
+        seg = archive.segments.get(name)
+        index = snapshot.segments.get(name)
+        if seg is None:
+            gap = Gap(name, "WAL_GAP", f"segment {name} is missing from the archive", segno * size)
+            break
+        if seg.problem is not None:
+            code = "WAL_FOREIGN_SYSTEM" if "database system" in seg.problem else "WAL_SEGMENT_DAMAGED"
+            gap = Gap(name, code, f"segment {name} {seg.problem}", segno * size)
+            break
+        if index is None:
+            gap = Gap(name, "WAL_SEGMENT_DAMAGED", f"segment {name} was not indexed", segno * size)
+            break
+        records.extend(r for r in index.records if r.lsn >= backup.start_lsn)
+        count += 1
+        if index.error is not None:
+            bad = records[-1].lsn + 1 if records else segno * size
+            gap = Gap(name, "WAL_SEGMENT_DAMAGED", f"segment {name}: {index.error}", bad)
+            break
+        last_usable = name
+        segno += 1
+
+    newest = None
+    for later in range(start, last_present + 1):
+        name = segment_name(expected_tli(timeline, later, size), later, size)
+        index = snapshot.segments.get(name)
+        if index and index.records:
+            newest = index.records[-1]
+    return WalPlan(
+        timeline=timeline,
+        first_segment=segment_name(expected_tli(timeline, start, size), start, size),
+        last_segment=last_usable,
+        segment_count=count,
+        gap=gap,
+        records=tuple(records),
+        archive_last_xact=newest,
+    )
+
+
+def describe_gap(gap: Gap) -> str:
+    return f"{gap.detail} (WAL from {format_lsn(gap.lsn)} on cannot be replayed)"

@@ -1,0 +1,77 @@
+"""Plain data the catalog produces and selection consumes (no I/O past this point)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from drillkit.catalog.wal import ArchiveListing
+from drillkit.catalog.walindex import SegmentIndex
+from drillkit.timeutil import isoformat
+
+VERIFIED = "verified"
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of ``pg_verifybackup``: status ``verified`` or a problem with its finding code."""
+
+    status: str  # verified | checksum_mismatch | incomplete | unverifiable | not_run
+    detail: str = ""
+    checked_at: str | None = None
+    cached: bool = False
+
+    @property
+    def code(self) -> str | None:
+        return {
+            "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
+            "incomplete": "BACKUP_INCOMPLETE",
+            "unverifiable": "BACKUP_UNVERIFIABLE",
+        }.get(self.status)
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    backup_id: str
+    path: str
+    start_lsn: int
+    stop_lsn: int
+    timeline: int
+    stop_timeline: int
+    start_time: datetime | None
+    stop_time: datetime | None  # from the archive's backup history file, when readable
+    system_identifier: int | None
+    size_bytes: int
+    verification: Verification = field(default_factory=lambda: Verification("not_run"))
+    problems: tuple[tuple[str, str], ...] = ()  # (finding code, sentence) that make it unusable
+
+    def summary(self) -> dict[str, Any]:
+        from drillkit.catalog.wal import format_lsn
+
+        return {
+            "backup_id": self.backup_id,
+            "start_time": isoformat(self.start_time),
+            "stop_time": isoformat(self.stop_time),
+            "start_lsn": format_lsn(self.start_lsn),
+            "stop_lsn": format_lsn(self.stop_lsn),
+            "timeline": self.timeline,
+            "system_identifier": str(self.system_identifier) if self.system_identifier else None,
+            "size_bytes": self.size_bytes,
+            "verification": self.verification.status,
+        }
+
+
+@dataclass
+class CatalogSnapshot:
+    """Everything selection needs about one repository, as read at ``taken_at``."""
+
+    kind: str
+    location: str
+    backups: list[BackupInfo]
+    archive: ArchiveListing
+    segments: dict[str, SegmentIndex]
+    taken_at: datetime
+
+    def descriptor(self) -> dict[str, str]:
+        return {"kind": self.kind, "path": self.location}

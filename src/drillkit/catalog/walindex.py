@@ -1,0 +1,122 @@
+"""Commit and abort records of each archived WAL segment, read once with pg_waldump and cached.
+
+Recovery to a time stops at the first commit or abort after the target, so selection needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from drillkit import pgbin
+from drillkit.catalog.wal import ArchiveListing, SegmentFile, parse_lsn
+from drillkit.state import read_json, state_dir, write_json_atomic
+
+_RECORD_RE = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+), prev [0-9A-F/]+, desc: (COMMIT|ABORT)(?:_PREPARED)? "
+    r"(?:\d+: )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
+)
+_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class XactRecord:
+    """A commit (``kind='c'``) or abort (``kind='a'``) record: where it is and when it happened."""
+
+    lsn: int
+    ts_us: int  # microseconds since the Unix epoch, UTC
+    kind: str
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.ts_us / 1_000_000, UTC)
+
+
+@dataclass(frozen=True)
+class SegmentIndex:
+    records: tuple[XactRecord, ...]
+    error: str | None  # pg_waldump could not read the segment to its end
+
+
+def _ts_us(text: str) -> int:
+    stamp = datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f" if "." in text else "%Y-%m-%d %H:%M:%S")
+    return round(stamp.replace(tzinfo=UTC).timestamp() * 1_000_000)
+
+
+def parse_waldump(output: str) -> list[XactRecord]:
+    records = []
+    for match in _RECORD_RE.finditer(output):
+        lsn, kind, stamp = match.groups()
+        records.append(XactRecord(lsn=parse_lsn(lsn), ts_us=_ts_us(stamp), kind=kind[0].lower()))
+    return records
+
+
+def _index_segment(path: Path) -> SegmentIndex:
+    result = pgbin.run(
+        "pg_waldump", ["-r", "Transaction", str(path)], as_server_user=False, check=False
+    )
+    error = None
+    stderr = result.stderr.strip()
+    # A record that continues into the next, missing file is the continuity check's business.
+    if result.returncode != 0 and "could not find file" not in stderr:
+        error = stderr.replace("pg_waldump: error: ", "") or f"exit code {result.returncode}"
+    return SegmentIndex(records=tuple(parse_waldump(result.stdout)), error=error)
+
+
+class WalIndex:
+    """Per-archive cache of segment indexes, keyed by file name, size and mtime."""
+
+    def __init__(self, listing: ArchiveListing, *, cache_dir: Path | None = None) -> None:
+        self.listing = listing
+        key = hashlib.sha256(str(listing.path.resolve()).encode()).hexdigest()[:16]
+        self._cache_path = (cache_dir or state_dir() / "walindex") / f"{key}.json"
+        self._segments: dict[str, SegmentIndex] = {}
+
+    def _signature(self, segment: SegmentFile) -> list[int]:
+        return [segment.size, segment.mtime_ns]
+
+    def build(self, *, workers: int = 2, progress: object = None) -> None:
+        """Index every usable segment, reading only those not already cached."""
+        cached = read_json(self._cache_path) or {}
+        if cached.get("version") != _CACHE_VERSION:
+            cached = {"version": _CACHE_VERSION, "segments": {}}
+        entries: dict[str, dict[str, object]] = cached["segments"]
+        todo = []
+        for name, segment in self.listing.segments.items():
+            entry = entries.get(name)
+            if segment.problem is not None:
+                continue
+            if entry and entry.get("sig") == self._signature(segment):
+                self._segments[name] = SegmentIndex(
+                    records=tuple(XactRecord(*r) for r in entry["records"]),  # type: ignore[attr-defined]
+                    error=entry.get("error"),  # type: ignore[arg-type]
+                )
+            else:
+                todo.append(segment)
+        if todo:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                paths = [self.listing.path / s.name for s in todo]
+                for segment, index in zip(todo, pool.map(_index_segment, paths), strict=True):
+                    self._segments[segment.name] = index
+                    if callable(progress):
+                        progress(segment.name)
+        fresh = {
+            name: {
+                "sig": self._signature(self.listing.segments[name]),
+                "records": [[r.lsn, r.ts_us, r.kind] for r in index.records],
+                "error": index.error,
+            }
+            for name, index in self._segments.items()
+        }
+        if todo or set(fresh) != set(entries):
+            write_json_atomic(self._cache_path, {"version": _CACHE_VERSION, "segments": fresh})
+
+    def segment(self, name: str) -> SegmentIndex | None:
+        return self._segments.get(name)
+
+    def as_mapping(self) -> dict[str, SegmentIndex]:
+        return dict(self._segments)

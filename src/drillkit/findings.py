@@ -1,0 +1,50 @@
+"""Findings: what a drill found, each with a stable code and a sentence a person can act on.
+
+Codes are part of drillkit's contract (reports, alerts and dashboards key on them): never rename one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Severity = Literal["error", "warning", "info"]
+
+# Catalog and selection
+BACKUP_CHECKSUM_MISMATCH = "BACKUP_CHECKSUM_MISMATCH"
+BACKUP_UNVERIFIABLE = "BACKUP_UNVERIFIABLE"
+BACKUP_INCOMPLETE = "BACKUP_INCOMPLETE"
+WAL_GAP = "WAL_GAP"
+WAL_SEGMENT_DAMAGED = "WAL_SEGMENT_DAMAGED"
+WAL_FOREIGN_SYSTEM = "WAL_FOREIGN_SYSTEM"
+TARGET_BEFORE_OLDEST_RESTORABLE = "TARGET_BEFORE_OLDEST_RESTORABLE"
+TARGET_AFTER_ARCHIVE_END = "TARGET_AFTER_ARCHIVE_END"
+DATA_LOSS_OVER_RPO = "DATA_LOSS_OVER_RPO"
+TARGET_INVALID = "TARGET_INVALID"
+NO_RESTORABLE_BACKUP = "NO_RESTORABLE_BACKUP"
+# Sandbox
+SANDBOX_START_FAILED = "SANDBOX_START_FAILED"
+RECOVERY_TARGET_NOT_REACHED = "RECOVERY_TARGET_NOT_REACHED"
+RTO_EXCEEDED = "RTO_EXCEEDED"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One observation. ``subject`` names what it is about (a backup id, a segment, a check)."""
+
+    code: str
+    message: str
+    severity: Severity = "error"
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(
+            code=data["code"],
+            message=data["message"],
+            severity=data.get("severity", "error"),
+            subject=data.get("subject"),
+        )
