@@ -1,6 +1,7 @@
 """Findings: what a drill found, each with a stable code and a sentence a person can act on.
 
-Codes are part of drillkit's contract (reports, alerts and dashboards key on them): never rename one.
+Codes are part of drillkit's contract (reports, alerts and dashboards key on them):
+never rename one.
 """
 
 from __future__ import annotations

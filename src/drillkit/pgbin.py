@@ -94,7 +94,7 @@ def install_dir() -> Path:
         staging = target.with_name(target.name + f".tmp{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(source, staging, symlinks=True)
-        for root, dirs, files in os.walk(staging):
+        for root, _dirs, files in os.walk(staging):
             os.chmod(root, 0o755)
             for name in files:
                 path = os.path.join(root, name)
@@ -123,9 +123,9 @@ def require_reachable(path: Path, what: str) -> None:
     user = os_user()
     if user is not None and not traversable_by(path, user):
         raise InvalidInputError(
-            f"{what} {path} is not reachable by the PostgreSQL OS user {user.name!r} (drillkit runs "
-            "as root, PostgreSQL cannot): choose a directory under /tmp, /var/tmp or /srv, or give "
-            "its parent directories o+x"
+            f"{what} {path} is not reachable by the PostgreSQL OS user {user.name!r} (drillkit "
+            "runs as root, PostgreSQL cannot): choose a directory under /tmp, /var/tmp or /srv, "
+            "or give its parent directories o+x"
         )
 
 

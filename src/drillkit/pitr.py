@@ -60,11 +60,40 @@ def _reject(backup: BackupInfo, code: str, reason: str, **kwargs: Any) -> Evalua
     return Evaluation(backup=backup, eligible=False, code=code, reason=reason, **kwargs)
 
 
-def _restorable_from(backup: BackupInfo, plan: WalPlan) -> datetime | None:
-    """Earliest target that gives correct data: recovery cannot stop before the backup's end."""
-    known = [t for t in (backup.stop_time, backup.start_time) if t is not None]
+def _last_xact_before(snapshot: CatalogSnapshot, plan: WalPlan, lsn: int) -> datetime | None:
+    """Newest transaction before ``lsn``, if contiguous WAL back to it proves none is missed."""
+    size = snapshot.archive.segment_size
+    for segno in range(segno_of(lsn, size), -1, -1):
+        index = snapshot.segments.get(
+            segment_name(expected_tli(plan.timeline, segno, size), segno, size)
+        )
+        if index is None or index.error is not None:
+            return None  # a missing segment could hold a later commit: no proof
+        earlier = [r.time for r in index.records if r.lsn < lsn]
+        if earlier:
+            return max(earlier)
+    return None
+
+
+def _restorable_from(
+    snapshot: CatalogSnapshot, backup: BackupInfo, plan: WalPlan
+) -> datetime | None:
+    """Earliest target that gives correct data: every commit before the backup's end is in it.
+
+    The newest commit before the start LSN comes from WAL when the archive proves it; otherwise
+    the label's start (or history stop) time stands in, counted as the end of its second since
+    those times are truncated. Commits between start and stop LSN are in the plan.
+    """
+    before_start = _last_xact_before(snapshot, plan, backup.start_lsn)
+    if before_start is not None:
+        known = [before_start]
+    else:
+        second = timedelta(seconds=1) - timedelta(microseconds=1)
+        known = [t + second for t in (backup.stop_time, backup.start_time) if t is not None]
+        if not known:
+            return None
     known += [r.time for r in plan.records_before(backup.stop_lsn)]
-    return max(known) if known else None
+    return max(known)
 
 
 def evaluate(
@@ -97,13 +126,14 @@ def evaluate(
             "restore that segment into the archive or use another backup",
             plan=plan,
         )
-    restorable_from = _restorable_from(backup, plan)
+    restorable_from = _restorable_from(snapshot, backup, plan)
     if restorable_from is None:
         return _reject(
             backup,
             "BACKUP_UNVERIFIABLE",
-            f"backup {backup.backup_id}: its end time is unknown (no readable backup history file "
-            "and no transaction in its WAL), so no recovery target can be proven for it",
+            f"backup {backup.backup_id}: when it started is unknown (its label's time zone is not "
+            "UTC or a numeric offset, and the archive holds no earlier WAL), so no recovery "
+            "target can be proven for it; set log_timezone = 'UTC' on the server",
             plan=plan,
         )
     after_backup = [r for r in plan.records if r.lsn >= backup.stop_lsn]
@@ -324,8 +354,10 @@ def _no_backup(
                 f"{isoformat(min(froms))}; choose a later target or keep backups longer",
             )
         )
-    elif len(codes) == 1 and len(rejected) == len(considered):
-        findings.append(Finding(rejected[0]["code"], rejected[0]["reason"]))
+    elif len(codes - {"TOO_NEW"}) == 1:
+        # Backups newer than the target are expected; the one other cause is the real one.
+        cause = next(c for c in rejected if c["code"] != "TOO_NEW")
+        findings.append(Finding(cause["code"], cause["reason"]))
     if any(ev.data_loss > rpo for ev in evaluations if not ev.eligible and ev.plan is not None):
         findings.append(
             Finding(
@@ -398,7 +430,9 @@ def _coordinate(
         "wal": {
             "timeline": tli,
             "first_segment": plan.first_segment,
-            "last_segment": segment_name(expected_tli(plan.timeline, last_segno, size), last_segno, size),
+            "last_segment": segment_name(
+                expected_tli(plan.timeline, last_segno, size), last_segno, size
+            ),
             "segments": last_segno - first_segno + 1,
             "segment_size": size,
         },

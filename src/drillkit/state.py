@@ -13,7 +13,7 @@ from typing import Any
 
 
 def state_dir() -> Path:
-    """``DRILLKIT_STATE_DIR``, else ``$XDG_STATE_HOME/drillkit``, else ``~/.local/state/drillkit``."""
+    """``DRILLKIT_STATE_DIR``, else ``$XDG_STATE_HOME/drillkit``, else ``~/.local/state/...``."""
     explicit = os.environ.get("DRILLKIT_STATE_DIR")
     if explicit:
         path = Path(explicit)

@@ -59,9 +59,7 @@ def _manifest_size(files: list[dict[str, Any]]) -> int:
     return sum(int(f.get("Size", 0)) for f in files)
 
 
-def read_backup(
-    path: Path, *, backup_histories: dict[str, str], segment_size: int
-) -> BackupInfo:
+def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
     """Describe one backup; problems that make it unusable land in ``problems``."""
     problems: list[tuple[str, str]] = []
     label_path = path / "backup_label"

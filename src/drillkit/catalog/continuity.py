@@ -73,7 +73,9 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
             gap = Gap(name, "WAL_GAP", f"segment {name} is missing from the archive", segno * size)
             break
         if seg.problem is not None:
-            code = "WAL_FOREIGN_SYSTEM" if "database system" in seg.problem else "WAL_SEGMENT_DAMAGED"
+            code = (
+                "WAL_FOREIGN_SYSTEM" if "database system" in seg.problem else "WAL_SEGMENT_DAMAGED"
+            )
             gap = Gap(name, code, f"segment {name} {seg.problem}", segno * size)
             break
         if index is None:

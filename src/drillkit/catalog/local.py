@@ -66,7 +66,9 @@ class LocalCatalog:
         say(f"archive {wal}: {len(archive.segments)} segments, {len(archive.histories)} timelines")
         backups: list[BackupInfo] = []
         for directory in dirs:
-            info = read_backup(directory, backup_histories=archive.backup_histories, segment_size=size)
+            info = read_backup(
+                directory, backup_histories=archive.backup_histories, segment_size=size
+            )
             if sysid is not None and info.system_identifier not in (None, sysid):
                 info = _with_problem(
                     info,

@@ -21,7 +21,9 @@ DEFAULT_REVERIFY_AFTER = timedelta(days=7)
 
 def reverify_after() -> timedelta:
     value = os.environ.get("DRILLKIT_REVERIFY_AFTER")
-    return parse_duration(value, field="DRILLKIT_REVERIFY_AFTER") if value else DEFAULT_REVERIFY_AFTER
+    return (
+        parse_duration(value, field="DRILLKIT_REVERIFY_AFTER") if value else DEFAULT_REVERIFY_AFTER
+    )
 
 
 def backup_signature(path: Path) -> str:
@@ -35,7 +37,9 @@ def backup_signature(path: Path) -> str:
         for name in sorted(files):
             full = os.path.join(root, name)
             st = os.lstat(full)
-            digest.update(f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            digest.update(
+                f"{os.path.relpath(full, path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode()
+            )
     return digest.hexdigest()
 
 
@@ -47,7 +51,7 @@ def classify(output: str) -> tuple[str, str]:
     detail = "; ".join(errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else "")
     if "checksum mismatch" in text:
         return "checksum_mismatch", detail
-    if "not on disk" in text or "in the manifest" in text and "size" in text:
+    if "not on disk" in text or ("in the manifest" in text and "size" in text):
         return "incomplete", detail
     if "backup_manifest" in text and ("could not open" in text or "could not read" in text):
         return "unverifiable", detail

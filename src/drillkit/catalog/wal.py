@@ -190,8 +190,10 @@ def recovery_timeline(
         if tli <= backup_tli:
             continue
         for ancestor, begin, end in histories[tli].ancestry():
-            if ancestor == backup_tli and begin <= backup_start_lsn and (
-                end is None or backup_start_lsn < end
+            if (
+                ancestor == backup_tli
+                and begin <= backup_start_lsn
+                and (end is None or backup_start_lsn < end)
             ):
                 best = histories[tli]
                 break

@@ -15,7 +15,13 @@ from pathlib import Path
 from drillkit.exceptions import SandboxError
 
 Progress = Callable[[int, int], None]
-_SKIP = {"postmaster.pid", "postmaster.opts", "standby.signal", "recovery.signal", "backup_manifest"}
+_SKIP = {
+    "postmaster.pid",
+    "postmaster.opts",
+    "standby.signal",
+    "recovery.signal",
+    "backup_manifest",
+}
 _CHUNK = 1 << 30
 
 

@@ -336,7 +336,12 @@ class LocalSandboxBackend:
             shutil.rmtree(socket_dir, ignore_errors=True)
         if directory.exists():
             raise SandboxError(f"could not delete sandbox directory {directory}")
-        return {"id": sandbox_id, "removed": True, "was_running": was_running, "path": str(directory)}
+        return {
+            "id": sandbox_id,
+            "removed": True,
+            "was_running": was_running,
+            "path": str(directory),
+        }
 
 
 def stop_server(data: Path) -> bool:
@@ -354,4 +359,10 @@ def stop_server(data: Path) -> bool:
     return True
 
 
-__all__ = ["DEFAULT_SEGMENT_SIZE", "LABEL", "LocalSandboxBackend", "recovery_settings", "stop_server"]
+__all__ = [
+    "DEFAULT_SEGMENT_SIZE",
+    "LABEL",
+    "LocalSandboxBackend",
+    "recovery_settings",
+    "stop_server",
+]

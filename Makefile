@@ -1,0 +1,45 @@
+# drillkit: everything bootstraps itself from a bare Python 3.11 (virtualenv, uv, locked deps).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+UV_VERSION := 0.13.9
+UV := $(VENV)/bin/uv
+SYNCED := $(VENV)/.synced
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON := $(abspath $(VENV))/bin/python
+DEMO_DIR ?= $(CURDIR)/demo
+PYTEST_ARGS ?=
+
+.PHONY: install test demo bench lint format clean
+
+$(UV):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(SYNCED): $(UV) uv.lock pyproject.toml
+	$(UV) sync --frozen --quiet
+	@rm -rf src/*.egg-info
+	@touch $@
+
+install: $(SYNCED)
+
+# pytest exits 5 when it collected no test: that is a failure here, never a pass.
+test: install
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+demo: install
+	@$(VENV)/bin/python scripts/demo.py "$(DEMO_DIR)"
+
+bench: install
+	@$(VENV)/bin/python bench/run.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache

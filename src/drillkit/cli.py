@@ -1,0 +1,178 @@
+"""The ``drillkit`` command line: scenarios, catalogs, restores and garbage collection.
+
+Exit codes: 0 PASS / success, 1 FAIL (the drill ran and found problems), 2 COULD NOT VERIFY or
+invalid input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from drillkit.exceptions import (
+    DrillError,
+    InvalidInputError,
+    NoRestorableBackupError,
+    SandboxError,
+)
+
+EXIT_PASS, EXIT_FAIL, EXIT_UNVERIFIED = 0, 1, 2
+
+
+def _say(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def cmd_scenario_create(args: argparse.Namespace) -> int:
+    from drillkit.scenario import ScenarioOptions, create_scenario
+
+    options = ScenarioOptions(
+        batches=args.batches,
+        rows_per_batch=args.rows_per_batch,
+        backups_after=tuple(int(x) for x in args.backups_after.split(",")),
+        initial_mb=args.initial_mb,
+        corrupt_newest=args.corrupt_newest,
+        truncate_newest=args.truncate_newest,
+        remove_wal_after_batch=args.remove_wal_after_batch,
+        keep_production=args.keep_production,
+    )
+    truth = create_scenario(Path(args.directory), options, say=_say)
+    print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
+    return EXIT_PASS
+
+
+def catalog_rows(repo: str, *, verify: bool) -> list[dict[str, Any]]:
+    """One row per backup: verification and the window of targets it can restore to."""
+    from drillkit.catalog import LocalCatalog
+    from drillkit.pitr import evaluate
+    from drillkit.timeutil import isoformat
+
+    snapshot = LocalCatalog(repo).snapshot(verify=verify, progress=_say)
+    rows = []
+    for backup in sorted(snapshot.backups, key=lambda b: b.stop_lsn):
+        ev = evaluate(snapshot, backup, target=None, rpo=timedelta(0), require_verified=verify)
+        rows.append(
+            {
+                **backup.summary(),
+                "verification_detail": backup.verification.detail,
+                "restorable_from": isoformat(ev.restorable_from) if ev.restorable_from else None,
+                "restorable_to": isoformat(ev.recovery_point) if ev.recovery_point else None,
+                "usable": ev.eligible,
+                "code": None if ev.eligible else ev.code,
+                "problem": None if ev.eligible else ev.reason,
+                "wal_gap": ev.plan.gap.segment if ev.plan and ev.plan.gap else None,
+            }
+        )
+    return rows
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    rows = catalog_rows(args.repo, verify=not args.no_verify)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        header = f"{'backup':<24} {'size':>8} {'verification':<18} {'restorable window (UTC)':<58}"
+        print(header)
+        print("-" * len(header))
+        for row in rows:
+            window = f"{row['restorable_from']} .. {row['restorable_to']}" if row["usable"] else "-"
+            size = f"{row['size_bytes'] / 2**20:.0f}M"
+            print(f"{row['backup_id']:<24} {size:>8} {row['verification']:<18} {window}")
+            if row["problem"]:
+                print(f"{'':<24}   {row['code']}: {row['problem']}")
+    return EXIT_PASS if any(r["usable"] for r in rows) else EXIT_FAIL
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Restore with the core alone (no Airflow) and, given ground truth, prove the result."""
+    from drillkit.restore import restore_and_prove
+
+    result = restore_and_prove(
+        repo=Path(args.repo),
+        target=args.target_time,
+        policy=args.policy,
+        rpo=args.rpo,
+        truth_path=Path(args.truth) if args.truth else None,
+        keep=args.keep,
+        say=_say,
+    )
+    print(json.dumps(result, indent=2) if args.json else result["summary"])
+    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(result["verdict"], EXIT_UNVERIFIED)
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from drillkit.sandbox.gc import collect_local
+
+    removed = collect_local(root=Path(args.root) if args.root else None, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for entry in removed:
+        print(f"{verb} {entry['kind']} {entry['id']} ({entry['reason']})")
+    print(f"{verb} {len(removed)} expired object(s)")
+    return EXIT_PASS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drillkit", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    scenario = sub.add_parser("scenario", help="build demo/test backup repositories")
+    scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
+    create = scenario_sub.add_parser("create", help="run a production, archive WAL, take backups")
+    create.add_argument("directory")
+    create.add_argument("--batches", type=int, default=6)
+    create.add_argument("--rows-per-batch", type=int, default=200)
+    create.add_argument("--backups-after", default="0,2,4", help="batch numbers, comma separated")
+    create.add_argument("--initial-mb", type=int, default=8, help="data loaded before backups")
+    create.add_argument("--corrupt-newest", action="store_true", help="flip bytes in a data file")
+    create.add_argument("--truncate-newest", action="store_true", help="truncate a data file")
+    create.add_argument(
+        "--remove-wal-after-batch", type=int, default=None, help="delete that batch's segment"
+    )
+    create.add_argument("--keep-production", action="store_true")
+    create.set_defaults(func=cmd_scenario_create)
+
+    catalog = sub.add_parser("catalog", help="list backups, verification and restore windows")
+    catalog.add_argument("repo")
+    catalog.add_argument("--json", action="store_true")
+    catalog.add_argument("--no-verify", action="store_true", help="skip pg_verifybackup")
+    catalog.set_defaults(func=cmd_catalog)
+
+    restore = sub.add_parser("restore", help="restore to a target time with the core and prove it")
+    restore.add_argument("repo")
+    restore.add_argument("--target-time", default=None, help="ISO 8601 with zone; default newest")
+    restore.add_argument("--policy", default="latest")
+    restore.add_argument("--rpo", default="0s")
+    restore.add_argument("--truth", default=None, help="truth.json of a scenario, to prove rows")
+    restore.add_argument("--keep", action="store_true", help="leave the sandbox running")
+    restore.add_argument("--json", action="store_true")
+    restore.set_defaults(func=cmd_restore)
+
+    gc = sub.add_parser("gc", help="remove expired sandboxes")
+    gc.add_argument("--dry-run", action="store_true")
+    gc.add_argument("--root", default=None, help="sandbox root (default: DRILLKIT_SANDBOX_ROOT)")
+    gc.set_defaults(func=cmd_gc)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except InvalidInputError as exc:
+        print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_UNVERIFIED
+    except (NoRestorableBackupError, SandboxError) as exc:
+        # The drill ran and the backups failed it: that is a finding, not a tooling problem.
+        print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except DrillError as exc:
+        print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_UNVERIFIED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Scenario builder: a small production with WAL archiving, base backups and recorded ground truth.
+
+``drillkit scenario create DIR`` is how the demo, the tests and anyone trying drillkit get a real
+backup repository, optionally damaged the ways real backups get damaged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from drillkit import pgbin
+from drillkit.catalog.wal import parse_segment_name
+from drillkit.exceptions import InvalidInputError
+from drillkit.sandbox.local import stop_server
+from drillkit.state import write_json_atomic
+from drillkit.timeutil import isoformat, utcnow
+
+Say = Callable[[str], None]
+DATABASE = "app"
+
+
+@dataclass(frozen=True)
+class ScenarioOptions:
+    batches: int = 6
+    rows_per_batch: int = 200
+    backups_after: tuple[int, ...] = (0, 2, 4)  # take a base backup after these batches
+    initial_mb: int = 8  # data loaded before the first backup (the backup's size)
+    pause: float = 0.25  # seconds between batches, so targets fall cleanly between commits
+    corrupt_newest: bool = False
+    truncate_newest: bool = False
+    remove_wal_after_batch: int | None = None  # remove the segment holding that batch's commit
+    keep_production: bool = False
+
+
+def _sql(sock: Path, query: str, *, db: str = DATABASE) -> list[tuple[Any, ...]]:
+    conn = psycopg2.connect(host=str(sock), user="postgres", dbname=db)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def _wait_archived(sock: Path, segment: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = _sql(
+            sock, "select last_archived_wal, failed_count from pg_stat_archiver", db="postgres"
+        )
+        last = rows[0][0]
+        if last and len(last) == 24 and last[8:] >= segment[8:]:
+            return
+        time.sleep(0.05)
+    raise InvalidInputError(f"WAL segment {segment} was not archived within {timeout:.0f} s")
+
+
+def _switch(sock: Path) -> str:
+    """Close the current segment and wait for it in the archive (as archive_timeout would)."""
+    # pg_switch_wal() is a no-op on a segment with nothing written since the last switch and
+    # then names the open segment, which is never archived: write something first.
+    _sql(sock, "insert into heartbeat default values")
+    rows = _sql(sock, "select pg_walfile_name(pg_switch_wal())")
+    segment = rows[0][0]
+    _wait_archived(sock, segment)
+    return str(segment)
+
+
+def create_scenario(
+    directory: Path, options: ScenarioOptions, *, say: Say = print
+) -> dict[str, Any]:
+    """Build the scenario in ``directory`` (created; must be empty) and return its ground truth."""
+    directory = directory.expanduser().absolute()
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidInputError(f"{directory} is not empty; give a new or empty directory")
+    if options.batches < 2 or not options.backups_after:
+        raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
+    if max(options.backups_after) >= options.batches:
+        raise InvalidInputError("backups_after must name batches below the batch count")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)
+    pgbin.require_reachable(directory, "scenario directory")
+    repo, prod, sock = directory / "repo", directory / "production", directory / "run"
+    wal = repo / "wal"
+    for path in (repo, repo / "base", wal, sock):
+        path.mkdir(parents=True, exist_ok=True)
+        pgbin.give_to_server_user(path)
+    pgbin.give_to_server_user(directory)
+    say(f"production: initdb {prod}")
+    pgbin.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
+    with (prod / "postgresql.conf").open("a") as conf:
+        conf.write(
+            f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
+            "wal_level = replica\narchive_mode = on\n"
+            f"archive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\n"
+            "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
+        )
+    pgbin.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    truth: dict[str, Any] = {"database": DATABASE, "table": "orders", "id_column": "id"}
+    try:
+        _sql(sock, f"create database {DATABASE}", db="postgres")
+        _sql(
+            sock,
+            "create table orders (id bigint primary key, batch int not null, "
+            "payload text not null, created_at timestamptz not null default clock_timestamp());"
+            "create table heartbeat (at timestamptz primary key default clock_timestamp());"
+            "create table filler (id int, blob text)",
+        )
+        if options.initial_mb:
+            say(f"production: loading {options.initial_mb} MiB")
+            # md5 text does not compress, so the backup really is about this size.
+            _sql(
+                sock,
+                "insert into filler select g, string_agg(md5(g::text || '-' || k::text), '') "
+                f"from generate_series(1, {options.initial_mb * 256}) g, generate_series(1, 4) k "
+                "group by g",
+            )
+        truth["batches"] = []
+        truth["backups"] = []
+        next_id = 1
+        for batch in range(options.batches):
+            first, last = next_id, next_id + options.rows_per_batch - 1
+            _sql(
+                sock,
+                "insert into orders (id, batch, payload) select g, "
+                f"{batch}, md5(g::text) from generate_series({first}, {last}) g",
+            )
+            committed = _sql(
+                sock, f"select pg_xact_commit_timestamp(xmin) from orders where id = {last}"
+            )[0][0]
+            segment = _switch(sock)
+            truth["batches"].append(
+                {
+                    "batch": batch,
+                    "first_id": first,
+                    "last_id": last,
+                    "committed_at": isoformat(committed),
+                    "segment_after": segment,
+                }
+            )
+            say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
+            next_id = last + 1
+            time.sleep(options.pause)
+            if batch in options.backups_after:
+                backup_id = (
+                    f"b{len(truth['backups']) + 1:02d}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
+                )
+                say(f"production: pg_basebackup {backup_id}")
+                pgbin.run(
+                    "pg_basebackup",
+                    [
+                        "-h",
+                        str(sock),
+                        "-U",
+                        "postgres",
+                        "-D",
+                        str(repo / "base" / backup_id),
+                        "-Fp",
+                        "-X",
+                        "none",
+                        "-c",
+                        "fast",
+                    ],
+                )
+                _switch(sock)
+                truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
+                time.sleep(options.pause)
+        # _switch commits a heartbeat after the final batch, so a target after it is reachable.
+        _switch(sock)
+        truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
+        truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
+    finally:
+        stop_server(prod)
+    truth["damage"] = apply_damage(repo, truth, options, say)
+    truth["targets"] = _suggested_targets(truth)
+    if not options.keep_production:
+        shutil.rmtree(prod, ignore_errors=True)
+    write_json_atomic(directory / "truth.json", truth)
+    say(
+        f"scenario ready: {repo} ({len(truth['backups'])} backups, {len(truth['batches'])} batches)"
+    )
+    return truth
+
+
+def _suggested_targets(truth: dict[str, Any]) -> list[dict[str, Any]]:
+    """A target midway between each two batch commits, with the rows that must be there."""
+    from drillkit.timeutil import parse_iso
+
+    batches = truth["batches"]
+    targets = []
+    for before, after in itertools.pairwise(batches):
+        t0, t1 = parse_iso(before["committed_at"]), parse_iso(after["committed_at"])
+        assert t0 is not None and t1 is not None
+        targets.append(
+            {
+                "target": isoformat(t0 + (t1 - t0) / 2),
+                "max_id": before["last_id"],
+                "absent_id": after["first_id"],
+                "batch": before["batch"],
+            }
+        )
+    return targets
+
+
+def apply_damage(
+    repo: Path, truth: dict[str, Any], options: ScenarioOptions, say: Say
+) -> list[str]:
+    done: list[str] = []
+    newest = repo / "base" / truth["backups"][-1]["backup_id"]
+    data_file = newest / truth["relation"]
+    if options.corrupt_newest:
+        # Flip bytes inside a page's tuple area (not its header): checksums catch it, a
+        # max(id) served from the index would not.
+        with data_file.open("r+b") as handle:
+            handle.seek(4096 + 512)
+            chunk = handle.read(64)
+            handle.seek(4096 + 512)
+            handle.write(bytes(b ^ 0xFF for b in chunk))
+        done.append(f"corrupted 64 bytes of {data_file.relative_to(repo)}")
+    if options.truncate_newest:
+        size = data_file.stat().st_size
+        os.truncate(data_file, size // 2)
+        done.append(f"truncated {data_file.relative_to(repo)} from {size} to {size // 2} bytes")
+    if options.remove_wal_after_batch is not None:
+        batch = truth["batches"][options.remove_wal_after_batch]
+        segment = batch["segment_after"]
+        (repo / "wal" / segment).unlink()
+        done.append(f"removed WAL segment {segment} (holds batch {batch['batch']})")
+        assert parse_segment_name(segment, 16 * 1024 * 1024) is not None
+    for line in done:
+        say(f"damage: {line}")
+    return done

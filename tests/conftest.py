@@ -1,0 +1,76 @@
+"""Session-wide isolation: drillkit state, sandboxes and scenarios live in a throwaway /tmp tree.
+
+The tree is world-traversable because PostgreSQL runs as an unprivileged user when tests run as
+root; pytest's own tmp_path sits under a 0700 directory that user cannot reach.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+_ROOT = Path(tempfile.mkdtemp(prefix="drillkit-tests-", dir="/tmp"))
+_ROOT.chmod(0o755)
+os.environ["DRILLKIT_STATE_DIR"] = str(_ROOT / "state")
+os.environ["DRILLKIT_SANDBOX_ROOT"] = str(_ROOT / "sandboxes")
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Path:
+    return _ROOT
+
+
+@pytest.fixture
+def workdir(work_root: Path, request: pytest.FixtureRequest) -> Path:
+    """A per-test directory the PostgreSQL OS user can reach."""
+    path = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=work_root))
+    path.chmod(0o755)
+    return path
+
+
+def _clone_repo(source: Path, target: Path) -> None:
+    # cp -a keeps ownership and modes, as a real repository would have them.
+    subprocess.run(["cp", "-a", str(source), str(target)], check=True)
+
+
+@pytest.fixture(scope="session")
+def clean_scenario(work_root: Path) -> tuple[Path, dict]:
+    """A real scenario (production, WAL archive, 3 backups, 6 batches), built once per session."""
+    from drillkit.scenario import ScenarioOptions, create_scenario
+
+    directory = work_root / "scenario-clean"
+    truth = create_scenario(directory, ScenarioOptions(), say=lambda _m: None)
+    return directory / "repo", truth
+
+
+@pytest.fixture
+def damaged_scenario(clean_scenario, workdir: Path):
+    """Factory: a copy of the clean scenario with the given damage applied."""
+    from drillkit.scenario import ScenarioOptions, apply_damage
+
+    def make(**damage) -> tuple[Path, dict]:
+        repo, truth = clean_scenario
+        copy = workdir / "repo"
+        _clone_repo(repo, copy)
+        truth = dict(truth)
+        truth["damage"] = apply_damage(copy, truth, ScenarioOptions(**damage), lambda _m: None)
+        return copy, truth
+
+    return make
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing is left running: collect every sandbox as if all had expired, then delete."""
+    try:
+        from drillkit.sandbox.gc import collect_local
+
+        collect_local(now=datetime.now(UTC) + timedelta(days=3650))
+    finally:
+        if not os.environ.get("DRILLKIT_KEEP_TEST_ROOT"):
+            shutil.rmtree(_ROOT, ignore_errors=True)
