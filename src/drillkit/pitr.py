@@ -345,8 +345,14 @@ def _no_backup(
     considered = [c for c in candidates if c["decision"] != "not_considered"]
     rejected = [c for c in considered if c["decision"] == "rejected"]
     codes = {c["code"] for c in rejected}
-    froms = [ev.restorable_from for ev in evaluations if ev.restorable_from is not None]
-    if target is not None and rejected and codes == {"TOO_NEW"} and froms:
+    considered_ids = {c["backup_id"] for c in considered}
+    froms = [
+        ev.restorable_from
+        for ev in evaluations
+        if ev.restorable_from is not None and ev.backup.backup_id in considered_ids
+    ]
+    all_too_new = rejected and codes == {"TOO_NEW"} and len(rejected) == len(considered)
+    if target is not None and all_too_new and froms:
         findings.append(
             Finding(
                 "TARGET_BEFORE_OLDEST_RESTORABLE",

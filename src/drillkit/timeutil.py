@@ -12,7 +12,7 @@ from drillkit.exceptions import InvalidInputError
 
 _TARGET_RE = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?"
-    r"\s?(Z|UTC|[+-]\d{2}(?::?\d{2})?)$"
+    r"\s?(Z|UTC|[+-](?:0\d|1[0-5])(?::?[0-5]\d)?)$"
 )
 _DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -84,6 +84,8 @@ def parse_duration(value: str | int | float, *, field: str = "duration") -> time
     if isinstance(value, bool):
         raise InvalidInputError(f"{field}: {value!r} is not a duration; use e.g. 15m, 90s, 2h")
     if isinstance(value, int | float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidInputError(f"{field}: {value!r} is not a finite number of seconds")
         if value < 0:
             raise InvalidInputError(f"{field}: {value} is negative; durations are >= 0")
         return timedelta(seconds=value)
@@ -93,7 +95,10 @@ def parse_duration(value: str | int | float, *, field: str = "duration") -> time
             f"{field}: {value!r} is not a duration; use a number and a unit: ms, s, m, h, d or w "
             "(e.g. 15m)"
         )
-    return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    try:
+        return timedelta(seconds=float(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    except OverflowError as exc:
+        raise InvalidInputError(f"{field}: {value!r} is too large for a duration") from exc
 
 
 def utcnow() -> datetime:

@@ -101,11 +101,12 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
                 "backups with pg_basebackup (which writes one) and keep the manifest",
             )
         )
+    # WAL-Ranges lists the newest timeline first (AddWALInfoToBackupManifest).
     ranges = manifest.get("WAL-Ranges") or []
-    start_lsn = parse_lsn(ranges[0]["Start-LSN"]) if ranges else 0
-    stop_lsn = parse_lsn(ranges[-1]["End-LSN"]) if ranges else 0
-    timeline = int(ranges[0]["Timeline"]) if ranges else 0
-    stop_timeline = int(ranges[-1]["Timeline"]) if ranges else 0
+    start_lsn = parse_lsn(ranges[-1]["Start-LSN"]) if ranges else 0
+    stop_lsn = parse_lsn(ranges[0]["End-LSN"]) if ranges else 0
+    timeline = int(ranges[-1]["Timeline"]) if ranges else 0
+    stop_timeline = int(ranges[0]["Timeline"]) if ranges else 0
     if not ranges and "START WAL LOCATION" in label:
         start_lsn = parse_lsn(label["START WAL LOCATION"].split()[0])
         timeline = stop_timeline = int(label.get("START TIMELINE", "1"))

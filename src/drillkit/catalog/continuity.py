@@ -53,7 +53,9 @@ class WalPlan:
 def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
     archive = snapshot.archive
     size = archive.segment_size
-    timeline = recovery_timeline(archive.histories, backup.timeline, backup.start_lsn)
+    timeline = recovery_timeline(
+        archive.histories, backup.timeline, backup.start_lsn, backup.stop_lsn
+    )
     start = segno_of(backup.start_lsn, size)
     by_segno: dict[int, list[str]] = {}
     for seg in archive.segments.values():
@@ -89,6 +91,11 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
             break
         last_usable = name
         segno += 1
+    stop_segno = segno_of(backup.stop_lsn, size)
+    if gap is None and segno <= stop_segno:
+        # The archive ends before the WAL this backup needs to become consistent.
+        name = segment_name(expected_tli(timeline, segno, size), segno, size)
+        gap = Gap(name, "WAL_GAP", f"segment {name} is missing from the archive", segno * size)
 
     newest = None
     for later in range(start, last_present + 1):

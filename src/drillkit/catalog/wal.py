@@ -178,13 +178,17 @@ def history_for(listing_histories: dict[int, TimelineHistory], tli: int) -> Time
 
 
 def recovery_timeline(
-    histories: dict[int, TimelineHistory], backup_tli: int, backup_start_lsn: int
+    histories: dict[int, TimelineHistory],
+    backup_tli: int,
+    backup_start_lsn: int,
+    backup_stop_lsn: int | None = None,
 ) -> TimelineHistory:
     """The newest timeline a backup can follow (what ``recovery_target_timeline='latest'`` means).
 
-    A timeline qualifies when the backup's timeline is in its ancestry and the backup started
-    before that ancestry left the backup's timeline.
+    A timeline qualifies when the backup's timeline is in its ancestry and the whole backup
+    (start to stop) lies before that ancestry left the backup's timeline.
     """
+    last = backup_start_lsn if backup_stop_lsn is None else backup_stop_lsn
     best = TimelineHistory(tli=backup_tli)
     for tli in sorted(histories):
         if tli <= backup_tli:
@@ -193,7 +197,7 @@ def recovery_timeline(
             if (
                 ancestor == backup_tli
                 and begin <= backup_start_lsn
-                and (end is None or backup_start_lsn < end)
+                and (end is None or (backup_start_lsn < end and last <= end))
             ):
                 best = histories[tli]
                 break
