@@ -19,6 +19,13 @@ _ROOT = Path(tempfile.mkdtemp(prefix="drillkit-tests-", dir="/tmp"))
 _ROOT.chmod(0o755)
 os.environ["DRILLKIT_STATE_DIR"] = str(_ROOT / "state")
 os.environ["DRILLKIT_SANDBOX_ROOT"] = str(_ROOT / "sandboxes")
+os.environ["DRILLKIT_SIGNING_KEY"] = os.urandom(32).hex()
+# Airflow reads its configuration once, at import: set it before any test imports airflow.
+os.environ["AIRFLOW_HOME"] = str(_ROOT / "airflow")
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_ROOT / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_ROOT / 'airflow' / 'airflow.db'}"
+(_ROOT / "dags").mkdir()
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +39,18 @@ def workdir(work_root: Path, request: pytest.FixtureRequest) -> Path:
     path = Path(tempfile.mkdtemp(prefix=request.node.name[:40] + "-", dir=work_root))
     path.chmod(0o755)
     return path
+
+
+@pytest.fixture(scope="session")
+def airflow_db(work_root: Path) -> Path:
+    """A migrated Airflow metadata database (SQLite), once per session."""
+    import sys
+
+    airflow = Path(sys.executable).parent / "airflow"
+    subprocess.run(
+        [str(airflow), "db", "migrate"], check=True, capture_output=True, env=dict(os.environ)
+    )
+    return work_root / "airflow" / "airflow.db"
 
 
 def _clone_repo(source: Path, target: Path) -> None:

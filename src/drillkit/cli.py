@@ -104,6 +104,54 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(result["verdict"], EXIT_UNVERIFIED)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the spec's drill DAG in process (dag.test), the same code path as in Airflow."""
+    import os
+
+    from drillkit.spec import load_spec
+    from drillkit.state import state_dir
+    from drillkit.timeutil import parse_target_time
+
+    spec_path = Path(args.spec).resolve()
+    spec = load_spec(spec_path)  # bad specs fail here, before Airflow starts
+    conf: dict[str, Any] = {"dry_run": args.dry_run, "keep_sandbox": args.keep_sandbox}
+    if args.target_time:
+        conf["target_time"] = parse_target_time(args.target_time).isoformat()
+    if args.tiers:
+        conf["tiers"] = [t.strip() for t in args.tiers.split(",") if t.strip()]
+        unknown = sorted(set(conf["tiers"]) - {t.name for t in spec.tiers})
+        if unknown:
+            raise InvalidInputError(f"--tiers: {', '.join(unknown)} not in the spec's tiers")
+    if args.pinned_backup:
+        conf["pinned_backup"] = args.pinned_backup
+    home = Path(args.airflow_home or os.environ.get("DRILLKIT_RUN_HOME") or state_dir() / "run")
+    home.mkdir(parents=True, exist_ok=True)
+    if not os.environ.get("DRILLKIT_SIGNING_KEY"):
+        # A private Airflow home has no drillkit_signing connection: keep a local key there.
+        key_file = home / "signing.key"
+        if not key_file.exists():
+            key_file.touch(mode=0o600)
+            key_file.write_text(os.urandom(32).hex())
+        os.environ["DRILLKIT_SIGNING_KEY"] = key_file.read_text().strip()
+    from drillkit.operators.runner import run_spec
+
+    return run_spec(
+        spec_path,
+        home=home,
+        conf=conf,
+        json_out=Path(args.json) if args.json else None,
+        junit_out=Path(args.junit) if args.junit else None,
+    )
+
+
+def cmd_dags_sync(args: argparse.Namespace) -> int:
+    from drillkit.operators.dag_factory import sync_loaders
+
+    for path in sync_loaders(Path(args.dags_dir)):
+        print(f"wrote {path}")
+    return EXIT_PASS
+
+
 def cmd_gc(args: argparse.Namespace) -> int:
     from drillkit.sandbox.gc import collect_local
 
@@ -150,6 +198,24 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--keep", action="store_true", help="leave the sandbox running")
     restore.add_argument("--json", action="store_true")
     restore.set_defaults(func=cmd_restore)
+
+    run = sub.add_parser("run", help="run a drill spec's DAG in process (exit 0/1/2)")
+    run.add_argument("spec")
+    run.add_argument("--target-time", default=None, help="ISO 8601 with zone")
+    run.add_argument("--dry-run", action="store_true", help="select and plan only")
+    run.add_argument("--tiers", default=None, help="comma-separated tier names")
+    run.add_argument("--pinned-backup", default=None)
+    run.add_argument("--keep-sandbox", action="store_true")
+    run.add_argument("--json", default=None, help="write the report JSON here")
+    run.add_argument("--junit", default=None, help="write JUnit XML here")
+    run.add_argument("--airflow-home", default=None, help="default: <state dir>/run")
+    run.set_defaults(func=cmd_run)
+
+    dags = sub.add_parser("dags", help="DAG loader files for drill specs")
+    dags_sub = dags.add_subparsers(dest="dags_command", required=True)
+    sync = dags_sub.add_parser("sync", help="write a loader .py for each spec in DIR/drills")
+    sync.add_argument("dags_dir")
+    sync.set_defaults(func=cmd_dags_sync)
 
     gc = sub.add_parser("gc", help="remove expired sandboxes")
     gc.add_argument("--dry-run", action="store_true")

@@ -103,12 +103,20 @@ def evaluate(
     target: datetime | None,
     rpo: timedelta,
     require_verified: bool = True,
+    checksum_gate: bool = False,
 ) -> Evaluation:
+    """What ``backup`` can do for ``target``.
+
+    With ``checksum_gate`` a backup that failed verification stays eligible: the drill then
+    tries it and its provisioning step fails the checksum gate, so the report shows the tier
+    falling back instead of a silently skipped backup.
+    """
     if backup.problems:
         code, sentence = backup.problems[0]
         return _reject(backup, code, sentence)
     verification = backup.verification
-    if verification.status != VERIFIED and (require_verified or verification.code):
+    gated = checksum_gate and verification.code is not None
+    if verification.status != VERIFIED and not gated and (require_verified or verification.code):
         code = verification.code or "BACKUP_UNVERIFIABLE"
         detail = verification.detail or "it was not verified"
         return _reject(
@@ -233,6 +241,7 @@ def select_coordinate(
     exclude: Iterable[str] = (),
     pinned: str | None = None,
     require_verified: bool = True,
+    checksum_gate: bool = False,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Choose the backup and recovery target; raise NoRestorableBackupError with every reason."""
@@ -260,7 +269,14 @@ def select_coordinate(
         policy = "pinned"
 
     evaluations = [
-        evaluate(snapshot, b, target=target, rpo=rpo, require_verified=require_verified)
+        evaluate(
+            snapshot,
+            b,
+            target=target,
+            rpo=rpo,
+            require_verified=require_verified,
+            checksum_gate=checksum_gate,
+        )
         for b in backups
     ]
     candidates: list[dict[str, str]] = []

@@ -141,6 +141,13 @@ def _validate_service(name: Any, spec: Any) -> str:
     return kind
 
 
+def validate_services(services: Any) -> dict[str, str]:
+    """Check a spec's ``services`` mapping when the spec is loaded; return name -> kind."""
+    if not isinstance(services, Mapping) or not services:
+        raise InvalidInputError("services must be a mapping of logical service name -> {kind: ...}")
+    return {name: _validate_service(name, spec) for name, spec in services.items()}
+
+
 def _sandbox_endpoints(endpoints: Mapping[str, Any] | None) -> dict[str, Mapping[str, Any]]:
     if endpoints is None:
         return {}

@@ -1,0 +1,211 @@
+"""Turn a drill spec into its fallback-chain DAG.
+
+Each spec gets a two-line loader in dags/ (``drillkit dags sync`` writes them): Airflow records
+import errors per file, so a bad spec then fails only its own DAG and the others still load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+from drillkit.operators.checks import SmokeTestOperator
+from drillkit.operators.conf import ValidateDrillConfOperator
+from drillkit.operators.gate import (
+    DrillGateOperator,
+    DrillReportOperator,
+    EscalateOperator,
+    TierTasks,
+)
+from drillkit.operators.restore import (
+    PITRSelectOperator,
+    ProvisionSandboxOperator,
+    TeardownOperator,
+)
+from drillkit.operators.routing import ApplyDrillRouteOperator
+from drillkit.sensors.sandbox import SandboxReadySensor
+
+from drillkit.spec import DrillSpec, load_spec, loader_name, loader_source
+
+DEFAULT_REPORT_DIR = "/tmp/drillkit-reports"
+
+
+def drill_params(spec: DrillSpec) -> dict[str, Param]:
+    """The manual trigger form: validated by JSON schema when a run is created."""
+    names = [t.name for t in spec.tiers]
+    return {
+        "target_time": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            title="Recovery target",
+            description="Restore to this moment (ISO 8601 with zone). Empty: the run's logical "
+            "date, or for manual runs the newest restorable point.",
+        ),
+        "tiers": Param(
+            names,
+            type="array",
+            items={"type": "string", "enum": names},
+            minItems=1,
+            uniqueItems=True,
+            title="Tiers to run",
+            description="Fallback tiers this run may use, in the spec's order.",
+        ),
+        "pinned_backup": Param(
+            None,
+            type=["null", "string"],
+            pattern=r"^[A-Za-z0-9._-]{1,128}$",
+            title="Pinned backup id",
+            description="Restore exactly this backup (overrides each tier's policy).",
+        ),
+        "keep_sandbox": Param(
+            False,
+            type="boolean",
+            title="Keep sandbox",
+            description=f"Leave the sandbox running for investigation for {spec.sandbox_ttl} "
+            "(then `drillkit gc` removes it).",
+        ),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            title="Dry run",
+            description="Selection, manifest and planned routes only; nothing is restored.",
+        ),
+    }
+
+
+def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
+    tier_names = [t.name for t in spec.tiers]
+    rto = spec.rto.total_seconds()
+    ttl = spec.sandbox_ttl.total_seconds()
+    report_dir = spec.report.get("path") or DEFAULT_REPORT_DIR
+    dag = DAG(
+        dag_id=spec.dag_id,
+        description=spec.description or f"Restore drill {spec.name}",
+        schedule=spec.schedule,
+        start_date=spec.start_date,
+        catchup=spec.catchup,
+        is_paused_upon_creation=spec.paused,
+        tags=["drillkit", "restore-drill", *spec.tags],
+        params=drill_params(spec),
+        render_template_as_native_obj=True,
+        default_args={"retries": 0},
+        doc_md=f"Restore drill **{spec.name}** from `{spec.source}`: tiers "
+        + " -> ".join(tier_names)
+        + " -> escalate.",
+    )
+    if fileloc:
+        dag.fileloc = fileloc
+    with dag:
+        check_conf = ValidateDrillConfOperator(task_id="check_conf", allowed=list(dag.params))
+        exhausted = EmptyOperator(task_id="exhausted")
+        report = DrillReportOperator(
+            task_id="report",
+            drill=spec.name,
+            tiers=tier_names,
+            rto_seconds=rto,
+            report_path=report_dir,
+            trigger_rule=TriggerRule.ALL_DONE,
+        )
+        escalate = EscalateOperator(task_id="escalate", trigger_rule=TriggerRule.ALL_DONE)
+        previous_gate: Any = None
+        previous_gate_id: str | None = None
+        gate_ids: list[str] = []
+        for index, tier in enumerate(spec.tiers):
+            tasks = TierTasks(tier.name)
+            is_last = index == len(spec.tiers) - 1
+            next_branch = "exhausted" if is_last else TierTasks(spec.tiers[index + 1].name).select
+            with TaskGroup(tier.name, tooltip=f"tier {tier.name}: {tier.select}"):
+                select = PITRSelectOperator(
+                    task_id="pitr_select",
+                    catalog=spec.catalog,
+                    tier=tier.name,
+                    policy=tier.select,
+                    default_target=spec.target,
+                    tier_backup=tier.backup,
+                    exclude_from=list(gate_ids),
+                    rpo_seconds=spec.rpo.total_seconds(),
+                )
+                provision = ProvisionSandboxOperator(
+                    task_id="provision_sandbox",
+                    coordinate_task_id=tasks.select,
+                    sandbox=tier.sandbox,
+                    drill=spec.name,
+                    tier=tier.name,
+                    ttl_seconds=ttl,
+                    execution_timeout=tier.timeout,
+                )
+                ready = SandboxReadySensor(
+                    task_id="sandbox_ready",
+                    sandbox_task_id=tasks.provision,
+                    poke_interval=2,
+                    timeout=max(rto, 60),
+                    mode="poke",
+                )
+                route = ApplyDrillRouteOperator(
+                    task_id="apply_drill_route",
+                    sandbox_task_id=tasks.provision,
+                    services=spec.services,
+                    overrides=spec.overrides,
+                    production=spec.production,
+                    environment=spec.environment,
+                    ttl_seconds=ttl,
+                )
+                smoke = SmokeTestOperator(
+                    task_id="smoke_test",
+                    checks=spec.checks,
+                    manifest_task_id=tasks.route,
+                    coordinate_task_id=tasks.select,
+                    sandbox_task_id=tasks.provision,
+                    production=spec.production,
+                )
+                teardown = TeardownOperator(
+                    task_id="teardown", sandbox_task_id=tasks.provision, keep_ttl_seconds=ttl
+                )
+                gate = DrillGateOperator(
+                    task_id="gate",
+                    tier=tier.name,
+                    previous_gate=previous_gate_id,
+                    next_branch="exhausted"
+                    if is_last
+                    else TierTasks(spec.tiers[index + 1].name).select,
+                    is_last=is_last,
+                    rto_seconds=rto,
+                    trigger_rule=TriggerRule.ALL_DONE,
+                )
+                passed = EmptyOperator(task_id="passed")
+                select >> provision >> ready >> route >> smoke >> teardown >> gate >> passed
+                # A task whose only downstream is a teardown counts as a leaf for the run's
+                # state: without this edge a failed tier would fail a drill that fell back fine.
+                smoke >> gate
+                teardown.as_teardown(setups=provision)
+            check_conf >> select
+            if previous_gate is not None:
+                previous_gate >> select
+            passed >> report
+            teardown >> report
+            previous_gate, previous_gate_id = gate, tasks.gate
+            gate_ids.append(tasks.gate)
+        previous_gate >> exhausted >> report >> escalate
+    return dag
+
+
+def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> DAG:
+    """Load ``spec_path`` (relative to the loader file's directory) and build its DAG."""
+    path = Path(spec_path)
+    if loader and not path.is_absolute():
+        path = Path(loader).parent / path
+    return build_drill_dag(load_spec(path), fileloc=loader)
+
+
+def sync_loaders(dags_dir: Path, *, specs_subdir: str = "drills") -> list[Path]:
+    """Write a loader next to the specs for each spec that has none; return the files written."""
+    written = []
+    for spec_path in sorted((dags_dir / specs_subdir).glob("*.y*ml")):
+        target = dags_dir / loader_name(spec_path)
+        if not target.exists():
+            target.write_text(loader_source(f"{specs_subdir}/{spec_path.name}"))
+            written.append(target)
+    return written

@@ -1,0 +1,184 @@
+"""The tier gate (a branch operator), the run's report, and manual escalation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseBranchOperator, BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from drillkit.operators._common import as_bool
+
+from drillkit.gate import gate_decision, judge_tier
+from drillkit.report import build_report, write_report
+
+
+class TierTasks:
+    """Task ids of one tier, as the DAG factory names them."""
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.select = f"{group}.pitr_select"
+        self.provision = f"{group}.provision_sandbox"
+        self.route = f"{group}.apply_drill_route"
+        self.smoke = f"{group}.smoke_test"
+        self.gate = f"{group}.gate"
+        self.passed = f"{group}.passed"
+        self.teardown = f"{group}.teardown"
+
+
+def tier_errors(ti: Any, tasks: TierTasks) -> list[dict[str, Any]]:
+    """The DrillErrors the tier's tasks recorded before failing, in stage order."""
+    pulled = (
+        ti.xcom_pull(task_ids=task_id, key="error")
+        for task_id in (tasks.select, tasks.provision, tasks.route, tasks.smoke)
+    )
+    return [error for error in pulled if error]
+
+
+class DrillGateOperator(BaseBranchOperator):
+    """Judge the tier: passed -> its ``passed`` marker (then report), failed -> the next tier,
+    exhausted (no tier left) -> ``exhausted`` (then report and escalation).
+
+    Runs whatever happened upstream (trigger rule ALL_DONE) and decides from XCom alone.
+
+    :param tier: tier (task group) name
+    :param previous_gate: the gate before this one, if any: this tier runs only after it fell back
+    :param next_branch: task id to follow on failure (next tier's pitr_select, or ``exhausted``)
+    :param rto_seconds: restore time budget
+    :param dry_run: (templated)
+    """
+
+    template_fields: Sequence[str] = ("dry_run",)
+    ui_color = "#fff0c2"
+
+    def __init__(
+        self,
+        *,
+        tier: str,
+        previous_gate: str | None,
+        next_branch: str,
+        is_last: bool,
+        rto_seconds: float,
+        dry_run: Any = "{{ params.dry_run }}",
+        tiers: Any = "{{ params.tiers }}",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tier = tier
+        self.previous_gate = previous_gate
+        self.next_branch = next_branch
+        self.is_last = is_last
+        self.rto_seconds = rto_seconds
+        self.dry_run = dry_run
+        self.tiers = tiers
+
+    def choose_branch(self, context: Any) -> str | list[str]:
+        ti = context["ti"]
+        tasks = TierTasks(self.tier)
+        if self.previous_gate is not None:
+            before = ti.xcom_pull(task_ids=self.previous_gate, key="decision") or {}
+            if before.get("decision") != "fallback":
+                ti.xcom_push(key="decision", value={"decision": "not_reached", "tier": self.tier})
+                return []
+        tiers = self.tiers if isinstance(self.tiers, list) else []
+        selected = not tiers or self.tier in tiers
+        judgement = judge_tier(
+            self.tier,
+            selected=selected,
+            coordinate=ti.xcom_pull(task_ids=tasks.select),
+            sandbox=ti.xcom_pull(task_ids=tasks.provision),
+            validation=ti.xcom_pull(task_ids=tasks.smoke),
+            errors=tier_errors(ti, tasks),
+            rto_seconds=self.rto_seconds,
+            dry_run=as_bool(self.dry_run),
+        )
+        decision = gate_decision(judgement, is_last=self.is_last)
+        ti.xcom_push(
+            key="decision",
+            value={"decision": decision, "selected": selected, **judgement.to_dict()},
+        )
+        self.log.info(
+            "tier %s: %s (%s) -> %s", self.tier, judgement.status, judgement.reason, decision
+        )
+        return tasks.passed if decision == "pass" else self.next_branch
+
+
+class DrillReportOperator(BaseOperator):
+    """Write the run's one verdict (PASS, FAIL, COULD NOT VERIFY, or DRY RUN) and its report.
+
+    :param drill: drill name
+    :param tiers: tier names in order
+    :param report_path: directory (or URL) for report files; None keeps it in XCom only
+    """
+
+    template_fields: Sequence[str] = ("report_path", "dry_run")
+    ui_color = "#dbe9f6"
+
+    def __init__(
+        self,
+        *,
+        drill: str,
+        tiers: Sequence[str],
+        rto_seconds: float,
+        report_path: str | None = None,
+        dry_run: Any = "{{ params.dry_run }}",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.drill = drill
+        self.tiers = list(tiers)
+        self.rto_seconds = rto_seconds
+        self.report_path = report_path
+        self.dry_run = dry_run
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        ti = context["ti"]
+        tiers = []
+        for name in self.tiers:
+            tasks = TierTasks(name)
+            tiers.append(
+                {
+                    "decision": ti.xcom_pull(task_ids=tasks.gate, key="decision") or {},
+                    "coordinate": ti.xcom_pull(task_ids=tasks.select),
+                    "sandbox": ti.xcom_pull(task_ids=tasks.provision),
+                    "manifest": ti.xcom_pull(task_ids=tasks.route),
+                    "validation": ti.xcom_pull(task_ids=tasks.smoke),
+                    "teardown": ti.xcom_pull(task_ids=tasks.teardown),
+                }
+            )
+        dag_id = context["dag"].dag_id
+        report = build_report(
+            drill=self.drill,
+            dag_id=dag_id,
+            run_id=context["run_id"],
+            tiers=tiers,
+            dry_run=as_bool(self.dry_run),
+        )
+        if self.report_path:
+            report["files"] = write_report(report, self.report_path)
+        self.log.info("verdict %s: %s", report["verdict"], report["summary"])
+        return report
+
+
+class EscalateOperator(BaseOperator):
+    """Manual triage: fail the run loudly, with everything a person needs, unless it passed.
+
+    :param report_task_id: the DrillReportOperator
+    """
+
+    ui_color = "#f7c8c8"
+
+    def __init__(self, *, report_task_id: str = "report", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.report_task_id = report_task_id
+
+    def execute(self, context: Any) -> None:
+        report = context["ti"].xcom_pull(task_ids=self.report_task_id)
+        if not report:
+            raise AirflowFailException(
+                "ESCALATE: the drill produced no report; look at the report task's log"
+            )
+        if report["verdict"] in ("PASS", "DRY RUN"):
+            raise AirflowSkipException(f"verdict {report['verdict']}: nothing to escalate")
+        raise AirflowFailException(f"ESCALATE: {report['escalation']}")

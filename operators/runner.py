@@ -1,0 +1,175 @@
+"""``drillkit run SPEC``: the drill's own Airflow DAG, run in process with ``dag.test()``.
+
+Same DAG, same operators as in Airflow: not a second implementation. Runs in a private Airflow
+home (SQLite) so it never touches a production Airflow's metadata or bundles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+EXIT = {"PASS": 0, "DRY RUN": 0, "FAIL": 1, "COULD NOT VERIFY": 2}
+Say = Callable[[str], None]
+
+
+def prepare_airflow_home(spec_path: Path, home: Path) -> Path:
+    """Point Airflow at a private home and a dags folder holding only this spec's loader.
+
+    Must run before airflow is imported: Airflow reads its configuration once.
+    """
+    from drillkit.spec import loader_name, loader_source  # no airflow import before the env
+
+    dags = home / "dags"
+    dags.mkdir(parents=True, exist_ok=True)
+    for old in dags.glob("drill_*.py"):
+        old.unlink()
+    (dags / loader_name(spec_path)).write_text(loader_source(str(spec_path)))
+    os.environ["AIRFLOW_HOME"] = str(home)
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+    os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+    os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{home / 'airflow.db'}"
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+    return dags
+
+
+def _migrate_once(home: Path) -> None:
+    import subprocess
+
+    from airflow import __version__
+
+    marker = home / f".migrated-{__version__}"
+    if marker.exists():
+        return
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run(
+        [str(airflow), "db", "migrate"], capture_output=True, text=True, env=dict(os.environ)
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+    marker.touch()
+
+
+@contextlib.contextmanager
+def _output_to(log_path: Path) -> Iterator[None]:
+    """Send Airflow's own output (task logs, tracebacks of expected failures) to a file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with log_path.open("ab") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def _task_lines(run_id: str, dag_id: str) -> list[tuple[str, str, float | None]]:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        tis = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+            .all()
+        )
+        ordered = sorted(tis, key=lambda t: (t.start_date is None, t.start_date or 0, t.task_id))
+        return [(ti.task_id, str(ti.state), ti.duration) for ti in ordered]
+
+
+def _report(run_id: str, dag_id: str) -> dict[str, Any] | None:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, run_id=run_id, task_id="report", key="return_value")
+            .one_or_none()
+        )
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def run_spec(
+    spec_path: Path,
+    *,
+    home: Path,
+    conf: dict[str, Any],
+    json_out: Path | None = None,
+    junit_out: Path | None = None,
+    say: Say = print,
+) -> int:
+    """Run the spec's DAG once; print a line per stage and the report; return the exit code."""
+    from drillkit.report import junit_xml
+
+    prepare_airflow_home(spec_path, home)
+    _migrate_once(home)
+    from airflow.dag_processing.dagbag import DagBag
+
+    from drillkit.spec import load_spec
+
+    spec = load_spec(spec_path)
+    log_path = home / "last-run.log"
+    log_path.write_text("")
+    with _output_to(log_path):
+        bag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+        dag = bag.get_dag(spec.dag_id)
+        if dag is None:
+            errors = "; ".join(str(e) for e in bag.import_errors.values())
+            raise RuntimeError(f"the drill's DAG did not load: {errors}")
+        run = dag.test(logical_date=None, run_conf=conf)
+    say(f"drill {spec.name}: DAG {spec.dag_id}, run {run.run_id} ({run.state})")
+    for task_id, state, duration in _task_lines(run.run_id, spec.dag_id):
+        took = f"{duration:7.2f} s" if duration is not None else "      -  "
+        say(f"  {task_id:<34} {state:<16} {took}")
+    report = _report(run.run_id, spec.dag_id)
+    if report is None:
+        say(f"no report was written; Airflow's log: {log_path}")
+        return EXIT["COULD NOT VERIFY"]
+    say("")
+    say(format_report(report))
+    say(f"  (Airflow log of this run: {log_path})")
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2, default=str))
+    if junit_out:
+        junit_out.write_text(junit_xml(report))
+    return EXIT.get(report["verdict"], 2)
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a person reads it at a terminal."""
+    target = report.get("target") or {}
+    lines = [f"VERDICT: {report['verdict']}  ({report['summary']})", "tiers tried:"]
+    for tier in report["tiers"]:
+        lines.append(f"  - {tier['tier']}: {tier['status']} - {tier['reason']}")
+    lines += [
+        f"backup used:            {report.get('backup_id')}",
+        f"recovery target:        {target.get('requested') or 'newest restorable point'}"
+        f" (mode {target.get('mode')})",
+        f"{'planned' if report.get('dry_run') else 'achieved'} recovery point: {target.get('recovery_point')}",
+        f"data loss (expected):   {target.get('expected_data_loss_seconds')} s",
+        f"RTO (restore to ready): {report.get('rto_seconds')} s",
+        "checks:",
+    ]
+    for check in report.get("checks", []):
+        lines.append(
+            f"  - {check['name']} ({check['kind']}): {check['status']}"
+            f" observed={check.get('observed')!r} expected {check.get('expectation')}"
+        )
+    for finding in report.get("findings", []):
+        lines.append(f"  ! {finding.get('code')}: {finding.get('message')}")
+    if report.get("files"):
+        lines.append(f"report files: {report['files']}")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""Wait until a sandbox serves; long waits defer to the triggerer instead of holding a worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator
+from airflow.sdk.exceptions import AirflowFailException
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from drillkit.sandbox.readiness import sandbox_ready
+
+
+class SandboxReadyTrigger(BaseTrigger):
+    """Polls the sandbox record's endpoints from the triggerer until they are ready."""
+
+    def __init__(self, *, record: dict[str, Any], poke_interval: float = 5.0) -> None:
+        super().__init__()
+        self.record = record
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "drillkit.sensors.sandbox.SandboxReadyTrigger",
+            {"record": self.record, "poke_interval": self.poke_interval},
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        while True:
+            ready, why = await asyncio.to_thread(sandbox_ready, self.record)
+            if ready:
+                yield TriggerEvent({"ready": True, "detail": why})
+                return
+            await asyncio.sleep(self.poke_interval)
+
+
+class SandboxReadySensor(BaseSensorOperator):
+    """Succeeds when the tier's sandbox answers and is promoted.
+
+    :param sandbox_task_id: the tier's ProvisionSandboxOperator
+    :param deferrable: wait in the triggerer (for sandboxes that take long, e.g. on Kubernetes)
+    """
+
+    ui_color = "#fdf2d0"
+
+    def __init__(self, *, sandbox_task_id: str, deferrable: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sandbox_task_id = sandbox_task_id
+        self.deferrable = deferrable
+
+    def _record(self, context: Any) -> dict[str, Any]:
+        record = context["ti"].xcom_pull(task_ids=self.sandbox_task_id)
+        if not record:
+            raise AirflowFailException("no sandbox record in XCom: provisioning did not finish")
+        return record
+
+    def poke(self, context: Any) -> bool:
+        ready, why = sandbox_ready(self._record(context))
+        self.log.info("sandbox: %s", why)
+        return ready
+
+    def execute(self, context: Any) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        if self.poke(context):
+            return None
+        self.defer(
+            trigger=SandboxReadyTrigger(
+                record=self._record(context), poke_interval=float(self.poke_interval)
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=float(self.timeout)),
+        )
+        return None
+
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+        if not event or not event.get("ready"):
+            raise AirflowFailException(f"sandbox never became ready: {event}")
+        self.log.info("sandbox ready: %s", event.get("detail"))

@@ -1,0 +1,293 @@
+"""One drill, stage by stage: what each Airflow task of a tier does, without Airflow.
+
+Operators render their arguments and call these; ``drillkit run`` reaches them through the DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from drillkit.catalog import LocalCatalog
+from drillkit.exceptions import BackupError, InvalidInputError
+from drillkit.pitr import select_coordinate
+from drillkit.sandbox.base import SCHEMA as SANDBOX_SCHEMA
+from drillkit.sandbox.local import LABEL, LocalSandboxBackend
+from drillkit.state import read_json
+from drillkit.timeutil import isoformat, parse_iso, parse_target_time
+
+Say = Callable[[str], None]
+_NAMESPACE = uuid.UUID("6f1c1f9e-5d37-4c52-9a51-3d1f0c7b2a10")
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+
+
+def drill_id_for(dag_id: str, run_id: str) -> str:
+    """One stable UUID per DAG run: every task of the run derives the same one."""
+    return str(uuid.uuid5(_NAMESPACE, f"{dag_id}/{run_id}"))
+
+
+def sandbox_id_for(drill: str, dag_id: str, run_id: str, tier: str) -> str:
+    """Deterministic per (run, tier): a retried or resumed task finds its own sandbox again,
+    and two runs never share one."""
+    slug = _SLUG_RE.sub("-", drill.lower()).strip("-")[:24] or "drill"
+    digest = hashlib.sha256(f"{dag_id}/{run_id}/{tier}".encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def resolve_target(
+    *, requested: str | None, spec_target: str, logical_date: datetime | None
+) -> datetime | None:
+    """The run's recovery target: the form's value, else the spec's rule; None means newest."""
+    if requested not in (None, "", "None"):
+        return parse_target_time(str(requested))
+    if spec_target == "latest":
+        return None
+    if spec_target == "logical_date":
+        return None if logical_date is None else parse_target_time(logical_date)
+    return parse_target_time(spec_target)
+
+
+def select(
+    catalog: Mapping[str, Any],
+    *,
+    policy: str,
+    target: datetime | None,
+    rpo: timedelta,
+    exclude: list[str],
+    pinned: str | None,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    if catalog.get("kind", "local") != "local":
+        raise InvalidInputError(f"catalog kind {catalog.get('kind')!r} is not supported here")
+    snapshot = LocalCatalog(str(catalog["path"])).snapshot(progress=say)
+    return select_coordinate(
+        snapshot,
+        target=target,
+        policy=policy,
+        rpo=rpo,
+        exclude=exclude,
+        pinned=pinned,
+        checksum_gate=True,
+    )
+
+
+def backend_for(sandbox: Mapping[str, Any], *, say: Say | None = None) -> LocalSandboxBackend:
+    kind = sandbox.get("kind", "local")
+    if kind != "local":
+        raise InvalidInputError(f"sandbox kind {kind!r} is not supported here")
+    return LocalSandboxBackend(
+        port=sandbox.get("port"),
+        shared_buffers=sandbox.get("shared_buffers", "128MB"),
+        superuser=sandbox.get("superuser", "postgres"),
+        say=say,
+    )
+
+
+def _resumable(backend: LocalSandboxBackend, sandbox_id: str) -> dict[str, Any] | None:
+    """A ready sandbox left by an earlier try of the same task (retry after a worker crash)."""
+    label = read_json(backend.path(sandbox_id) / LABEL)
+    data = backend.path(sandbox_id) / "data"
+    if not label or label.get("state") != "ready" or not (data / "postmaster.pid").exists():
+        return None
+    try:
+        backend._connect(Path(label["socket_dir"]), label["endpoints"]["postgres"]["port"]).close()
+    except Exception:  # any failure means: not usable, rebuild it
+        return None
+    record = {k: v for k, v in label.items() if k not in ("state", "socket_dir", "name")}
+    return {**record, "resumed": True}
+
+
+def provision(
+    coordinate: Mapping[str, Any],
+    *,
+    sandbox: Mapping[str, Any],
+    drill: str,
+    drill_id: str,
+    sandbox_id: str,
+    ttl: timedelta,
+    dry_run: bool,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """The checksum gate, then restore (or, in a dry run, plan) the tier's sandbox."""
+    backup = coordinate.get("backup") or {}
+    status = backup.get("verification")
+    if status != "verified":
+        code = {
+            "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
+            "incomplete": "BACKUP_INCOMPLETE",
+        }.get(str(status), "BACKUP_UNVERIFIABLE")
+        raise BackupError(
+            f"backup {coordinate.get('backup_id')} failed its checksum gate ({status}): it is not "
+            "restored; the next tier tries another backup. Take a new backup and find out what "
+            "damaged this one (storage, copy, retention job)",
+            code=code,
+        )
+    backend = backend_for(sandbox, say=say)
+    if dry_run:
+        directory = backend.path(sandbox_id)
+        return {
+            "schema": SANDBOX_SCHEMA,
+            "backend": backend.kind,
+            "id": sandbox_id,
+            "drill_id": drill_id,
+            "dry_run": True,
+            "path": str(directory),
+            "endpoints": {
+                "postgres": {
+                    "kind": "postgres",
+                    "host": str(backend._socket_dir(directory, sandbox_id)),
+                    "port": 5432,
+                    "user": backend.superuser,
+                    "database": "postgres",
+                }
+            },
+            "backup_id": coordinate.get("backup_id"),
+        }
+    resumed = _resumable(backend, sandbox_id)
+    if resumed is not None:
+        if say:
+            say(f"resuming ready sandbox {sandbox_id} from an earlier try")
+        return resumed
+    backend.teardown(sandbox_id)  # a half-built sandbox from a crashed try
+    try:
+        return backend.provision(
+            coordinate, drill_id=drill_id, name=drill, ttl=ttl, sandbox_id=sandbox_id
+        )
+    except BaseException:
+        backend.teardown(sandbox_id)
+        raise
+
+
+def teardown(
+    sandbox_record: Mapping[str, Any], *, keep: bool, keep_ttl: timedelta
+) -> dict[str, Any]:
+    """Delete the tier's sandbox, or keep it for investigation until ``keep_ttl`` runs out."""
+    sandbox_id = str(sandbox_record.get("id"))
+    backend = backend_for({"kind": sandbox_record.get("backend", "local")})
+    if sandbox_record.get("dry_run"):
+        return {"id": sandbox_id, "removed": False, "dry_run": True}
+    if keep:
+        from drillkit.state import write_json_atomic
+        from drillkit.timeutil import utcnow
+
+        label_path = backend.path(sandbox_id) / LABEL
+        label = read_json(label_path) or {}
+        label["expires_at"] = isoformat(utcnow() + keep_ttl)
+        label["kept"] = True
+        write_json_atomic(label_path, label)
+        return {"id": sandbox_id, "removed": False, "kept_until": label["expires_at"]}
+    return backend.teardown(sandbox_id)
+
+
+def route(
+    *,
+    sandbox: Mapping[str, Any],
+    services: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    production: Mapping[str, Any],
+    environment: str,
+    drill_id: str,
+    key: bytes,
+    ttl: timedelta,
+) -> dict[str, Any]:
+    """The routing manifest: every service resolved to the sandbox, production refused."""
+    from drillkit.routing.context import issue_context
+    from drillkit.routing.guard import ProductionGuard
+    from drillkit.routing.manifest import build_manifest
+
+    context = issue_context(
+        drill_id=drill_id,
+        environment=environment,
+        key=key,
+        ttl_seconds=int(min(ttl.total_seconds(), 7 * 86400)),
+    )
+    manifest = build_manifest(
+        drill_id=drill_id,
+        environment=environment,
+        endpoints=sandbox.get("endpoints"),
+        services=services,
+        overrides=overrides,
+        production=ProductionGuard.from_spec(production),
+        context=context,
+    )
+    manifest["routes"] = {
+        "backend": "manifest",
+        "applied": [],
+        "dry_run": bool(sandbox.get("dry_run")),
+    }
+    return manifest
+
+
+def truth_params(truth_file: str, target: datetime | None) -> dict[str, Any]:
+    """``before``/``after`` ids for a ground-truth pitr check, from a scenario's truth.json."""
+    truth = read_json(Path(truth_file))
+    if not truth or "batches" not in truth:
+        raise InvalidInputError(f"{truth_file} is not a ground-truth file (no batches)")
+    batches = sorted(truth["batches"], key=lambda b: b["committed_at"])
+    if target is None:
+        return {"before": batches[-1]["last_id"], "after": None}
+    committed = [b for b in batches if parse_iso(b["committed_at"]) <= target]
+    later = [b for b in batches if parse_iso(b["committed_at"]) > target]
+    return {
+        "before": committed[-1]["last_id"] if committed else None,
+        "after": later[0]["first_id"] if later else None,
+    }
+
+
+def smoke(
+    *,
+    checks: list[dict[str, Any]],
+    manifest: Mapping[str, Any],
+    production: Mapping[str, Any],
+    coordinate: Mapping[str, Any],
+    sandbox: Mapping[str, Any],
+    key: bytes,
+) -> dict[str, Any]:
+    """Run the checks against the manifest, re-checked: XCom is never trusted blindly."""
+    from drillkit.checks import run_checks
+    from drillkit.routing.context import verify_context
+    from drillkit.routing.guard import ProductionGuard
+
+    ProductionGuard.from_spec(production).check_manifest(manifest)
+    verify_context(manifest["context"]["value"], key=key)
+    if sandbox.get("dry_run"):
+        return {
+            "schema": "drillkit.validation/v1",
+            "status": "skipped",
+            "dry_run": True,
+            "results": [
+                {
+                    "name": c["name"],
+                    "kind": c["kind"],
+                    "target": c.get("target"),
+                    "status": "skipped",
+                }
+                for c in checks
+            ],
+            "warmup": [],
+            "findings": [],
+        }
+    requested = (coordinate.get("target") or {}).get("requested")
+    target = parse_iso(requested) if requested else parse_iso(coordinate.get("recovery_point"))
+    clean: list[dict[str, Any]] = []
+    per_check: dict[str, dict[str, Any]] = {}
+    for check in checks:
+        check = dict(check)
+        truth_file = check.pop("truth_file", None)
+        if truth_file:
+            per_check[check["name"]] = truth_params(truth_file, target)
+        clean.append(check)
+    params: dict[str, Any] = {"checks": per_check} if per_check else {}
+    if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
+        params["target_time"] = isoformat(target)
+    return run_checks(clean, manifest, params=params)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
