@@ -168,9 +168,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     task_id="gate",
                     tier=tier.name,
                     previous_gate=previous_gate_id,
-                    next_branch="exhausted"
-                    if is_last
-                    else TierTasks(spec.tiers[index + 1].name).select,
+                    next_branch=next_branch,
                     is_last=is_last,
                     rto_seconds=rto,
                     trigger_rule=TriggerRule.ALL_DONE,

@@ -158,7 +158,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"backup used:            {report.get('backup_id')}",
         f"recovery target:        {target.get('requested') or 'newest restorable point'}"
         f" (mode {target.get('mode')})",
-        f"{'planned' if report.get('dry_run') else 'achieved'} recovery point: {target.get('recovery_point')}",
+        f"{'planned' if report.get('dry_run') else 'achieved'} recovery point: "
+        f"{target.get('recovery_point')}",
         f"data loss (expected):   {target.get('expected_data_loss_seconds')} s",
         f"RTO (restore to ready): {report.get('rto_seconds')} s",
         "checks:",

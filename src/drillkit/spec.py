@@ -280,7 +280,10 @@ def load_spec(path: str | Path) -> DrillSpec:
     return parse_spec(data, source=str(path))
 
 
-_LOADER = '''"""Airflow DAG of the restore drill {rel}: written by `drillkit dags sync`; edit the YAML."""
+_LOADER = '''"""Airflow DAG of the restore drill {rel}.
+
+Written by `drillkit dags sync`: edit the YAML, not this file.
+"""
 
 from drillkit.operators.dag_factory import dag_from_spec_file
 
