@@ -30,6 +30,9 @@ from drillkit.sensors.sandbox import SandboxReadySensor
 from drillkit.spec import DrillSpec, load_spec, loader_name, loader_source
 
 DEFAULT_REPORT_DIR = "/tmp/drillkit-reports"
+TARGET_PATTERN = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s?(Z|UTC|[+-]\d{2}(:?\d{2})?)$"
+)
 
 
 def drill_params(spec: DrillSpec) -> dict[str, Param]:
@@ -40,6 +43,8 @@ def drill_params(spec: DrillSpec) -> dict[str, Param]:
             None,
             type=["null", "string"],
             format="date-time",
+            # Airflow does not enforce "format": the pattern refuses non-timestamps at trigger.
+            pattern=TARGET_PATTERN,
             title="Recovery target",
             description="Restore to this moment (ISO 8601 with zone). Empty: the run's logical "
             "date, or for manual runs the newest restorable point.",

@@ -154,6 +154,7 @@ class DrillReportOperator(BaseOperator):
             run_id=context["run_id"],
             tiers=tiers,
             dry_run=as_bool(self.dry_run),
+            run_error=ti.xcom_pull(task_ids="check_conf", key="error"),
         )
         if self.report_path:
             report["files"] = write_report(report, self.report_path)

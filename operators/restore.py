@@ -141,22 +141,21 @@ class ProvisionSandboxOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         dag_id, run_id, drill_id = run_identity(context)
-        coordinate = context["ti"].xcom_pull(task_ids=self.coordinate_task_id)
-        sandbox_id = drill.sandbox_id_for(self.drill, dag_id, run_id, self.tier)
-        record = run_core(
-            context,
-            lambda: drill.provision(
-                coordinate,
+
+        def provision() -> dict[str, Any]:
+            # Everything inside run_core: the execution timeout may fire at any line.
+            return drill.provision(
+                context["ti"].xcom_pull(task_ids=self.coordinate_task_id),
                 sandbox=self.sandbox,
                 drill=self.drill,
                 drill_id=drill_id,
-                sandbox_id=sandbox_id,
+                sandbox_id=drill.sandbox_id_for(self.drill, dag_id, run_id, self.tier),
                 ttl=timedelta(seconds=self.ttl_seconds),
                 dry_run=as_bool(self.dry_run),
                 say=self.log.info,
-            ),
-            timeout_code="PROVISION_TIMEOUT",
-        )
+            )
+
+        record = run_core(context, provision, timeout_code="PROVISION_TIMEOUT")
         self.log.info(
             "sandbox %s ready in %s s, recovery point %s",
             record["id"],

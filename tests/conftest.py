@@ -77,6 +77,7 @@ def damaged_scenario(clean_scenario, workdir: Path):
         repo, truth = clean_scenario
         copy = workdir / "repo"
         _clone_repo(repo, copy)
+        shutil.copy(repo.parent / "drill.yaml", workdir / "drill.yaml")
         truth = dict(truth)
         truth["damage"] = apply_damage(copy, truth, ScenarioOptions(**damage), lambda _m: None)
         return copy, truth

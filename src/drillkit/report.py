@@ -13,6 +13,7 @@ from xml.etree import ElementTree as ET
 from drillkit.gate import (
     DRY_RUN,
     NOT_REACHED,
+    VERDICT_UNVERIFIED,
     TierJudgement,
     overall_verdict,
 )
@@ -48,14 +49,21 @@ def _judgement(decision: dict[str, Any]) -> TierJudgement:
 
 
 def build_report(
-    *, drill: str, dag_id: str, run_id: str, tiers: list[dict[str, Any]], dry_run: bool
+    *,
+    drill: str,
+    dag_id: str,
+    run_id: str,
+    tiers: list[dict[str, Any]],
+    dry_run: bool,
+    run_error: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``tiers``: per tier (in order) its gate decision and its tasks' XCom results."""
     from drillkit.drill import drill_id_for
 
     tried = [t for t in tiers if t["decision"] and t["decision"].get("decision") != "not_reached"]
     judgements = [_judgement(t["decision"]) for t in tried]
-    verdict = overall_verdict(judgements)
+    # A refused run configuration means nothing was drilled: never a pass, never a backup fault.
+    verdict = VERDICT_UNVERIFIED if run_error else overall_verdict(judgements)
     deciding = next(
         (t for t, j in zip(tried, judgements, strict=True) if j.status in ("passed", DRY_RUN)),
         tried[-1] if tried else None,
@@ -64,6 +72,8 @@ def build_report(
     sandbox = (deciding or {}).get("sandbox") or {}
     validation = (deciding or {}).get("validation") or {}
     findings = [f for j in judgements for f in j.findings]
+    if run_error:
+        findings.insert(0, {**run_error, "severity": "error"})
     tier_lines = [f"{j.tier}: {j.status} ({j.reason})" for j in judgements]
     restore_seconds = sandbox.get("restore_seconds")
     summary = (
