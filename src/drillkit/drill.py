@@ -281,7 +281,11 @@ def smoke(
         check = dict(check)
         truth_file = check.pop("truth_file", None)
         if truth_file:
-            per_check[check["name"]] = truth_params(truth_file, target)
+            # None means "no such row" (nothing committed before, or after, the target): leave
+            # that side unset so the check reports exactly what it could not prove.
+            known = {k: v for k, v in truth_params(truth_file, target).items() if v is not None}
+            if known:
+                per_check[check["name"]] = known
         clean.append(check)
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
