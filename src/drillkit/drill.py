@@ -61,8 +61,11 @@ def select(
     rpo: timedelta,
     exclude: list[str],
     pinned: str | None,
+    checksum_gate: bool = True,
     say: Say | None = None,
 ) -> dict[str, Any]:
+    """Choose a tier's coordinate. With ``checksum_gate`` (drill tiers) a backup that failed
+    verification is still chosen, so its tier visibly fails the gate and falls back."""
     if catalog.get("kind", "local") != "local":
         raise InvalidInputError(f"catalog kind {catalog.get('kind')!r} is not supported here")
     snapshot = LocalCatalog(str(catalog["path"])).snapshot(progress=say)
@@ -73,7 +76,7 @@ def select(
         rpo=rpo,
         exclude=exclude,
         pinned=pinned,
-        checksum_gate=True,
+        checksum_gate=checksum_gate,
     )
 
 

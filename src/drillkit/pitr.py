@@ -336,11 +336,13 @@ def _rechoose_oldest(
 
 def _chosen_reason(ev: Evaluation, policy: str, target: datetime | None) -> str:
     what = {
-        "latest": "the newest verified backup",
-        "previous": "the newest verified backup before the newest eligible one",
-        "oldest": "the oldest verified backup still retained",
+        "latest": "the newest backup",
+        "previous": "the newest backup before the newest eligible one",
+        "oldest": "the oldest backup still retained",
         "pinned": "the backup pinned for this run",
     }[policy]
+    status = ev.backup.verification.status
+    what += " (verified)" if status == VERIFIED else f" (verification: {status}, gated later)"
     goal = f"the target {isoformat(target)}" if target else "the newest archived transaction"
     return (
         f"{what} restorable from {isoformat(ev.restorable_from)} whose WAL "
