@@ -4,13 +4,9 @@
 ``drillkit.validation/v1`` document.
 """
 
-from drillkit.checks.engine import (
-    DEFAULT_CONCURRENCY,
-    POSTGRES_CONNECTIONS_PER_SERVICE,
-    CheckContext,
-    run_checks,
-)
-from drillkit.checks.http import idempotency_key, parse_json_path, resolve_json_path
+from typing import Any
+
+from drillkit.checks.jsonpath import parse_json_path, resolve_json_path
 from drillkit.checks.results import (
     VALIDATION_SCHEMA,
     CheckResult,
@@ -20,6 +16,25 @@ from drillkit.checks.results import (
     parse_expectation,
 )
 from drillkit.checks.spec import DEFAULT_TIMEOUT_SECONDS, KINDS, CheckSpec, parse_checks
+
+# The engine pulls in requests, SQLAlchemy and psycopg2: loaded on first use, so that parsing a
+# drill spec (at DAG-parse time) stays cheap.
+_LAZY = {
+    "DEFAULT_CONCURRENCY": "drillkit.checks.engine",
+    "POSTGRES_CONNECTIONS_PER_SERVICE": "drillkit.checks.engine",
+    "CheckContext": "drillkit.checks.engine",
+    "run_checks": "drillkit.checks.engine",
+    "idempotency_key": "drillkit.checks.http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'drillkit.checks' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_CONCURRENCY",

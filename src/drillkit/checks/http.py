@@ -6,7 +6,6 @@ Redirects are followed only to origins in the routing manifest: anything else co
 from __future__ import annotations
 
 import json
-import re
 import socket
 import uuid
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import NewConnectionError, ReadTimeoutError
 
+from drillkit.checks.jsonpath import resolve_json_path
 from drillkit.checks.results import (
     REDIRECT_OUTSIDE_MANIFEST,
     UNSET,
@@ -26,65 +26,22 @@ from drillkit.checks.results import (
     Outcome,
     seconds_text,
 )
-from drillkit.exceptions import CheckError, InvalidInputError
+from drillkit.checks.spec import IDEMPOTENCY_HEADER, UNSAFE_METHODS
+from drillkit.exceptions import CheckError
 
 if TYPE_CHECKING:
     from drillkit.checks.engine import CheckContext
     from drillkit.checks.spec import HttpConfig
 
-HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-IDEMPOTENCY_HEADER = "X-Idempotency-Key"
-# Set by drillkit on every request; a spec overriding them would unroute or replay traffic.
-RESERVED_HEADERS = frozenset({"x-drill-context", IDEMPOTENCY_HEADER.lower(), "host"})
 MAX_REDIRECTS = 5
 MAX_BODY_BYTES = 10 * 1024 * 1024
 # Fixed, so a retried task derives the same key for the same drill and check.
 _IDEMPOTENCY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "drillkit:idempotency-key")
-_JSON_STEP = re.compile(
-    r"""\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\["([^"\\]*)"\]|\['([^'\\]*)'\]"""
-)
 
 
 def idempotency_key(drill_id: str, check_name: str) -> str:
     """The same key for the same drill and check: a retried task repeats no side effect."""
     return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{drill_id}/{check_name}"))
-
-
-def parse_json_path(path: str) -> tuple[str | int, ...]:
-    """Parse the JSONPath subset ``$``, ``.key``, ``[index]``, ``["key"]`` into steps."""
-    if not isinstance(path, str) or not path.startswith("$"):
-        raise InvalidInputError(f"{path!r} must start with $, e.g. $.data.items[0].id")
-    steps: list[str | int] = []
-    pos = 1
-    while pos < len(path):
-        match = _JSON_STEP.match(path, pos)
-        if match is None:
-            raise InvalidInputError(
-                f'{path!r}: cannot read {path[pos:]!r}; use $, .key, [index] or ["key"]'
-            )
-        key, index, double, single = match.groups()
-        if index is not None:
-            steps.append(int(index))
-        else:
-            steps.append(next(s for s in (key, double, single) if s is not None))
-        pos = match.end()
-    return tuple(steps)
-
-
-def resolve_json_path(document: Any, steps: tuple[str | int, ...]) -> Any:
-    """The value at ``steps``; LookupError says where the path stopped matching."""
-    value, where = document, "$"
-    for step in steps:
-        if isinstance(step, int):
-            if not isinstance(value, list) or step >= len(value):
-                raise LookupError(f"no item [{step}] at {where}")
-            value, where = value[step], f"{where}[{step}]"
-        else:
-            if not isinstance(value, Mapping) or step not in value:
-                raise LookupError(f"no key {step!r} at {where}")
-            value, where = value[step], f"{where}.{step}"
-    return value
 
 
 def _origin(url: str) -> tuple[str, str, int]:

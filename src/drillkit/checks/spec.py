@@ -12,10 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, NoReturn
 
-from drillkit.checks.http import HTTP_METHODS, RESERVED_HEADERS, parse_json_path
+from drillkit.checks.jsonpath import parse_json_path
 from drillkit.checks.results import UNSET, Expectation, parse_expectation
 from drillkit.exceptions import InvalidInputError
 from drillkit.timeutil import parse_duration, parse_target_time
+
+HTTP_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+IDEMPOTENCY_HEADER = "X-Idempotency-Key"
+# Set by drillkit on every request; a spec overriding them would unroute or replay traffic.
+RESERVED_HEADERS = frozenset({"x-drill-context", IDEMPOTENCY_HEADER.lower(), "host"})
+
 
 Kind = Literal["sql", "http", "tcp", "pitr", "integrity"]
 KINDS: tuple[str, ...] = ("http", "integrity", "pitr", "sql", "tcp")
