@@ -9,7 +9,7 @@ export UV_PYTHON := $(abspath $(VENV))/bin/python
 DEMO_DIR ?= $(CURDIR)/demo
 PYTEST_ARGS ?=
 
-.PHONY: install test demo bench lint format clean
+.PHONY: install system-deps test demo bench lint format clean airflow
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -22,13 +22,19 @@ $(SYNCED): $(UV) uv.lock pyproject.toml
 
 install: $(SYNCED)
 
+system-deps:
+	@bash scripts/system_deps.sh
+
 # pytest exits 5 when it collected no test: that is a failure here, never a pass.
-test: install
+test: install system-deps
 	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 demo: install
 	@$(VENV)/bin/python scripts/demo.py "$(DEMO_DIR)"
+
+airflow: install
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/python scripts/airflow_local.py
 
 bench: install
 	@$(VENV)/bin/python bench/run.py

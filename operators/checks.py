@@ -6,6 +6,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from drillkit.operators._common import run_core, signing_key
+from drillkit.operators.telemetry import record_transition
 
 from drillkit import drill
 
@@ -60,4 +61,5 @@ class SmokeTestOperator(BaseOperator):
                 result.get("observed"),
                 result.get("expectation"),
             )
+        record_transition(context, "checked", validation)
         return validation

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.empty import EmptyOperator
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, chain
+from airflow.sdk.definitions.param import ParamsDict
 from drillkit.operators.checks import SmokeTestOperator
 from drillkit.operators.conf import ValidateDrillConfOperator
 from drillkit.operators.gate import (
@@ -25,6 +26,7 @@ from drillkit.operators.restore import (
     TeardownOperator,
 )
 from drillkit.operators.routing import ApplyDrillRouteOperator
+from drillkit.plugins.links import DrillReportLink
 from drillkit.sensors.sandbox import SandboxReadySensor
 
 from drillkit.spec import DrillSpec, load_spec, loader_name, loader_source
@@ -33,6 +35,9 @@ DEFAULT_REPORT_DIR = "/tmp/drillkit-reports"
 TARGET_PATTERN = (
     r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s?(Z|UTC|[+-]\d{2}(:?\d{2})?)$"
 )
+
+
+PARAM_NAMES = ("target_time", "tiers", "pinned_backup", "keep_sandbox", "dry_run")
 
 
 def drill_params(spec: DrillSpec) -> dict[str, Param]:
@@ -86,6 +91,19 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
     rto = spec.rto.total_seconds()
     ttl = spec.sandbox_ttl.total_seconds()
     report_dir = spec.report.get("path") or DEFAULT_REPORT_DIR
+    classes = (PITRSelectOperator, ProvisionSandboxOperator, ApplyDrillRouteOperator)
+    select_cls, provision_cls, route_cls = classes
+    teardown_cls, k8s_args, sensor_args = TeardownOperator, {}, {}
+    if spec.catalog.get("kind") == "cnpg":  # kubernetes sandboxes: the spec enforces the pairing
+        from drillkit.operators import kubernetes as k8s_ops
+
+        select_cls = k8s_ops.KubernetesPITRSelectOperator
+        provision_cls = k8s_ops.KubernetesProvisionSandboxOperator
+        route_cls = k8s_ops.KubernetesApplyDrillRouteOperator
+        teardown_cls = k8s_ops.KubernetesTeardownOperator
+        k8s_args = {"kubernetes_conn_id": spec.kubernetes_conn_id}
+        # A CloudNativePG restore takes minutes: wait in the triggerer, not on a worker slot.
+        sensor_args = {**k8s_args, "deferrable": True}
     dag = DAG(
         dag_id=spec.dag_id,
         description=spec.description or f"Restore drill {spec.name}",
@@ -94,7 +112,6 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
         catchup=spec.catchup,
         is_paused_upon_creation=spec.paused,
         tags=["drillkit", "restore-drill", *spec.tags],
-        params=drill_params(spec),
         render_template_as_native_obj=True,
         default_args={"retries": 0},
         doc_md=f"Restore drill **{spec.name}** from `{spec.source}`: tiers "
@@ -104,7 +121,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
     if fileloc:
         dag.fileloc = fileloc
     with dag:
-        check_conf = ValidateDrillConfOperator(task_id="check_conf", allowed=list(dag.params))
+        check_conf = ValidateDrillConfOperator(task_id="check_conf", allowed=list(PARAM_NAMES))
         exhausted = EmptyOperator(task_id="exhausted")
         report = DrillReportOperator(
             task_id="report",
@@ -123,7 +140,8 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
             is_last = index == len(spec.tiers) - 1
             next_branch = "exhausted" if is_last else TierTasks(spec.tiers[index + 1].name).select
             with TaskGroup(tier.name, tooltip=f"tier {tier.name}: {tier.select}"):
-                select = PITRSelectOperator(
+                select = select_cls(
+                    **k8s_args,
                     task_id="pitr_select",
                     catalog=spec.catalog,
                     tier=tier.name,
@@ -133,7 +151,8 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     exclude_from=list(gate_ids),
                     rpo_seconds=spec.rpo.total_seconds(),
                 )
-                provision = ProvisionSandboxOperator(
+                provision = provision_cls(
+                    **k8s_args,
                     task_id="provision_sandbox",
                     coordinate_task_id=tasks.select,
                     sandbox=tier.sandbox,
@@ -148,8 +167,10 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     poke_interval=2,
                     timeout=max(rto, 60),
                     mode="poke",
+                    **sensor_args,
                 )
-                route = ApplyDrillRouteOperator(
+                route = route_cls(
+                    **k8s_args,
                     task_id="apply_drill_route",
                     sandbox_task_id=tasks.provision,
                     services=spec.services,
@@ -157,6 +178,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     production=spec.production,
                     environment=spec.environment,
                     ttl_seconds=ttl,
+                    routes=spec.routes,
                 )
                 smoke = SmokeTestOperator(
                     task_id="smoke_test",
@@ -166,8 +188,11 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     sandbox_task_id=tasks.provision,
                     production=spec.production,
                 )
-                teardown = TeardownOperator(
-                    task_id="teardown", sandbox_task_id=tasks.provision, keep_ttl_seconds=ttl
+                teardown = teardown_cls(
+                    **k8s_args,
+                    task_id="teardown",
+                    sandbox_task_id=tasks.provision,
+                    keep_ttl_seconds=ttl,
                 )
                 gate = DrillGateOperator(
                     task_id="gate",
@@ -179,7 +204,13 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     trigger_rule=TriggerRule.ALL_DONE,
                 )
                 passed = EmptyOperator(task_id="passed")
-                select >> provision >> ready >> route >> smoke >> teardown >> gate >> passed
+                stages = [select, provision, ready, route, smoke]
+                chain(*stages, teardown, gate, passed)
+                # Each stage also feeds every later one: a skipped or failed stage then skips
+                # (or upstream-fails) the rest of its tier in one scheduler pass, not one per
+                # level; a long tier otherwise costs a scheduling loop per task it never runs.
+                for index, stage in enumerate(stages):
+                    stage >> stages[index + 2 :]
                 # A task whose only downstream is a teardown counts as a leaf for the run's
                 # state: without this edge a failed tier would fail a drill that fell back fine.
                 smoke >> gate
@@ -192,6 +223,14 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
             previous_gate, previous_gate_id = gate, tasks.gate
             gate_ids.append(tasks.gate)
         previous_gate >> exhausted >> report >> escalate
+    for task in dag.tasks:
+        # "Drill report" on every task that runs (an EmptyOperator never executes to record it).
+        if not isinstance(task, EmptyOperator):
+            task.operator_extra_links = (*task.operator_extra_links, DrillReportLink())
+    # Params are attached once the tasks exist: a task created inside a DAG deep-copies the
+    # DAG's params (and serializes its copy), 28 times a drill. At run time Airflow merges
+    # dag.params into every task's context, so templates and validation are unchanged.
+    dag.params = ParamsDict(drill_params(spec))
     return dag
 
 

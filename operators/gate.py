@@ -8,9 +8,11 @@ from typing import Any
 from airflow.sdk import BaseBranchOperator, BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from drillkit.operators._common import as_bool
+from drillkit.operators.report_store import write_report_files
+from drillkit.operators.telemetry import event_key, record_transition, send_metrics
 
 from drillkit.gate import gate_decision, judge_tier
-from drillkit.report import build_report, write_report
+from drillkit.report import build_report
 
 
 class TierTasks:
@@ -25,6 +27,18 @@ class TierTasks:
         self.gate = f"{group}.gate"
         self.passed = f"{group}.passed"
         self.teardown = f"{group}.teardown"
+
+    def transitions(self) -> list[tuple[str, str]]:
+        """``(task id, telemetry event)``: which task of the tier records which transition."""
+        return [
+            (self.select, "selected"),
+            (self.provision, "provisioned"),
+            (self.route, "routed"),
+            (self.smoke, "checked"),
+            (self.gate, "gate"),
+            (self.gate, "fallback"),
+            (self.teardown, "teardown"),
+        ]
 
 
 def tier_errors(ti: Any, tasks: TierTasks) -> list[dict[str, Any]]:
@@ -94,10 +108,11 @@ class DrillGateOperator(BaseBranchOperator):
             dry_run=as_bool(self.dry_run),
         )
         decision = gate_decision(judgement, is_last=self.is_last)
-        ti.xcom_push(
-            key="decision",
-            value={"decision": decision, "selected": selected, **judgement.to_dict()},
-        )
+        value = {"decision": decision, "selected": selected, **judgement.to_dict()}
+        ti.xcom_push(key="decision", value=value)
+        record_transition(context, "gate", value)
+        if decision == "fallback":
+            record_transition(context, "fallback", value)
         self.log.info(
             "tier %s: %s (%s) -> %s", self.tier, judgement.status, judgement.reason, decision
         )
@@ -109,7 +124,8 @@ class DrillReportOperator(BaseOperator):
 
     :param drill: drill name
     :param tiers: tier names in order
-    :param report_path: directory (or URL) for report files; None keeps it in XCom only
+    :param report_path: local directory, or an ObjectStoragePath URL (s3://, gs://, file://),
+        for report files; None keeps the report in XCom only (templated)
     """
 
     template_fields: Sequence[str] = ("report_path", "dry_run")
@@ -134,9 +150,13 @@ class DrillReportOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         ti = context["ti"]
-        tiers = []
+        tiers, events = [], []
         for name in self.tiers:
             tasks = TierTasks(name)
+            events += [
+                ti.xcom_pull(task_ids=task_id, key=event_key(event))
+                for task_id, event in tasks.transitions()
+            ]
             tiers.append(
                 {
                     "decision": ti.xcom_pull(task_ids=tasks.gate, key="decision") or {},
@@ -155,9 +175,15 @@ class DrillReportOperator(BaseOperator):
             tiers=tiers,
             dry_run=as_bool(self.dry_run),
             run_error=ti.xcom_pull(task_ids="check_conf", key="error"),
+            events=events,
+            rto_budget_seconds=self.rto_seconds,
         )
+        verdict_event = record_transition(context, "verdict", report)
+        report["timeline"].append(verdict_event)
+        report["finished_at"] = verdict_event["at"]
         if self.report_path:
-            report["files"] = write_report(report, self.report_path)
+            report["files"] = write_report_files(report, self.report_path)
+        send_metrics(report)
         self.log.info("verdict %s: %s", report["verdict"], report["summary"])
         return report
 

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 from drillkit.operators._common import as_bool, run_core, run_identity
+from drillkit.operators.telemetry import record_transition
 
 from drillkit import drill
 
@@ -102,6 +103,7 @@ class PITRSelectOperator(BaseOperator):
             coordinate["target"]["requested"] or "newest",
             coordinate["reason"],
         )
+        record_transition(context, "selected", coordinate)
         return coordinate
 
 
@@ -162,6 +164,7 @@ class ProvisionSandboxOperator(BaseOperator):
             record.get("restore_seconds"),
             record.get("achieved_recovery_point"),
         )
+        record_transition(context, "provisioned", record)
         return record
 
 
@@ -201,4 +204,5 @@ class TeardownOperator(BaseOperator):
             ),
         )
         self.log.info("teardown of %s: %s", record.get("id"), result)
+        record_transition(context, "teardown", result)
         return result

@@ -7,6 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from drillkit.operators._common import run_core, run_identity, signing_key
+from drillkit.operators.telemetry import record_transition
 
 from drillkit import drill
 
@@ -20,6 +21,8 @@ class ApplyDrillRouteOperator(BaseOperator):
     :param production: endpoints the drill must never reach (hosts, cidrs, dsns)
     :param environment: environment tag signed into ``X-Drill-Context``
     :param ttl_seconds: lifetime of the signed context
+    :param routes: the spec's ``routes`` block; istio and gateway_api routes are applied to the
+        cluster (use KubernetesApplyDrillRouteOperator, which supplies the connection)
     """
 
     ui_color = "#e3f4e1"
@@ -33,9 +36,11 @@ class ApplyDrillRouteOperator(BaseOperator):
         production: dict[str, Any] | None = None,
         environment: str = "drill",
         ttl_seconds: float = 7200.0,
+        routes: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.routes = routes or {}
         self.sandbox_task_id = sandbox_task_id
         self.services = services
         self.overrides = overrides or {}
@@ -57,8 +62,10 @@ class ApplyDrillRouteOperator(BaseOperator):
                 drill_id=drill_id,
                 key=signing_key(),
                 ttl=timedelta(seconds=self.ttl_seconds),
+                routes=self.routes,
             ),
         )
         for name, entry in manifest["services"].items():
             self.log.info("route %s -> %s (%s)", name, entry["endpoint"], entry["resolved_by"])
+        record_transition(context, "routed", manifest)
         return manifest

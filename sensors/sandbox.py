@@ -14,23 +14,49 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from drillkit.sandbox.readiness import sandbox_ready
 
 
+def _ready(record: dict[str, Any], *, kubernetes_conn_id: str | None) -> tuple[bool, str]:
+    """Readiness of any backend; a kubernetes sandbox is asked through KubernetesHook (polled
+    with GET: the Cluster's status is small and the wait is bounded by the sensor's timeout)."""
+    if record.get("backend") != "kubernetes":
+        return sandbox_ready(record)
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+    from drillkit.k8s.client import cluster
+
+    with cluster(KubernetesHook(conn_id=kubernetes_conn_id).api_client):
+        return sandbox_ready(record)
+
+
 class SandboxReadyTrigger(BaseTrigger):
     """Polls the sandbox record's endpoints from the triggerer until they are ready."""
 
-    def __init__(self, *, record: dict[str, Any], poke_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        *,
+        record: dict[str, Any],
+        poke_interval: float = 5.0,
+        kubernetes_conn_id: str | None = None,
+    ) -> None:
         super().__init__()
         self.record = record
         self.poke_interval = poke_interval
+        self.kubernetes_conn_id = kubernetes_conn_id
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             "drillkit.sensors.sandbox.SandboxReadyTrigger",
-            {"record": self.record, "poke_interval": self.poke_interval},
+            {
+                "record": self.record,
+                "poke_interval": self.poke_interval,
+                "kubernetes_conn_id": self.kubernetes_conn_id,
+            },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            ready, why = await asyncio.to_thread(sandbox_ready, self.record)
+            ready, why = await asyncio.to_thread(
+                _ready, self.record, kubernetes_conn_id=self.kubernetes_conn_id
+            )
             if ready:
                 yield TriggerEvent({"ready": True, "detail": why})
                 return
@@ -42,14 +68,23 @@ class SandboxReadySensor(BaseSensorOperator):
 
     :param sandbox_task_id: the tier's ProvisionSandboxOperator
     :param deferrable: wait in the triggerer (for sandboxes that take long, e.g. on Kubernetes)
+    :param kubernetes_conn_id: connection of the cluster of a kubernetes sandbox
     """
 
     ui_color = "#fdf2d0"
 
-    def __init__(self, *, sandbox_task_id: str, deferrable: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        sandbox_task_id: str,
+        deferrable: bool = False,
+        kubernetes_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.sandbox_task_id = sandbox_task_id
         self.deferrable = deferrable
+        self.kubernetes_conn_id = kubernetes_conn_id
 
     def _record(self, context: Any) -> dict[str, Any]:
         record = context["ti"].xcom_pull(task_ids=self.sandbox_task_id)
@@ -58,7 +93,7 @@ class SandboxReadySensor(BaseSensorOperator):
         return record
 
     def poke(self, context: Any) -> bool:
-        ready, why = sandbox_ready(self._record(context))
+        ready, why = _ready(self._record(context), kubernetes_conn_id=self.kubernetes_conn_id)
         self.log.info("sandbox: %s", why)
         return ready
 
@@ -69,7 +104,9 @@ class SandboxReadySensor(BaseSensorOperator):
             return None
         self.defer(
             trigger=SandboxReadyTrigger(
-                record=self._record(context), poke_interval=float(self.poke_interval)
+                record=self._record(context),
+                poke_interval=float(self.poke_interval),
+                kubernetes_conn_id=self.kubernetes_conn_id,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=float(self.timeout)),

@@ -156,6 +156,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from drillkit.sandbox.gc import collect_local
 
     removed = collect_local(root=Path(args.root) if args.root else None, dry_run=args.dry_run)
+    if args.kubeconfig:
+        from drillkit.k8s.client import Kube, api_from_kubeconfig
+        from drillkit.k8s.gc import collect
+
+        api = api_from_kubeconfig(args.kubeconfig, context=args.context)
+        removed += collect(Kube(api), dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for entry in removed:
         print(f"{verb} {entry['kind']} {entry['id']} ({entry['reason']})")
@@ -220,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     gc = sub.add_parser("gc", help="remove expired sandboxes")
     gc.add_argument("--dry-run", action="store_true")
     gc.add_argument("--root", default=None, help="sandbox root (default: DRILLKIT_SANDBOX_ROOT)")
+    gc.add_argument(
+        "--kubeconfig", default=None, help="also collect drill namespaces and routes there"
+    )
+    gc.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     gc.set_defaults(func=cmd_gc)
     return parser
 

@@ -12,15 +12,19 @@ import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from drillkit.catalog import LocalCatalog
 from drillkit.exceptions import BackupError, InvalidInputError
-from drillkit.pitr import select_coordinate
+from drillkit.sandbox.base import LABEL
 from drillkit.sandbox.base import SCHEMA as SANDBOX_SCHEMA
-from drillkit.sandbox.local import LABEL, LocalSandboxBackend
 from drillkit.state import read_json
 from drillkit.timeutil import isoformat, parse_iso, parse_target_time
+
+if TYPE_CHECKING:
+    from drillkit.sandbox.local import LocalSandboxBackend
+
+# Operators import this module at DAG-parse time: the catalog, the sandbox backend (psycopg2)
+# and the checks engine are imported where they are used, not here.
 
 Say = Callable[[str], None]
 _NAMESPACE = uuid.UUID("6f1c1f9e-5d37-4c52-9a51-3d1f0c7b2a10")
@@ -66,6 +70,22 @@ def select(
 ) -> dict[str, Any]:
     """Choose a tier's coordinate. With ``checksum_gate`` (drill tiers) a backup that failed
     verification is still chosen, so its tier visibly fails the gate and falls back."""
+    if catalog.get("kind") == "cnpg":
+        from drillkit.k8s.catalog import select_cnpg
+        from drillkit.k8s.client import current
+
+        return select_cnpg(
+            current(),
+            catalog,
+            target=target,
+            policy=policy,
+            rpo=rpo,
+            exclude=exclude,
+            pinned=pinned,
+        )
+    from drillkit.catalog import LocalCatalog
+    from drillkit.pitr import select_coordinate
+
     if catalog.get("kind", "local") != "local":
         raise InvalidInputError(f"catalog kind {catalog.get('kind')!r} is not supported here")
     snapshot = LocalCatalog(str(catalog["path"])).snapshot(progress=say)
@@ -80,10 +100,18 @@ def select(
     )
 
 
-def backend_for(sandbox: Mapping[str, Any], *, say: Say | None = None) -> LocalSandboxBackend:
+def backend_for(sandbox: Mapping[str, Any], *, say: Say | None = None) -> Any:
     kind = sandbox.get("kind", "local")
+    if kind == "kubernetes":
+        from drillkit.k8s.client import current
+        from drillkit.k8s.sandbox import KubernetesSandboxBackend
+
+        config = {k: v for k, v in sandbox.items() if k != "kind"}
+        return KubernetesSandboxBackend(kube=current(), config=config, say=say)
     if kind != "local":
         raise InvalidInputError(f"sandbox kind {kind!r} is not supported here")
+    from drillkit.sandbox.local import LocalSandboxBackend
+
     return LocalSandboxBackend(
         port=sandbox.get("port"),
         shared_buffers=sandbox.get("shared_buffers", "128MB"),
@@ -92,14 +120,23 @@ def backend_for(sandbox: Mapping[str, Any], *, say: Say | None = None) -> LocalS
     )
 
 
-def _resumable(backend: LocalSandboxBackend, sandbox_id: str) -> dict[str, Any] | None:
-    """A ready sandbox left by an earlier try of the same task (retry after a worker crash)."""
+def _resumable(
+    backend: LocalSandboxBackend, sandbox_id: str, coordinate: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """A ready sandbox left by an earlier try of the same task (retry after a worker crash),
+    restored from this very coordinate: a cleared tier that re-selected must not get the old one."""
     label = read_json(backend.path(sandbox_id) / LABEL)
     data = backend.path(sandbox_id) / "data"
     if not label or label.get("state") != "ready" or not (data / "postmaster.pid").exists():
         return None
+    same = (label.get("backup_id"), label.get("target")) == (
+        coordinate.get("backup_id"),
+        coordinate.get("target"),
+    )
+    if not same:
+        return None
     try:
-        backend._connect(Path(label["socket_dir"]), label["endpoints"]["postgres"]["port"]).close()
+        backend.connect(Path(label["socket_dir"]), label["endpoints"]["postgres"]["port"]).close()
     except Exception:  # any failure means: not usable, rebuild it
         return None
     record = {k: v for k, v in label.items() if k not in ("state", "socket_dir", "name")}
@@ -118,6 +155,14 @@ def provision(
     say: Say | None = None,
 ) -> dict[str, Any]:
     """The checksum gate, then restore (or, in a dry run, plan) the tier's sandbox."""
+    if sandbox.get("kind") == "kubernetes":
+        # No checksum gate: Backup objects carry nothing to verify (the coordinate says so).
+        k8s_backend = backend_for(sandbox, say=say)
+        if dry_run:
+            return k8s_backend.plan(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
+        return k8s_backend.provision(
+            dict(coordinate), drill_id=drill_id, name=drill, ttl=ttl, sandbox_id=sandbox_id
+        )
     backup = coordinate.get("backup") or {}
     status = backup.get("verification")
     if status != "verified":
@@ -144,7 +189,7 @@ def provision(
             "endpoints": {
                 "postgres": {
                     "kind": "postgres",
-                    "host": str(backend._socket_dir(directory, sandbox_id)),
+                    "host": str(backend.socket_dir(directory, sandbox_id)),
                     "port": 5432,
                     "user": backend.superuser,
                     "database": "postgres",
@@ -152,7 +197,7 @@ def provision(
             },
             "backup_id": coordinate.get("backup_id"),
         }
-    resumed = _resumable(backend, sandbox_id)
+    resumed = _resumable(backend, sandbox_id, coordinate)
     if resumed is not None:
         if say:
             say(f"resuming ready sandbox {sandbox_id} from an earlier try")
@@ -172,6 +217,11 @@ def teardown(
 ) -> dict[str, Any]:
     """Delete the tier's sandbox, or keep it for investigation until ``keep_ttl`` runs out."""
     sandbox_id = str(sandbox_record.get("id"))
+    if sandbox_record.get("backend") == "kubernetes":
+        from drillkit.k8s.client import current
+        from drillkit.k8s.sandbox import teardown as k8s_teardown
+
+        return k8s_teardown(current(), sandbox_record, keep_sandbox=keep, keep_ttl=keep_ttl)
     backend = backend_for({"kind": sandbox_record.get("backend", "local")})
     if sandbox_record.get("dry_run"):
         return {"id": sandbox_id, "removed": False, "dry_run": True}
@@ -198,8 +248,10 @@ def route(
     drill_id: str,
     key: bytes,
     ttl: timedelta,
+    routes: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The routing manifest: every service resolved to the sandbox, production refused."""
+    """The routing manifest: every service resolved to the sandbox, production refused;
+    mesh ``routes`` (istio, gateway_api) are then applied to the cluster."""
     from drillkit.routing.context import issue_context
     from drillkit.routing.guard import ProductionGuard
     from drillkit.routing.manifest import build_manifest
@@ -210,10 +262,16 @@ def route(
         key=key,
         ttl_seconds=int(min(ttl.total_seconds(), 7 * 86400)),
     )
+    endpoints = sandbox.get("endpoints")
+    if sandbox.get("backend") == "kubernetes" and not sandbox.get("dry_run"):
+        from drillkit.k8s.client import current
+        from drillkit.k8s.sandbox import endpoints as k8s_endpoints
+
+        endpoints = k8s_endpoints(current(), sandbox)  # from the Services CloudNativePG made
     manifest = build_manifest(
         drill_id=drill_id,
         environment=environment,
-        endpoints=sandbox.get("endpoints"),
+        endpoints=endpoints,
         services=services,
         overrides=overrides,
         production=ProductionGuard.from_spec(production),
@@ -224,6 +282,18 @@ def route(
         "applied": [],
         "dry_run": bool(sandbox.get("dry_run")),
     }
+    if (routes or {}).get("kind", "manifest") != "manifest":
+        from drillkit.k8s.client import current
+        from drillkit.k8s.routes import apply_routes
+
+        manifest["routes"] = apply_routes(
+            current(),
+            routes=routes or {},
+            manifest=manifest,
+            sandbox=sandbox,
+            guard=ProductionGuard.from_spec(production),
+            dry_run=bool(sandbox.get("dry_run")),
+        )
     return manifest
 
 

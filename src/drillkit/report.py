@@ -1,11 +1,13 @@
 """The drill report: one verdict per run with the evidence behind it, as JSON and JUnit XML.
 
-Built from the tiers' XCom; carries no secret (the signed context is shortened, DSNs redacted).
+Built from the tiers' XCom and the run's telemetry events; carries no secret: ``redact`` removes
+passwords, tokens and context MACs from every field, and readers apply it again.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -17,9 +19,13 @@ from drillkit.gate import (
     TierJudgement,
     overall_verdict,
 )
-from drillkit.timeutil import isoformat, utcnow
+from drillkit.redaction import redact
+from drillkit.telemetry import timeline
+from drillkit.timeutil import isoformat, parse_iso, utcnow
 
-SCHEMA = "drillkit.report/v1"
+# v2 added timeline, data_loss_seconds, per-tier selection and timings, and run timings.
+SCHEMA = "drillkit.report/v2"
+SCHEMAS = ("drillkit.report/v1", SCHEMA)
 
 
 def _redact_manifest(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -56,8 +62,11 @@ def build_report(
     tiers: list[dict[str, Any]],
     dry_run: bool,
     run_error: dict[str, Any] | None = None,
+    events: Iterable[dict[str, Any] | None] = (),
+    rto_budget_seconds: float | None = None,
 ) -> dict[str, Any]:
-    """``tiers``: per tier (in order) its gate decision and its tasks' XCom results."""
+    """``tiers``: per tier (in order) its gate decision and its tasks' XCom results;
+    ``events``: the run's telemetry events (``drillkit.event/v1``), for the timeline."""
     from drillkit.drill import drill_id_for
 
     tried = [t for t in tiers if t["decision"] and t["decision"].get("decision") != "not_reached"]
@@ -75,6 +84,7 @@ def build_report(
     if run_error:
         findings.insert(0, {**run_error, "severity": "error"})
     tier_lines = [f"{j.tier}: {j.status} ({j.reason})" for j in judgements]
+    run_timeline = timeline(events)
     restore_seconds = sandbox.get("restore_seconds")
     summary = (
         f"{verdict}: drill {drill}, "
@@ -95,7 +105,10 @@ def build_report(
             {
                 **j.to_dict(),
                 "decision": t["decision"].get("decision"),
+                "selection": _selection(t.get("coordinate")),
+                "sandbox_id": (t.get("sandbox") or {}).get("id"),
                 "teardown": t.get("teardown"),
+                "timings": {e["event"]: e["at"] for e in run_timeline if e.get("tier") == j.tier},
             }
             for t, j in zip(tried, judgements, strict=True)
         ],
@@ -108,12 +121,18 @@ def build_report(
         },
         "backup_id": coordinate.get("backup_id"),
         "rto_seconds": restore_seconds,
+        "rto_budget_seconds": rto_budget_seconds,
+        "data_loss_seconds": None if dry_run else achieved_data_loss(coordinate, sandbox),
+        "rpo_seconds": coordinate.get("rpo_seconds"),
         "coordinate": coordinate or None,
         "sandbox": sandbox or None,
         "manifest": _redact_manifest((deciding or {}).get("manifest")),
         "checks": validation.get("results", []),
         "warmup": validation.get("warmup", []),
         "findings": findings,
+        "timeline": run_timeline,
+        "started_at": run_timeline[0]["at"] if run_timeline else None,
+        "finished_at": run_timeline[-1]["at"] if run_timeline else None,
         "generated_at": isoformat(utcnow()),
     }
     report["escalation"] = (
@@ -124,7 +143,35 @@ def build_report(
         + ". Next: read the findings above, fix the backups or archiving they name, then re-run "
         "this drill (Trigger DAG w/ config) or `drillkit run` on the spec."
     )
-    return report
+    return redact(report)
+
+
+def _selection(coordinate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Why the tier restored this backup, and why it passed over the others."""
+    if not coordinate:
+        return None
+    return {
+        "policy": coordinate.get("policy"),
+        "reason": coordinate.get("reason"),
+        "passed_over": [
+            c for c in coordinate.get("candidates") or [] if c.get("decision") != "chosen"
+        ],
+    }
+
+
+def achieved_data_loss(coordinate: dict[str, Any], sandbox: dict[str, Any]) -> float | None:
+    """Seconds of committed transactions up to the target that the restored database lacks.
+
+    The planned loss (WAL that does not reach the target) plus any shortfall of the replay
+    against the planned recovery point. None when nothing was restored.
+    """
+    planned = parse_iso(coordinate.get("recovery_point"))
+    achieved = parse_iso(sandbox.get("achieved_recovery_point"))
+    expected = coordinate.get("expected_data_loss_seconds")
+    if planned is None or achieved is None or expected is None or sandbox.get("dry_run"):
+        return None
+    shortfall = max(0.0, (planned - achieved).total_seconds())
+    return round(float(expected) + shortfall, 6)
 
 
 def junit_xml(report: dict[str, Any]) -> str:
@@ -132,6 +179,11 @@ def junit_xml(report: dict[str, Any]) -> str:
     suite = ET.Element(
         "testsuite", name=f"drill.{report['drill']}", timestamp=report["generated_at"]
     )
+    properties = ET.SubElement(suite, "properties")
+    for key in ("verdict", "dag_id", "run_id", "drill_id", "backup_id", "deciding_tier"):
+        ET.SubElement(properties, "property", name=key, value=str(report.get(key)))
+    for key in ("rto_seconds", "data_loss_seconds"):
+        ET.SubElement(properties, "property", name=key, value=str(report.get(key)))
     failures = errors = skipped = 0
     for tier in report["tiers"]:
         case = ET.SubElement(
@@ -164,19 +216,29 @@ def junit_xml(report: dict[str, Any]) -> str:
         elif check["status"] == "skipped":
             skipped += 1
             ET.SubElement(case, "skipped", message=check.get("detail") or "skipped")
-    suite.set("tests", str(len(suite)))
+    suite.set("tests", str(len(suite.findall("testcase"))))
     suite.set("failures", str(failures))
     suite.set("errors", str(errors))
     suite.set("skipped", str(skipped))
     return ET.tostring(suite, encoding="unicode")
 
 
-def write_report(report: dict[str, Any], directory: str) -> dict[str, str]:
-    """Write ``<run>.json`` and ``<run>.xml`` under ``directory``; return their paths."""
-    path = Path(directory) / report["drill"]
-    path.mkdir(parents=True, exist_ok=True)
+def report_documents(report: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """``{"json": (relative path, text), "junit": (...)}``: the files of one run's report."""
     stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in report["run_id"])
-    json_path, xml_path = path / f"{stem}.json", path / f"{stem}.xml"
-    json_path.write_text(json.dumps(report, indent=2, default=str))
-    xml_path.write_text(junit_xml(report))
-    return {"json": str(json_path), "junit": str(xml_path)}
+    folder = "".join(c if c.isalnum() or c in "-_." else "_" for c in report["drill"])
+    return {
+        "json": (f"{folder}/{stem}.json", json.dumps(report, indent=2, default=str)),
+        "junit": (f"{folder}/{stem}.xml", junit_xml(report)),
+    }
+
+
+def write_report(report: dict[str, Any], directory: str) -> dict[str, str]:
+    """Write ``<drill>/<run>.json`` and ``<drill>/<run>.xml`` under a local ``directory``."""
+    written = {}
+    for kind, (relative, text) in report_documents(report).items():
+        path = Path(directory) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        written[kind] = str(path)
+    return written

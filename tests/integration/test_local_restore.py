@@ -225,10 +225,15 @@ def test_sandbox_that_fails_to_start_reports_the_server_log(damaged_scenario):
         target=parse_target_time(truth["targets"][0]["target"]),
         require_verified=False,
     )
+    backend = LocalSandboxBackend()
     with pytest.raises(SandboxStartError) as caught:
-        LocalSandboxBackend().provision(coordinate, drill_id="t", name="broken", ttl=timedelta(1))
+        backend.provision(coordinate, drill_id="t", name="broken", ttl=timedelta(1))
     assert caught.value.code == "SANDBOX_START_FAILED"
     assert "server.log" in str(caught.value)
+    failed = [p for p in backend.root.iterdir() if p.name.startswith("broken-")]
+    assert len(failed) == 1 and (failed[0] / "server.log").exists()  # kept for investigation
+    assert not (failed[0] / "data" / "postmaster.pid").exists()  # but nothing left running
+    backend.teardown(failed[0].name)
 
 
 def test_gc_removes_expired_sandboxes_and_only_those(clean_scenario):

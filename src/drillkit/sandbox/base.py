@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 SCHEMA = "drillkit.sandbox/v1"
+LABEL = "drillkit-sandbox.json"  # a sandbox's label on disk, read by `drillkit gc`
 _SLUG_RE = re.compile(r"[^a-z0-9]+")
 
 

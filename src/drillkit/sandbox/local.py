@@ -28,12 +28,11 @@ from drillkit.exceptions import (
     SandboxError,
     SandboxStartError,
 )
-from drillkit.sandbox.base import SCHEMA, new_sandbox_id, valid_sandbox_id
+from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
-LABEL = "drillkit-sandbox.json"
 _LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
 _SOCKET_MAX = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 Say = Callable[[str], None]
@@ -106,7 +105,7 @@ class LocalSandboxBackend:
             raise InvalidInputError(f"{sandbox_id!r} is not a drillkit sandbox id")
         return self.root / sandbox_id
 
-    def _socket_dir(self, directory: Path, sandbox_id: str) -> Path:
+    def socket_dir(self, directory: Path, sandbox_id: str) -> Path:
         preferred = directory / "run"
         if len(str(preferred)) <= _SOCKET_MAX:
             return preferred
@@ -141,7 +140,7 @@ class LocalSandboxBackend:
         self.root.mkdir(parents=True, exist_ok=True)
         pgbin.require_reachable(self.root, "sandbox root")
         created = utcnow()
-        socket_dir = self._socket_dir(directory, sandbox_id)
+        socket_dir = self.socket_dir(directory, sandbox_id)
         port = _free_port() if self.port == "auto" else int(self.port or 5432)
         label: dict[str, Any] = {
             "schema": SCHEMA,
@@ -155,6 +154,7 @@ class LocalSandboxBackend:
             "ttl_seconds": ttl.total_seconds(),
             "expires_at": isoformat(created + ttl),
             "backup_id": coordinate.get("backup_id"),
+            "target": coordinate.get("target"),
             "state": "provisioning",
         }
         os.mkdir(directory, 0o711)
@@ -165,6 +165,9 @@ class LocalSandboxBackend:
             self._restore(directory, socket_dir, backup, archive, settings, port)
             achieved = self._wait_promoted(directory, socket_dir, port)
         except BaseException:
+            # Nothing keeps running after a failure; the directory (and its server.log) stays
+            # for investigation until its expiry, when `drillkit gc` removes it.
+            stop_server(directory / "data")
             label["state"] = "failed"
             write_json_atomic(directory / LABEL, label)
             raise
@@ -290,7 +293,7 @@ class LocalSandboxBackend:
             f"{log or output.strip()}"
         )
 
-    def _connect(self, socket_dir: Path, port: int) -> Any:
+    def connect(self, socket_dir: Path, port: int) -> Any:
         host = "127.0.0.1" if self.port is not None else str(socket_dir)
         return psycopg2.connect(
             host=host, port=port, user=self.superuser, dbname="postgres", connect_timeout=5
@@ -304,7 +307,7 @@ class LocalSandboxBackend:
             if not (directory / "data" / "postmaster.pid").exists():
                 self._raise_start_failure(directory, last_error)
             try:
-                with self._connect(socket_dir, port) as conn, conn.cursor() as cur:
+                with self.connect(socket_dir, port) as conn, conn.cursor() as cur:
                     cur.execute("select pg_is_in_recovery(), pg_last_xact_replay_timestamp()")
                     in_recovery, replayed = cur.fetchone()
                 conn.close()
@@ -353,8 +356,12 @@ def stop_server(data: Path) -> bool:
     if result.returncode != 0 and pid_file.exists():
         try:
             pid = int(pid_file.read_text().split()[0])
-            os.kill(pid, signal.SIGKILL)
-        except (ValueError, IndexError, ProcessLookupError, PermissionError):
+            # A stale pid file (after a reboot) may name an unrelated process: kill only a
+            # postgres whose command line names this data directory.
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            if b"postgres" in cmdline and str(data).encode() in cmdline:
+                os.kill(pid, signal.SIGKILL)
+        except (ValueError, IndexError, OSError):
             pass
     return True
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import psycopg2
-
 
 def postgres_ready(endpoint: Mapping[str, Any], *, timeout: int = 5) -> tuple[bool, str]:
     """``(ready, why)``: ready means connected and no longer in recovery."""
+    import psycopg2  # not at module level: sensors import this module at DAG-parse time
+
     try:
         conn = psycopg2.connect(
             host=endpoint["host"],
@@ -32,6 +32,11 @@ def postgres_ready(endpoint: Mapping[str, Any], *, timeout: int = 5) -> tuple[bo
 def sandbox_ready(record: Mapping[str, Any]) -> tuple[bool, str]:
     if record.get("dry_run"):
         return True, "dry run: nothing to wait for"
+    if record.get("backend") == "kubernetes":
+        from drillkit.k8s.client import current
+        from drillkit.k8s.sandbox import cluster_ready
+
+        return cluster_ready(current(), record)
     endpoints = record.get("endpoints") or {}
     for name, endpoint in endpoints.items():
         if endpoint.get("kind") == "postgres":

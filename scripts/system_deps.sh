@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Debian packages the test tiers need (the browser test drives Debian's chromium), installed
+# once from Debian's archive. Never a browser download of Playwright's own.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# docker-compose 1.x validates docker-compose.yaml against the compose schema (no engine needed).
+command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+# The backfill e2e test runs its scenario's production under a faked clock.
+ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
+[ ${#need[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+fi
+echo "installing Debian packages: ${need[*]}"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,324 @@
+"""Sandbox ``kind: kubernetes``: a drill namespace holding a CloudNativePG recovery Cluster.
+
+``provision`` applies the namespace, its NetworkPolicy, copies of the object-store credentials and
+the Cluster, then returns at once: CloudNativePG restores in the background and the readiness
+sensor (deferrable) waits for the Cluster's status. Endpoints are read from the Services created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+
+from drillkit.exceptions import InvalidInputError, SandboxError
+from drillkit.k8s import objects
+from drillkit.k8s.client import Kube
+from drillkit.k8s.config import SandboxConfig, parse_sandbox
+from drillkit.k8s.kinds import (
+    CNPG_CLUSTER,
+    NAMESPACE,
+    NETWORK_POLICY,
+    OBJECT_STORE,
+    SECRET,
+    SERVICE,
+    kind_of,
+)
+from drillkit.sandbox.base import SCHEMA
+from drillkit.timeutil import isoformat, utcnow
+
+HEALTHY = "Cluster in healthy state"
+Say = Callable[[str], None]
+
+
+class KubernetesSandboxBackend:
+    """Sandboxes as ``drill-<sandbox id>`` namespaces; implements the SandboxBackend protocol."""
+
+    kind = "kubernetes"
+
+    def __init__(
+        self, *, kube: Kube, config: SandboxConfig | Mapping[str, Any], say: Say | None = None
+    ) -> None:
+        self.kube = kube
+        self.config = config if isinstance(config, SandboxConfig) else parse_sandbox(config)
+        self.say = say or (lambda _msg: None)
+
+    def _record(
+        self, coordinate: Mapping[str, Any], *, drill_id: str, sandbox_id: str, ttl: timedelta
+    ) -> dict[str, Any]:
+        created = utcnow()
+        namespace = objects.namespace_name(sandbox_id)
+        return {
+            "schema": SCHEMA,
+            "backend": self.kind,
+            "id": sandbox_id,
+            "drill_id": drill_id,
+            "namespace": namespace,
+            "cluster": objects.CLUSTER_NAME,
+            "endpoints": planned_endpoints(namespace, self.config),
+            "endpoint_mode": self.config.endpoint,
+            "created_at": isoformat(created),
+            "ttl_seconds": ttl.total_seconds(),
+            "expires_at": isoformat(created + ttl),
+            "backup_id": coordinate.get("backup_id"),
+            # Measured by nothing here: CloudNativePG restores after provision returns.
+            "restore_seconds": None,
+            "achieved_recovery_point": None,
+        }
+
+    def plan(
+        self, coordinate: Mapping[str, Any], *, drill_id: str, sandbox_id: str, ttl: timedelta
+    ) -> dict[str, Any]:
+        """The record a dry run reports: nothing is created."""
+        record = self._record(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
+        return {**record, "dry_run": True}
+
+    def provision(
+        self,
+        coordinate: dict[str, Any],
+        *,
+        drill_id: str,
+        name: str,
+        ttl: timedelta,
+        sandbox_id: str | None = None,
+    ) -> dict[str, Any]:
+        from drillkit.sandbox.base import new_sandbox_id
+
+        catalog = coordinate.get("catalog") or {}
+        if catalog.get("kind") != "cnpg":
+            raise InvalidInputError(
+                "a kubernetes sandbox restores from a CloudNativePG cluster's backups: set the "
+                "drill spec's catalog to {kind: cnpg, cluster: ..., namespace: ...}"
+            )
+        sandbox_id = sandbox_id or new_sandbox_id(name)
+        source = self.kube.get(CNPG_CLUSTER, catalog["cluster"], catalog["namespace"])
+        if source is None:
+            raise SandboxError(
+                f"source cluster {catalog['cluster']} is gone from namespace "
+                f"{catalog['namespace']}; nothing to restore from",
+                code="SANDBOX_SOURCE_MISSING",
+            )
+        record = self._record(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
+        namespace = record["namespace"]
+
+        def meta(obj_name: str, *, in_namespace: bool = True) -> dict[str, Any]:
+            return objects.metadata(
+                obj_name,
+                namespace=namespace if in_namespace else None,
+                drill_id=drill_id,
+                sandbox_id=sandbox_id,
+                expires_at=record["expires_at"],
+            )
+
+        applied: list[str] = []
+        try:
+            # Namespace first: a crash from here on leaves something GC finds by label.
+            self._apply(NAMESPACE, objects.namespace(meta(namespace, in_namespace=False)), applied)
+            self._apply(
+                NETWORK_POLICY, objects.network_policy(meta(""), config=self.config), applied
+            )
+            cluster = objects.cnpg_cluster(
+                meta(""), source=source, coordinate=coordinate, config=self.config
+            )
+            self._copy_credentials(cluster, source, meta, applied)
+            self._apply(CNPG_CLUSTER, cluster, applied)
+            values = {"namespace": namespace, "drill_id": drill_id, "sandbox_id": sandbox_id}
+            for manifest in self.config.manifests:
+                obj = objects.templated(manifest, values)
+                obj["metadata"] = _merged_meta(obj.get("metadata") or {}, meta)
+                self._apply(kind_of(obj), obj, applied)
+        except BaseException:
+            self.say(f"provisioning failed: deleting namespace {namespace}")
+            self.kube.delete(NAMESPACE, namespace)
+            raise
+        self.say(f"sandbox {sandbox_id}: applied {', '.join(applied)}")
+        return {**record, "objects": applied}
+
+    def _apply(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> dict[str, Any]:
+        stored, action = self.kube.apply(kind, obj)
+        applied.append(f"{kind.kind}/{obj['metadata']['name']}")
+        self.say(
+            f"{action} {kind.describe(obj['metadata']['name'], obj['metadata'].get('namespace'))}"
+        )
+        return stored
+
+    def _copy_credentials(
+        self,
+        cluster: Mapping[str, Any],
+        source: Mapping[str, Any],
+        meta: Callable[..., dict[str, Any]],
+        applied: list[str],
+    ) -> None:
+        """The recovery source's Secrets (and barman-cloud ObjectStore) in the drill namespace."""
+        source_namespace = source["metadata"]["namespace"]
+        origin = cluster["spec"]["externalClusters"][0]
+        refs = objects.secret_refs(origin.get("barmanObjectStore") or {})
+        plugin = origin.get("plugin")
+        if plugin and plugin.get("parameters", {}).get("barmanObjectName"):
+            store_name = plugin["parameters"]["barmanObjectName"]
+            store = self.kube.get(OBJECT_STORE, store_name, source_namespace)
+            if store is None:
+                raise SandboxError(
+                    f"ObjectStore {store_name} of the barman-cloud plugin is not in namespace "
+                    f"{source_namespace}; the sandbox cannot read the backups without it",
+                    code="SANDBOX_SOURCE_MISSING",
+                )
+            copy = {
+                "apiVersion": store["apiVersion"],
+                "kind": "ObjectStore",
+                "metadata": meta(store_name),
+                "spec": store.get("spec") or {},
+            }
+            refs |= objects.secret_refs(copy["spec"].get("configuration") or {})
+            self._apply(OBJECT_STORE, copy, applied)
+        for name in sorted(refs):
+            secret = self.kube.get(SECRET, name, source_namespace)
+            if secret is None:
+                raise SandboxError(
+                    f"secret {name} named by the source cluster's object store is not in "
+                    f"namespace {source_namespace}",
+                    code="SANDBOX_SOURCE_MISSING",
+                )
+            self._apply(SECRET, objects.copied_secret(secret, meta(name)), applied)
+
+    def teardown(self, sandbox_id: str) -> dict[str, Any]:
+        return delete_sandbox(self.kube, sandbox_id)
+
+
+def delete_sandbox(kube: Kube, sandbox_id: str) -> dict[str, Any]:
+    """Delete the drill namespace (and so everything in it); already gone is not an error."""
+    namespace = objects.namespace_name(sandbox_id)
+    removed = kube.delete(NAMESPACE, namespace)
+    return {
+        "id": sandbox_id,
+        "removed": removed,
+        "already_gone": not removed,
+        "namespace": namespace,
+    }
+
+
+def _merged_meta(user: Mapping[str, Any], meta: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """A user manifest's metadata with the drill's namespace, labels and expiry on top."""
+    if not isinstance(user.get("name"), str):
+        raise InvalidInputError("every sandbox manifest needs metadata.name")
+    drill = meta(user["name"])
+    merged = {**dict(user), **drill}
+    for key in ("labels", "annotations"):
+        merged[key] = {**dict(user.get(key) or {}), **drill[key]}
+    return merged
+
+
+def planned_endpoints(namespace: str, config: SandboxConfig) -> dict[str, Any]:
+    """CloudNativePG's read-write Service, as it will be named (confirmed by ``endpoints``)."""
+    return {
+        "postgres": {
+            "kind": "postgres",
+            "host": f"{objects.CLUSTER_NAME}-rw.{namespace}.svc",
+            "port": 5432,
+            "user": config.user,
+            "database": config.database,
+        }
+    }
+
+
+def _address(service: Mapping[str, Any], namespace: str, mode: str) -> str:
+    if mode == "cluster_ip":
+        ip = (service.get("spec") or {}).get("clusterIP")
+        if not ip or ip == "None":
+            raise SandboxError(f"Service {service['metadata']['name']} has no cluster IP")
+        return str(ip)
+    return f"{service['metadata']['name']}.{namespace}.svc"
+
+
+def _port(service: Mapping[str, Any], preferred: str | None = None) -> int:
+    ports = (service.get("spec") or {}).get("ports") or []
+    named = [p for p in ports if preferred and p.get("name") == preferred]
+    if not (named or ports):
+        raise SandboxError(f"Service {service['metadata']['name']} exposes no port")
+    return int((named or ports)[0]["port"])
+
+
+def endpoints(kube: Kube, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Endpoints from the Services in the drill namespace: CloudNativePG's ``-rw`` one, and each
+    Service annotated ``drillkit.io/endpoint: http|tcp`` (from the spec's manifests)."""
+    namespace = str(record["namespace"])
+    mode = str(record.get("endpoint_mode", "dns"))
+    found: dict[str, Any] = {}
+    rw_name = f"{record.get('cluster', objects.CLUSTER_NAME)}-rw"
+    planned = (record.get("endpoints") or {}).get("postgres") or {}
+    rw = kube.get(SERVICE, rw_name, namespace)
+    if rw is None:
+        raise SandboxError(
+            f"Service {rw_name} is not in namespace {namespace}: CloudNativePG has not created "
+            "the read-write service; is the Cluster healthy?",
+            code="SANDBOX_UNREACHABLE",
+        )
+    found["postgres"] = {
+        **planned,
+        "kind": "postgres",
+        "host": _address(rw, namespace, mode),
+        "port": _port(rw, "postgres"),
+    }
+    for service in kube.list(SERVICE, namespace=namespace):
+        kind = (service["metadata"].get("annotations") or {}).get(objects.ENDPOINT_ANNOTATION)
+        if kind == "tcp":
+            found[service["metadata"]["name"]] = {
+                "kind": "tcp",
+                "host": _address(service, namespace, mode),
+                "port": _port(service),
+            }
+        elif kind == "http":
+            found[service["metadata"]["name"]] = {
+                "kind": "http",
+                "url": f"http://{_address(service, namespace, mode)}:{_port(service)}",
+            }
+    return found
+
+
+def cluster_ready(kube: Kube, record: Mapping[str, Any]) -> tuple[bool, str]:
+    """``(ready, why)`` from the Cluster's status: healthy, all instances ready, -rw Service up."""
+    namespace = str(record["namespace"])
+    name = str(record.get("cluster", objects.CLUSTER_NAME))
+    cluster = kube.get(CNPG_CLUSTER, name, namespace)
+    if cluster is None:
+        return False, f"Cluster {name} is not in namespace {namespace} (deleted?)"
+    status = cluster.get("status") or {}
+    phase = status.get("phase") or "no status yet (is the CloudNativePG operator running?)"
+    wanted = (cluster.get("spec") or {}).get("instances", 1)
+    ready = status.get("readyInstances") or 0
+    if phase != HEALTHY or ready < wanted:
+        reason = f" ({status['phaseReason']})" if status.get("phaseReason") else ""
+        return False, f"Cluster {name}: {phase}{reason}, {ready}/{wanted} instances ready"
+    if kube.get(SERVICE, f"{name}-rw", namespace) is None:
+        return False, f"Cluster {name} is healthy but Service {name}-rw does not exist yet"
+    return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready"
+
+
+def keep(kube: Kube, record: Mapping[str, Any], *, ttl: timedelta) -> dict[str, Any]:
+    """Keep the namespace for investigation: push its expiry out (GC removes it after)."""
+    expires = isoformat(utcnow() + ttl)
+    kube.patch(
+        NAMESPACE,
+        str(record["namespace"]),
+        {"metadata": {"annotations": {objects.EXPIRES_ANNOTATION: expires}}},
+    )
+    return {
+        "id": record.get("id"),
+        "removed": False,
+        "kept_until": expires,
+        "namespace": record["namespace"],
+    }
+
+
+def teardown(
+    kube: Kube, record: Mapping[str, Any], *, keep_sandbox: bool, keep_ttl: timedelta
+) -> dict[str, Any]:
+    """Remove the tier's routes always; then delete the namespace, or keep it until ``keep_ttl``."""
+    from drillkit.k8s.routes import remove_routes
+
+    sandbox_id = str(record.get("id"))
+    if record.get("dry_run"):
+        return {"id": sandbox_id, "removed": False, "dry_run": True}
+    routes = remove_routes(kube, sandbox_id=sandbox_id)
+    result = keep(kube, record, ttl=keep_ttl) if keep_sandbox else delete_sandbox(kube, sandbox_id)
+    return {**result, "routes_removed": routes}

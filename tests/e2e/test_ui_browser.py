@@ -1,0 +1,208 @@
+"""The "Restore drills" view in a real browser, served by a real ``airflow api-server``.
+
+After real drill runs (dag.test), the api-server starts on 127.0.0.1 with the test Airflow home;
+headless Chromium (Debian's ``chromium``, driven by Playwright) logs in with a token, opens the
+view from Airflow's navigation, reads the table, opens a run and checks the charts. Screenshots
+go to $DRILLKIT_ARTIFACTS (default /tmp/drillkit-artifacts); DRILLKIT_UPDATE_SCREENSHOT=1 also
+refreshes the README's docs/drill-reports.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "plugins"))
+
+from drill_runs import History, drill_history
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+INSTALL = (
+    "the browser test needs Playwright and Debian's chromium: "
+    "`apt-get install -y chromium` and `.venv/bin/python -m pip install playwright` "
+    "(never `playwright install`; `make test` installs both)"
+)
+DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "drill-reports.png"
+
+
+def _artifacts() -> Path:
+    path = Path(os.environ.get("DRILLKIT_ARTIFACTS", "/tmp/drillkit-artifacts"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:  # not listening yet
+        return 0
+
+
+@pytest.fixture(scope="module")
+def history(airflow_db, clean_scenario, work_root: Path) -> History:
+    return drill_history(clean_scenario, work_root)
+
+
+@pytest.fixture(scope="module")
+def api_server(history: History, work_root: Path):
+    """``airflow api-server`` on a free loopback port over the test database; yields its URL
+    and an admin token. Stops the server's whole process group afterwards."""
+    port = _free_port()
+    passwords = work_root / "e2e-passwords.json"
+    log_path = _artifacts() / "api-server.log"
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(32).hex(),
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}/",
+    }
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "airflow"),
+                "api-server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as one below
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        while _get(f"{base}/api/v2/monitor/health") != 200:
+            if server.poll() is not None or time.monotonic() - started > 120:
+                pytest.fail(f"api-server did not come up; its log: {log_path}")
+            time.sleep(0.5)
+        password = json.loads(passwords.read_text())["admin"]
+        request = urllib.request.Request(
+            f"{base}/auth/token",
+            data=json.dumps({"username": "admin", "password": password}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            token = json.loads(answer.read())["access_token"]
+        yield base, token
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail(f"Playwright is not installed: {INSTALL}")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: {INSTALL}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+def test_the_view_in_airflow_shows_runs_charts_and_a_run(api_server, browser, history, capsys):
+    base, token = api_server
+    artifacts = _artifacts()
+    with capsys.disabled():
+        print(f"\nscreenshots and the api-server log: {artifacts}")
+    anonymous = browser.new_context()
+    page = anonymous.new_page()
+    assert page.goto(f"{base}/drillkit/").status == 401
+    assert "Log in to Airflow" in page.content()
+    anonymous.close()
+
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context.add_cookies([{"name": "_token", "value": token, "url": base}])
+    page = context.new_page()
+
+    # From Airflow's own navigation: the external view is an iframe at /plugin/restore-drills.
+    page.goto(f"{base}/")
+    nav = page.get_by_role("link", name="Restore drills")
+    nav.first.wait_for(timeout=60_000)
+    nav.first.click()
+    page.wait_for_url("**/plugin/restore-drills", timeout=30_000)
+    frame_element = page.wait_for_selector("iframe", timeout=30_000)
+    frame = frame_element.content_frame()
+    assert frame is not None
+    frame.wait_for_selector("table.runs tr.run-row", timeout=30_000)
+    page.screenshot(path=str(artifacts / "01-airflow-restore-drills.png"))
+    if os.environ.get("DRILLKIT_UPDATE_SCREENSHOT"):  # the README's picture, on request only
+        page.screenshot(path=str(DOCS_SCREENSHOT))
+    shown = set(frame.locator("table.runs a.run-link").all_inner_texts())
+    assert {run_id for _, run_id in history.runs.values()} <= shown, shown
+    assert frame.locator("svg.heatmap rect.cell").count() > 0
+    assert frame.locator("svg.line-chart circle.point").count() >= 3
+    assert frame.locator("svg.heatmap rect.cell.tier1").count() >= 1  # the fallback day
+
+    # Open the run that fell back to its second tier.
+    fallback_dag, fallback_run = history.runs["fallback"]
+    fallback_link = f'a.run-link[href*="/{fallback_dag}/"]'
+    frame.locator(fallback_link, has_text=fallback_run).click()
+    frame.wait_for_selector("table.tiers", timeout=30_000)
+    assert frame.locator("h1 .badge").inner_text() == "PASS"
+    tiers = frame.locator("table.tiers tbody tr")
+    assert tiers.count() == 2
+    assert "BACKUP_CHECKSUM_MISMATCH" in tiers.nth(0).inner_text()
+    assert frame.locator("svg.timeline rect.bar").count() >= 7
+    assert frame.locator("table.checks tbody tr").count() == 3
+    page.screenshot(path=str(artifacts / "02-run-detail-in-airflow.png"))
+
+    # The same pages full size, outside Airflow's frame (as the "Drill report" link opens them).
+    page.goto(f"{base}/drillkit/")
+    page.wait_for_selector("svg.line-chart")
+    page.screenshot(path=str(artifacts / "03-runs-full-page.png"), full_page=True)
+    page.locator(fallback_link, has_text=fallback_run).click()
+    page.wait_for_selector("svg.timeline")
+    page.screenshot(path=str(artifacts / "04-run-full-page.png"), full_page=True)
+    text = page.content()
+    assert not [secret for secret in history.secrets if secret in text]
+    context.close()

@@ -1,0 +1,197 @@
+"""The Kubernetes API emulator on loopback; the real client reaches it through KubernetesHook.
+
+Tests assert objects as the server stores them (``cluster.stored(...)`` GETs them over HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import urllib.error
+import urllib.request
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from emulator import Emulator
+from k8s_scenario import BACKUP_TIMES, SOURCE_CLUSTER, backup_object
+
+CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
+CONN_ID = "drillkit_k8s_test"
+NO_CRDS = f"{CRD_DIR} is absent: the upstream CRD schemas are needed to validate objects"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.k8s)
+
+
+@pytest.fixture(scope="session")
+def emulator(work_root: Path):
+    server = Emulator(crd_dir=CRD_DIR if CRD_DIR.is_dir() else None).start()
+    kubeconfig = server.write_kubeconfig(work_root / "emulator-kubeconfig.json")
+    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
+        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def require_schemas(emulator: Emulator) -> None:
+    if not emulator.schemas_loaded:
+        pytest.skip(NO_CRDS)
+
+
+class ClusterView:
+    """The server's side of things: raw HTTP to the emulator, and a client made by the hook."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        self.emulator = emulator
+        self.conn_id = CONN_ID
+
+    @cached_property
+    def api(self) -> Any:
+        """An ApiClient made by the cncf-kubernetes KubernetesHook from the test connection."""
+        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+
+        return KubernetesHook(conn_id=CONN_ID).api_client
+
+    def request(self, method: str, path: str, body: Any = None, *, content_type: str = "") -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.emulator.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.emulator.token}",
+                "Content-Type": content_type or "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    @staticmethod
+    def path(api_version: str, plural: str, name: str | None, namespace: str | None) -> str:
+        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        if namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{plural}"
+        return f"{base}/{name}" if name else base
+
+    def stored(
+        self, api_version: str, plural: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """The object as the server holds it, or None on 404."""
+        code, body = self.request("GET", self.path(api_version, plural, name, namespace))
+        if code == 404:
+            return None
+        assert code == 200, body
+        return body
+
+    def listed(
+        self, api_version: str, plural: str, namespace: str | None = None, selector: str = ""
+    ) -> list[dict[str, Any]]:
+        path = self.path(api_version, plural, None, namespace)
+        if selector:
+            path += "?labelSelector=" + urllib.request.quote(selector)
+        code, body = self.request("GET", path)
+        assert code == 200, body
+        return body["items"]
+
+    def seed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        plural = obj.pop("_plural")
+        namespace = obj["metadata"].get("namespace")
+        code, body = self.request(
+            "POST", self.path(obj["apiVersion"], plural, None, namespace), obj
+        )
+        assert code == 201, body
+        return body
+
+    def ensure_namespace(self, name: str) -> None:
+        if self.stored("v1", "namespaces", name) is None:
+            self.seed(
+                {
+                    "_plural": "namespaces",
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": name},
+                }
+            )
+
+
+@pytest.fixture
+def cluster(emulator: Emulator) -> ClusterView:
+    """A fresh, empty API server state for each test."""
+    emulator.reset()
+    return ClusterView(emulator)
+
+
+@pytest.fixture
+def production(cluster: ClusterView) -> ClusterView:
+    """A production namespace with a CloudNativePG cluster, its backup credentials and three
+    completed Backups (statuses written through the /status subresource, as CNPG does)."""
+    import copy
+
+    cluster.ensure_namespace("orders")
+    cluster.ensure_namespace("airflow")
+    cluster.seed({"_plural": "clusters", **copy.deepcopy(SOURCE_CLUSTER)})
+    cluster.seed(
+        {
+            "_plural": "secrets",
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "backup-creds", "namespace": "orders"},
+            "stringData": {"ACCESS_KEY_ID": "AKIA-test", "ACCESS_SECRET_KEY": "s3cr3t"},
+        }
+    )
+    for index, stopped in enumerate(BACKUP_TIMES):
+        obj = backup_object(f"orders-db-{index}", stopped=stopped)
+        status = obj.pop("status")
+        cluster.seed({"_plural": "backups", **obj})
+        path = cluster.path("postgresql.cnpg.io/v1", "backups", obj["metadata"]["name"], "orders")
+        code, body = cluster.request(
+            "PATCH",
+            path + "/status",
+            {"status": status},
+            content_type="application/merge-patch+json",
+        )
+        assert code == 200, body
+    return cluster
+
+
+@pytest.fixture
+def tcp_listener():
+    """A loopback listener standing in for the sandbox's PostgreSQL port (accepts, then closes)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(timeout=2)
+    server.close()

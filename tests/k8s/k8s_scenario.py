@@ -1,0 +1,119 @@
+"""Shared test scenario: a production CloudNativePG cluster with backups, and a fake operator.
+
+Plain data and helpers (no fixtures), importable by the tests and their conftest.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+BACKUP_TIMES = [datetime(2026, 11, 20, h, 0, tzinfo=UTC) for h in (1, 9, 17)]
+
+
+def backup_object(name: str, *, stopped: datetime, phase: str = "completed", **status: Any):
+    return {
+        "apiVersion": "postgresql.cnpg.io/v1",
+        "kind": "Backup",
+        "metadata": {"name": name, "namespace": "orders"},
+        "spec": {"cluster": {"name": "orders-db"}, "method": "barmanObjectStore"},
+        "status": {
+            "phase": phase,
+            "method": "barmanObjectStore",
+            "backupId": stopped.strftime("%Y%m%dT%H%M%S"),
+            "startedAt": _iso(stopped - timedelta(minutes=10)),
+            "stoppedAt": _iso(stopped),
+            "beginLSN": "0/2000028",
+            "endLSN": "0/3000100",
+            "serverName": "orders-db",
+            **status,
+        },
+    }
+
+
+SOURCE_CLUSTER = {
+    "apiVersion": "postgresql.cnpg.io/v1",
+    "kind": "Cluster",
+    "metadata": {"name": "orders-db", "namespace": "orders"},
+    "spec": {
+        "instances": 3,
+        "imageName": "ghcr.io/cloudnative-pg/postgresql:17.2",
+        "storage": {"size": "50Gi", "storageClass": "fast"},
+        "postgresql": {"parameters": {"max_connections": "200"}},
+        "backup": {
+            "retentionPolicy": "30d",
+            "barmanObjectStore": {
+                "destinationPath": "s3://prod-backups/orders",
+                "endpointURL": "https://s3.prod.example.com",
+                "s3Credentials": {
+                    "accessKeyId": {"name": "backup-creds", "key": "ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": "backup-creds", "key": "ACCESS_SECRET_KEY"},
+                },
+                "wal": {"compression": "gzip", "maxParallel": 4},
+                "data": {"compression": "gzip", "jobs": 2},
+            },
+        },
+        "plugins": [{"name": "cnpg-i-metrics.example.com", "enabled": True}],
+    },
+}
+
+
+class FakeCnpgOperator:
+    """What CloudNativePG does once a recovery Cluster exists, done to the API server: after a
+    short delay, mark it healthy through /status and create its ``-rw`` Service (pointing at
+    ``port`` on loopback, the test's stand-in for the restored PostgreSQL)."""
+
+    def __init__(self, cluster: Any, *, port: int, delay: float = 1.0) -> None:
+        self.cluster, self.port, self.delay = cluster, port, delay
+        self.seen: list[dict[str, Any]] = []  # the Cluster objects as stored when found
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> FakeCnpgOperator:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        done: set[str] = set()
+        while not self._stop.wait(0.2):
+            for obj in self.cluster.listed("postgresql.cnpg.io/v1", "clusters"):
+                namespace = obj["metadata"]["namespace"]
+                if not namespace.startswith("drill-") or namespace in done:
+                    continue
+                self.seen.append(obj)
+                done.add(namespace)
+                threading.Timer(self.delay, self._ready, (obj,)).start()
+
+    def _ready(self, obj: dict[str, Any]) -> None:
+        name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
+        path = self.cluster.path("postgresql.cnpg.io/v1", "clusters", name, namespace)
+        status = {"phase": "Cluster in healthy state", "readyInstances": 1, "instances": 1}
+        self.cluster.request(
+            "PATCH",
+            path + "/status",
+            {"status": status},
+            content_type="application/merge-patch+json",
+        )
+        self.cluster.request(
+            "POST",
+            self.cluster.path("v1", "services", None, namespace),
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"{name}-rw", "labels": {"cnpg.io/cluster": name}},
+                "spec": {
+                    "clusterIP": "127.0.0.1",
+                    "ports": [{"name": "postgres", "port": self.port}],
+                },
+            },
+        )

@@ -1,0 +1,59 @@
+"""The Kubernetes parts of a drill spec are validated on load, naming the field to fix."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from drillkit.spec import SpecError, load_spec, parse_spec
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "dags" / "drills" / "orders-k8s.yaml"
+
+
+def _example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_shipped_example_is_valid_and_paused():
+    spec = load_spec(EXAMPLE)
+    assert spec.paused is True
+    assert spec.routes["kind"] == "istio"
+    assert all(t.sandbox["kind"] == "kubernetes" for t in spec.tiers)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda s: s["tiers"][0]["sandbox"].update(replicas=3), "tiers[0].sandbox.replicas"),
+        (lambda s: s["tiers"][0]["sandbox"].pop("worker_namespace"), "worker_namespace"),
+        (lambda s: s["catalog"].update(path="/x"), "catalog.path"),
+        (lambda s: s["tiers"][1].update(sandbox={"kind": "local"}), "tiers[1].sandbox.kind"),
+        (lambda s: s["routes"].update(kind="linkerd"), "routes.kind"),
+        (lambda s: s["routes"]["retries"].update(attempts=5), "routes.retries"),
+        (
+            lambda s: s["routes"]["services"]["orders-api"].update(
+                sandbox_host="api.prod.example.com", sandbox_service=None
+            ),
+            "routes.services.orders-api",
+        ),
+    ],
+)
+def test_mistakes_are_refused_naming_the_field(change, field):
+    data = copy.deepcopy(_example())
+    change(data)
+    data = {k: v for k, v in data.items() if v is not None}
+    with pytest.raises(SpecError) as refused:
+        parse_spec(data, source="orders-k8s.yaml")
+    assert field in str(refused.value)
+
+
+def test_istio_routes_need_kubernetes_sandboxes():
+    data = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "dags" / "drills" / "orders.yaml").read_text()
+    )
+    data["routes"] = _example()["routes"]
+    with pytest.raises(SpecError, match=r"routes\.kind"):
+        parse_spec(data, source="orders.yaml")
