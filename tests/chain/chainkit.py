@@ -1,0 +1,124 @@
+"""Shared pieces of the routing-chain tests: a valid spec, the tier hosts, and a view of the
+API emulator's stored objects over raw HTTP (no drillkit code on the reading side).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
+CONN_ID = "drillkit_chain_test"
+NAMESPACE = "checkout"
+HOSTS = {
+    "primary": "checkout-api.checkout.svc.cluster.local",
+    "secondary": "checkout-api.checkout-dr.svc.cluster.local",
+    "static-cache": "checkout-static.edge-cache.svc.cluster.local",
+}
+SCHEMA = {
+    "type": "object",
+    "required": ["sku", "price", "currency"],
+    "properties": {
+        "sku": {"type": "string"},
+        "price": {"type": "number", "minimum": 0},
+        "currency": {"type": "string", "pattern": "^[A-Z]{3}$"},
+    },
+}
+
+
+def chain_spec(**changes: Any) -> dict[str, Any]:
+    """A valid routing-chain spec (weights 100/0/0: every fallback is one the drill caused)."""
+    spec: dict[str, Any] = {
+        "kind": "routing_chain",
+        "drill": "checkout-routing",
+        "schedule": None,
+        "kubernetes_conn_id": CONN_ID,
+        "context_ttl": "1h",
+        "production": {"hosts": ["*.prod.example.com", "payments.payments.svc.cluster.local"]},
+        "route": {
+            "mesh": "istio",
+            "namespace": NAMESPACE,
+            "host": "checkout-router.checkout.svc.cluster.local",
+            "port": 8080,
+            "tiers": {
+                "primary": {"host": HOSTS["primary"], "port": 8080, "weight": 100},
+                "secondary": {"host": HOSTS["secondary"], "port": 8080, "weight": 0},
+                "static-cache": {"host": HOSTS["static-cache"], "port": 80, "weight": 0},
+            },
+            "timeout": "1s",
+            "retries": {"attempts": 2, "per_try_timeout": "300ms"},
+        },
+        "chaos": {
+            "url": "http://127.0.0.1:9",
+            "path": "/api/v1/quote",
+            "requests": 100,
+            "replays": 10,
+            "concurrency": 8,
+            "request_timeout": "5s",
+            "deadline": "2m",
+            "settle": "0s",
+            "phases": [{"name": "abort-10", "abort": {"percent": 10}}],
+        },
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **copy.deepcopy(value)}
+        else:
+            spec[key] = copy.deepcopy(value)
+    return spec
+
+
+class Cluster:
+    """The server's side: raw HTTP to the emulator (no drillkit code), and a kubernetes client."""
+
+    def __init__(self, emulator: Any, kubeconfig: Path) -> None:
+        self.emulator = emulator
+        self.kubeconfig = kubeconfig
+
+    def kube(self):
+        from drillkit.k8s.client import Kube, api_from_kubeconfig
+
+        return Kube(api_from_kubeconfig(str(self.kubeconfig)))
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.emulator.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.emulator.token}",
+                "Content-Type": "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    def stored(self, plural: str, name: str, namespace: str = NAMESPACE, group: str = "") -> Any:
+        group = group or "networking.istio.io/v1"
+        code, body = self.request("GET", f"/apis/{group}/namespaces/{namespace}/{plural}/{name}")
+        if code == 404:
+            return None
+        assert code == 200, body
+        return body
+
+    def vs_spec(self) -> dict[str, Any] | None:
+        """What the mesh front routes by: the chain's VirtualService as stored (by its label)."""
+        path = f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices"
+        code, body = self.request("GET", path + "?labelSelector=drillkit.io%2Frouting-chain")
+        assert code == 200, body
+        return body["items"][0]["spec"] if body["items"] else None
+
+    def ensure_namespace(self, name: str) -> None:
+        code, _ = self.request("GET", f"/api/v1/namespaces/{name}")
+        if code == 404:
+            body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+            code, created = self.request("POST", "/api/v1/namespaces", body)
+            assert code == 201, created
