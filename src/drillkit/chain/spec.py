@@ -9,8 +9,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from drillkit.chain.model import (
     DEFAULT_THRESHOLDS,
     METRICS,
@@ -27,7 +25,6 @@ from drillkit.chain.model import (
 from drillkit.chain.reader import HEADER_RE, NAME_RE, Reader
 from drillkit.chain.spec_route import parse_route
 from drillkit.exceptions import DrillError, InvalidInputError
-from drillkit.spec import SpecError
 from drillkit.timeutil import parse_target_time
 
 TOP_KEYS = {
@@ -331,13 +328,6 @@ def parse_chain_spec(data: Any, *, source: str = "<spec>") -> ChainSpec:
 
 def load_chain_spec(path: str | Path) -> ChainSpec:
     """Read and validate a routing-chain spec file."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot read the drill spec ({exc.strerror})") from exc
-    try:
-        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_chain_spec(data, source=str(path))
+    from drillkit.spec import read_spec_file
+
+    return parse_chain_spec(read_spec_file(path), source=str(path))
