@@ -16,10 +16,11 @@ from drillkit.catalog.model import VERIFIED, BackupInfo, CatalogSnapshot
 from drillkit.catalog.wal import expected_tli, format_lsn, segment_name, segno_of
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.findings import Finding
+from drillkit.policies import POLICIES
 from drillkit.timeutil import format_pg_timestamp, isoformat, utcnow
 
 SCHEMA = "drillkit.restore_coordinate/v1"
-POLICIES = ("latest", "previous", "oldest", "pinned")
+
 _FUTURE_LEEWAY = timedelta(seconds=5)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from drillkit.exceptions import DrillError, InvalidInputError
-from drillkit.pitr import POLICIES
+from drillkit.policies import POLICIES
 from drillkit.timeutil import parse_duration, parse_target_time
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
