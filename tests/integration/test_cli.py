@@ -77,3 +77,17 @@ def test_gc_dry_run_reports_and_removes_nothing():
     result = drillkit("gc", "--dry-run")
     assert result.returncode == 0
     assert "would remove" in result.stdout
+
+
+def test_catalog_of_a_relative_path_verifies_like_an_absolute_one(clean_scenario):
+    repo, truth = clean_scenario
+    result = subprocess.run(
+        [DRILLKIT, "catalog", repo.name, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=repo.parent,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["verification"] for r in rows] == ["verified"] * len(truth["backups"])

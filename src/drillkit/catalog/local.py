@@ -25,7 +25,7 @@ class LocalCatalog:
     kind = "local"
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).expanduser()
+        self.path = Path(path).expanduser().absolute()
 
     def _check_layout(self) -> tuple[Path, Path]:
         base, wal = self.path / "base", self.path / "wal"

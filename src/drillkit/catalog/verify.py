@@ -62,9 +62,10 @@ def classify(output: str) -> tuple[str, str]:
 
 def verify_backup(path: Path, *, use_cache: bool = True) -> Verification:
     """Verify every file of a backup against its manifest (checksums and sizes)."""
+    path = path.resolve()  # binaries run with cwd=/: a relative path would not be found
     cache_path = state_dir() / "verify.json"
     cache = read_json(cache_path) or {}
-    key = str(path.resolve())
+    key = str(path)
     signature = backup_signature(path)
     entry = cache.get(key)
     if use_cache and entry and entry.get("sig") == signature:
@@ -79,6 +80,9 @@ def verify_backup(path: Path, *, use_cache: bool = True) -> Verification:
     else:
         status, detail = classify(result.stderr + result.stdout)
     checked_at = isoformat(utcnow())
+    if status == "unverifiable":
+        # Not a verdict on the backup (pg_verifybackup could not judge it): never remembered.
+        return Verification(status, detail, checked_at, False)
     cache = read_json(cache_path) or {}  # re-read: another drill may have written meanwhile
     cache[key] = {"sig": signature, "status": status, "detail": detail, "checked_at": checked_at}
     write_json_atomic(cache_path, cache)
