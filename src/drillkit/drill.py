@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 from drillkit.exceptions import BackupError, InvalidInputError
 from drillkit.sandbox.base import LABEL
-from drillkit.sandbox.base import SCHEMA as SANDBOX_SCHEMA
 from drillkit.state import read_json
 from drillkit.timeutil import isoformat, parse_iso, parse_target_time
 
@@ -163,13 +162,12 @@ def provision(
         return k8s_backend.provision(
             dict(coordinate), drill_id=drill_id, name=drill, ttl=ttl, sandbox_id=sandbox_id
         )
+    from drillkit.catalog.model import VERIFICATION_CODES, VERIFIED
+
     backup = coordinate.get("backup") or {}
     status = backup.get("verification")
-    if status != "verified":
-        code = {
-            "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
-            "incomplete": "BACKUP_INCOMPLETE",
-        }.get(str(status), "BACKUP_UNVERIFIABLE")
+    if status != VERIFIED:
+        code = VERIFICATION_CODES.get(str(status), "BACKUP_UNVERIFIABLE")
         raise BackupError(
             f"backup {coordinate.get('backup_id')} failed its checksum gate ({status}): it is not "
             "restored; the next tier tries another backup. Take a new backup and find out what "
@@ -178,25 +176,7 @@ def provision(
         )
     backend = backend_for(sandbox, say=say)
     if dry_run:
-        directory = backend.path(sandbox_id)
-        return {
-            "schema": SANDBOX_SCHEMA,
-            "backend": backend.kind,
-            "id": sandbox_id,
-            "drill_id": drill_id,
-            "dry_run": True,
-            "path": str(directory),
-            "endpoints": {
-                "postgres": {
-                    "kind": "postgres",
-                    "host": str(backend.socket_dir(directory, sandbox_id)),
-                    "port": 5432,
-                    "user": backend.superuser,
-                    "database": "postgres",
-                }
-            },
-            "backup_id": coordinate.get("backup_id"),
-        }
+        return backend.plan(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
     resumed = _resumable(backend, sandbox_id, coordinate)
     if resumed is not None:
         if say:

@@ -17,7 +17,7 @@ from drillkit.catalog.wal import expected_tli, format_lsn, segment_name, segno_o
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.findings import Finding
 from drillkit.policies import POLICIES
-from drillkit.timeutil import format_pg_timestamp, isoformat, utcnow
+from drillkit.timeutil import format_pg_timestamp, human_span, isoformat, utcnow
 
 SCHEMA = "drillkit.restore_coordinate/v1"
 
@@ -29,14 +29,7 @@ def _us(moment: datetime) -> int:
 
 
 def _human(delta: timedelta) -> str:
-    seconds = delta.total_seconds()
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
+    return human_span(delta.total_seconds())
 
 
 @dataclass

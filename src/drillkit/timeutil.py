@@ -101,5 +101,17 @@ def parse_duration(value: str | int | float, *, field: str = "duration") -> time
         raise InvalidInputError(f"{field}: {value!r} is too large for a duration") from exc
 
 
+def human_span(seconds: float) -> str:
+    """A duration a person reads at a glance: ``3.25 s``, ``12.5 min``, ``2.0 h``, ``3.1 days``."""
+    size = abs(seconds)
+    if size < 120:
+        return f"{round(seconds, 3):g} s"
+    if size < 7200:
+        return f"{seconds / 60:.1f} min"
+    if size < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)

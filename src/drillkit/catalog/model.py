@@ -11,6 +11,12 @@ from drillkit.catalog.walindex import SegmentIndex
 from drillkit.timeutil import isoformat
 
 VERIFIED = "verified"
+# pg_verifybackup outcome -> the finding code a failed backup carries.
+VERIFICATION_CODES = {
+    "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
+    "incomplete": "BACKUP_INCOMPLETE",
+    "unverifiable": "BACKUP_UNVERIFIABLE",
+}
 
 
 @dataclass(frozen=True)
@@ -24,11 +30,7 @@ class Verification:
 
     @property
     def code(self) -> str | None:
-        return {
-            "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
-            "incomplete": "BACKUP_INCOMPLETE",
-            "unverifiable": "BACKUP_UNVERIFIABLE",
-        }.get(self.status)
+        return VERIFICATION_CODES.get(self.status)
 
 
 @dataclass(frozen=True)

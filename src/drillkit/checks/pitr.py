@@ -19,12 +19,11 @@ from drillkit.checks.results import (
     RECOVERY_POINT_ONE_SIDED,
     UNSET,
     Outcome,
-    span_text,
 )
 from drillkit.checks.sql import begin_read_only, connect, query_failure
 from drillkit.exceptions import CheckError, InvalidInputError
 from drillkit.findings import Finding
-from drillkit.timeutil import isoformat, parse_duration, parse_target_time
+from drillkit.timeutil import human_span, isoformat, parse_duration, parse_target_time
 
 if TYPE_CHECKING:
     from drillkit.checks.engine import CheckContext
@@ -234,14 +233,14 @@ def _judge_marker(ctx: CheckContext, config: PitrConfig, marker: Any, expectatio
     problems = []
     if marker > target:
         problems.append(
-            f"marker {isoformat(marker)} is {span_text((marker - target).total_seconds())} "
+            f"marker {isoformat(marker)} is {human_span((marker - target).total_seconds())} "
             f"after the target {isoformat(target)}: the restore replayed past the recovery target"
         )
     elif config.tolerance is not None and marker < target - timedelta(seconds=config.tolerance):
         problems.append(
-            f"marker {isoformat(marker)} is {span_text((target - marker).total_seconds())} before "
+            f"marker {isoformat(marker)} is {human_span((target - marker).total_seconds())} before "
             f"the target {isoformat(target)}, more than the tolerance of "
-            f"{span_text(config.tolerance)}: the "
+            f"{human_span(config.tolerance)}: the "
             "restore stopped short of the target (or writes had stopped earlier)"
         )
     return Outcome(

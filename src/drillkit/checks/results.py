@@ -335,18 +335,6 @@ def seconds_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def span_text(seconds: float) -> str:
-    """A duration a person reads at a glance: ``3.25 s``, ``12.5 min``, ``2.0 h``, ``3.1 days``."""
-    size = abs(seconds)
-    if size < 120:
-        return f"{round(seconds, 3):g} s"
-    if size < 7200:
-        return f"{seconds / 60:.1f} min"
-    if size < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def dedupe(findings: Iterable[Finding]) -> list[Finding]:
     """One finding per (code, subject): an unreachable service is reported once, not per check."""
     seen: dict[tuple[str, str | None], Finding] = {}

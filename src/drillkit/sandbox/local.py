@@ -113,6 +113,30 @@ class LocalSandboxBackend:
         return Path(tempfile.gettempdir()) / f"dk-{sandbox_id}"
 
     # -- provision ---------------------------------------------------------------------------
+    def plan(
+        self, coordinate: dict[str, Any], *, drill_id: str, sandbox_id: str, ttl: timedelta
+    ) -> dict[str, Any]:
+        """The record a dry run reports: where the sandbox would live; nothing is created."""
+        directory = self.path(sandbox_id)
+        return {
+            "schema": SCHEMA,
+            "backend": self.kind,
+            "id": sandbox_id,
+            "drill_id": drill_id,
+            "dry_run": True,
+            "path": str(directory),
+            "endpoints": {
+                "postgres": {
+                    "kind": "postgres",
+                    "host": str(self.socket_dir(directory, sandbox_id)),
+                    "port": 5432,
+                    "user": self.superuser,
+                    "database": "postgres",
+                }
+            },
+            "backup_id": coordinate.get("backup_id"),
+        }
+
     def provision(
         self,
         coordinate: dict[str, Any],
