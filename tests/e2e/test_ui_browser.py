@@ -149,6 +149,13 @@ def browser():
         browser.close()
 
 
+def _parsed(frame, selector: str) -> None:
+    """Wait for ``selector`` of the new document, then for the whole document: the browser
+    parses a long page incrementally, so an early element can be there before later ones."""
+    frame.wait_for_selector(selector, timeout=30_000)
+    frame.wait_for_function("document.readyState === 'complete'", timeout=30_000)
+
+
 def test_the_view_in_airflow_shows_runs_charts_and_a_run(api_server, browser, history, capsys):
     base, token = api_server
     artifacts = _artifacts()
@@ -173,7 +180,7 @@ def test_the_view_in_airflow_shows_runs_charts_and_a_run(api_server, browser, hi
     frame_element = page.wait_for_selector("iframe", timeout=30_000)
     frame = frame_element.content_frame()
     assert frame is not None
-    frame.wait_for_selector("table.runs tr.run-row", timeout=30_000)
+    _parsed(frame, "table.runs tr.run-row")
     page.screenshot(path=str(artifacts / "01-airflow-restore-drills.png"))
     if os.environ.get("DRILLKIT_UPDATE_SCREENSHOT"):  # the README's picture, on request only
         page.screenshot(path=str(DOCS_SCREENSHOT))
@@ -187,7 +194,7 @@ def test_the_view_in_airflow_shows_runs_charts_and_a_run(api_server, browser, hi
     fallback_dag, fallback_run = history.runs["fallback"]
     fallback_link = f'a.run-link[href*="/{fallback_dag}/"]'
     frame.locator(fallback_link, has_text=fallback_run).click()
-    frame.wait_for_selector("table.tiers", timeout=30_000)
+    _parsed(frame, "table.tiers")
     assert frame.locator("h1 .badge").inner_text() == "PASS"
     tiers = frame.locator("table.tiers tbody tr")
     assert tiers.count() == 2
@@ -198,10 +205,10 @@ def test_the_view_in_airflow_shows_runs_charts_and_a_run(api_server, browser, hi
 
     # The same pages full size, outside Airflow's frame (as the "Drill report" link opens them).
     page.goto(f"{base}/drillkit/")
-    page.wait_for_selector("svg.line-chart")
+    _parsed(page, "svg.line-chart")
     page.screenshot(path=str(artifacts / "03-runs-full-page.png"), full_page=True)
     page.locator(fallback_link, has_text=fallback_run).click()
-    page.wait_for_selector("svg.timeline")
+    _parsed(page, "svg.timeline")
     page.screenshot(path=str(artifacts / "04-run-full-page.png"), full_page=True)
     text = page.content()
     assert not [secret for secret in history.secrets if secret in text]
