@@ -203,9 +203,8 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     rto_seconds=rto,
                     trigger_rule=TriggerRule.ALL_DONE,
                 )
-                passed = EmptyOperator(task_id="passed")
                 stages = [select, provision, ready, route, smoke]
-                chain(*stages, teardown, gate, passed)
+                chain(*stages, teardown, gate)
                 # Each stage also feeds every later one: a skipped or failed stage then skips
                 # (or upstream-fails) the rest of its tier in one scheduler pass, not one per
                 # level; a long tier otherwise costs a scheduling loop per task it never runs.
@@ -218,7 +217,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
             check_conf >> select
             if previous_gate is not None:
                 previous_gate >> select
-            passed >> report
+            gate >> report  # the branch a passing tier follows
             teardown >> report
             previous_gate, previous_gate_id = gate, tasks.gate
             gate_ids.append(tasks.gate)

@@ -6,7 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseBranchOperator, BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+)
 from drillkit.operators._common import as_bool
 from drillkit.operators.report_store import write_report_files
 from drillkit.operators.telemetry import event_key, record_transition, send_metrics
@@ -25,7 +29,6 @@ class TierTasks:
         self.route = f"{group}.apply_drill_route"
         self.smoke = f"{group}.smoke_test"
         self.gate = f"{group}.gate"
-        self.passed = f"{group}.passed"
         self.teardown = f"{group}.teardown"
 
     def transitions(self) -> list[tuple[str, str]]:
@@ -51,14 +54,15 @@ def tier_errors(ti: Any, tasks: TierTasks) -> list[dict[str, Any]]:
 
 
 class DrillGateOperator(BaseBranchOperator):
-    """Judge the tier: passed -> its ``passed`` marker (then report), failed -> the next tier,
-    exhausted (no tier left) -> ``exhausted`` (then report and escalation).
+    """Judge the tier: passed -> ``report`` (every later tier is skipped at once), failed -> the
+    next tier, exhausted (no tier left) -> ``exhausted`` (then report and escalation).
 
     Runs whatever happened upstream (trigger rule ALL_DONE) and decides from XCom alone.
 
     :param tier: tier (task group) name
     :param previous_gate: the gate before this one, if any: this tier runs only after it fell back
     :param next_branch: task id to follow on failure (next tier's pitr_select, or ``exhausted``)
+    :param report_task_id: the task a passing (or never reached) tier goes on to
     :param rto_seconds: restore time budget
     :param dry_run: (templated)
     """
@@ -73,6 +77,7 @@ class DrillGateOperator(BaseBranchOperator):
         previous_gate: str | None,
         next_branch: str,
         is_last: bool,
+        report_task_id: str = "report",
         rto_seconds: float,
         dry_run: Any = "{{ params.dry_run }}",
         tiers: Any = "{{ params.tiers }}",
@@ -82,6 +87,7 @@ class DrillGateOperator(BaseBranchOperator):
         self.tier = tier
         self.previous_gate = previous_gate
         self.next_branch = next_branch
+        self.report_task_id = report_task_id
         self.is_last = is_last
         self.rto_seconds = rto_seconds
         self.dry_run = dry_run
@@ -94,7 +100,7 @@ class DrillGateOperator(BaseBranchOperator):
             before = ti.xcom_pull(task_ids=self.previous_gate, key="decision") or {}
             if before.get("decision") != "fallback":
                 ti.xcom_push(key="decision", value={"decision": "not_reached", "tier": self.tier})
-                return []
+                return self.report_task_id
         tiers = self.tiers if isinstance(self.tiers, list) else []
         selected = not tiers or self.tier in tiers
         judgement = judge_tier(
@@ -116,7 +122,35 @@ class DrillGateOperator(BaseBranchOperator):
         self.log.info(
             "tier %s: %s (%s) -> %s", self.tier, judgement.status, judgement.reason, decision
         )
-        return tasks.passed if decision == "pass" else self.next_branch
+        return self.report_task_id if decision == "pass" else self.next_branch
+
+    def skip_all_except(self, ti: Any, branch_task_ids: Any) -> None:
+        """Skip, in one go, every task the followed branch can no longer reach.
+
+        The branch base skips only this gate's direct downstream; the tiers after a passing gate
+        would then skip one level per scheduler pass (each pass that only skips costs the scheduler
+        a loop, and ``dag.test`` a one-second sleep). Nothing is added when no branch is followed.
+        """
+        if branch_task_ids is not None and not isinstance(branch_task_ids, str):
+            branch_task_ids = list(branch_task_ids)  # the branch base hands over a generator
+        followed = (
+            {branch_task_ids} if isinstance(branch_task_ids, str) else set(branch_task_ids or ())
+        )
+        unreachable: list[tuple[str, int]] = []
+        if followed:
+            reachable = set(followed)
+            for task_id in followed:
+                reachable |= self.dag.get_task(task_id).get_flat_relative_ids(upstream=False)
+            downstream = self.get_flat_relative_ids(upstream=False)
+            direct = set(self.downstream_task_ids)
+            unreachable = [(t, ti.map_index) for t in sorted(downstream - reachable - direct)]
+        try:
+            super().skip_all_except(ti, branch_task_ids)
+        except DownstreamTasksSkipped as skipped:
+            skipped.tasks = [*skipped.tasks, *unreachable]
+            raise
+        if unreachable and ti.map_index == -1:
+            raise DownstreamTasksSkipped(tasks=unreachable)
 
 
 class DrillReportOperator(BaseOperator):
