@@ -6,8 +6,10 @@ under ``error`` first, so the tier's gate can tell *why* the tier failed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any, NoReturn, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 
@@ -18,20 +20,49 @@ T = TypeVar("T")
 SIGNING_CONN_ID = "drillkit_signing"
 
 
-def run_core(context: Any, func: Callable[[], T], *, timeout_code: str = "TASK_TIMEOUT") -> T:
-    """Call the core; record a DrillError or a task timeout for the gate, then fail the task."""
+def run_core(
+    context: Any,
+    func: Callable[[], T],
+    *,
+    timeout_code: str = "TASK_TIMEOUT",
+    undo: Callable[[T], Any] | None = None,
+) -> T:
+    """Call the core; record a DrillError or a task timeout for the gate, then fail the task.
+
+    Airflow's execution timeout is one SIGALRM: when it lands inside a finalizer or an
+    ``except Exception`` of a library, it is lost and the task runs on. A result that arrives
+    after the task's ``execution_timeout`` is therefore still a timeout: ``undo`` (say, tearing
+    down a late sandbox) runs first, so nothing is left behind by a task that failed.
+    """
     ti = context["ti"]
+    limit = getattr(context.get("task") or getattr(ti, "task", None), "execution_timeout", None)
+    started = time.monotonic()
     try:
-        return func()
+        result = func()
     except DrillError as exc:
         ti.xcom_push(key="error", value=_json_safe(exc.to_dict()))
         if exc.transient:
             raise
         raise AirflowFailException(f"{exc.code}: {exc}") from exc
     except AirflowTaskTimeout as exc:
-        message = f"{ti.task_id} ran past its execution timeout"
-        ti.xcom_push(key="error", value={"code": timeout_code, "message": message})
-        raise AirflowFailException(f"{timeout_code}: {message}") from exc
+        _timed_out(ti, timeout_code, f"{ti.task_id} ran past its execution timeout", exc)
+    took = time.monotonic() - started
+    if isinstance(limit, timedelta) and took > limit.total_seconds():
+        if undo is not None:
+            undo(result)
+        _timed_out(
+            ti,
+            timeout_code,
+            f"{ti.task_id} took {took:.1f} s, past its execution timeout of "
+            f"{limit.total_seconds():g} s (the timeout signal was lost; the late result is "
+            "discarded)",
+        )
+    return result
+
+
+def _timed_out(ti: Any, code: str, message: str, cause: BaseException | None = None) -> NoReturn:
+    ti.xcom_push(key="error", value={"code": code, "message": message})
+    raise AirflowFailException(f"{code}: {message}") from cause
 
 
 def _json_safe(value: Any) -> Any:

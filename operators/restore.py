@@ -157,7 +157,12 @@ class ProvisionSandboxOperator(BaseOperator):
                 say=self.log.info,
             )
 
-        record = run_core(context, provision, timeout_code="PROVISION_TIMEOUT")
+        record = run_core(
+            context,
+            provision,
+            timeout_code="PROVISION_TIMEOUT",
+            undo=_remove_late_sandbox,
+        )
         self.log.info(
             "sandbox %s ready in %s s, recovery point %s",
             record["id"],
@@ -166,6 +171,12 @@ class ProvisionSandboxOperator(BaseOperator):
         )
         record_transition(context, "provisioned", record)
         return record
+
+
+def _remove_late_sandbox(record: dict[str, Any]) -> None:
+    """A sandbox that came up after the provisioning timeout: the tier failed, remove it."""
+    if not record.get("dry_run"):
+        drill.teardown(record, keep=False, keep_ttl=timedelta(0))
 
 
 class TeardownOperator(BaseOperator):
