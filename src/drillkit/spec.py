@@ -6,7 +6,7 @@ Unknown keys are errors: a typo in a safety setting must never be silently ignor
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,14 +22,18 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SANDBOX_KINDS = ("local", "kubernetes")
 CATALOG_KINDS = ("local", "cnpg")
-_TOP_KEYS = {
-    "drill": "name of the drill ([a-z0-9_-]); the DAG id is drill_<name>",
+# The DAG-level fields every spec kind shares (drill specs here, routing chains in drillkit.chain).
+SCHEDULING_KEYS = {
     "description": "free text shown in the Airflow UI",
     "schedule": "cron expression, preset such as @daily, or null for manual runs only",
     "start_date": "first logical date (ISO 8601 with zone), default 2026-01-01T00:00:00Z",
     "catchup": "true to create runs for past intervals (default false)",
     "paused": "true to create the DAG paused (default false)",
     "tags": "list of extra Airflow tags",
+}
+_TOP_KEYS = {
+    "drill": "name of the drill ([a-z0-9_-]); the DAG id is drill_<name>",
+    **SCHEDULING_KEYS,
     "catalog": "{kind: local, path: /backups/NAME}",
     "target": "logical_date (default), latest, or a timestamp with zone",
     "rpo": "accepted data loss, e.g. 15m (default 0s)",
@@ -92,6 +96,34 @@ class DrillSpec:
     @property
     def dag_id(self) -> str:
         return f"drill_{self.name.replace('-', '_')}"
+
+
+def scheduling_fields(
+    top: Mapping[str, Any], fail: Callable[[str, str], SpecError]
+) -> dict[str, Any]:
+    """The validated :data:`SCHEDULING_KEYS` of a spec, as DrillSpec and ChainSpec hold them;
+    ``fail(path, problem)`` builds the error naming the file."""
+    schedule = top.get("schedule")
+    if schedule is not None and (not isinstance(schedule, str) or not schedule.strip()):
+        raise fail("schedule", "a cron expression or preset (e.g. @daily), or null")
+    try:
+        start_date = parse_target_time(top.get("start_date", "2026-01-01T00:00:00Z"))
+    except InvalidInputError as exc:
+        raise fail("start_date", str(exc)) from exc
+    for flag in ("catchup", "paused"):
+        if not isinstance(top.get(flag, False), bool):
+            raise fail(flag, "true or false")
+    tags = top.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+        raise fail("tags", "a list of non-empty strings")
+    return {
+        "description": str(top.get("description", "")),
+        "schedule": schedule,
+        "start_date": start_date,
+        "catchup": top.get("catchup", False),
+        "paused": top.get("paused", False),
+        "tags": tuple(tags),
+    }
 
 
 def _fail(source: str, path: str, problem: str) -> SpecError:
@@ -197,16 +229,6 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
             parse_target_time(target)
         except InvalidInputError as exc:
             raise _fail(source, "target", f"logical_date, latest, or a timestamp: {exc}") from exc
-    schedule = top.get("schedule")
-    if schedule is not None and not isinstance(schedule, str):
-        raise _fail(source, "schedule", "a cron expression or preset string, or null")
-    try:
-        start_date = parse_target_time(top.get("start_date", "2026-01-01T00:00:00Z"))
-    except InvalidInputError as exc:
-        raise _fail(source, "start_date", str(exc)) from exc
-    for flag in ("catchup", "paused"):
-        if not isinstance(top.get(flag, False), bool):
-            raise _fail(source, flag, "true or false")
     tiers_raw = top.get("tiers")
     if not isinstance(tiers_raw, list) or not tiers_raw:
         raise _fail(source, "tiers", "required: a list of at least one tier")
@@ -259,9 +281,6 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     unknown_overrides = sorted(set(overrides) - set(services))
     if unknown_overrides:
         raise _fail(source, f"overrides.{unknown_overrides[0]}", "not a service in services")
-    tags = top.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise _fail(source, "tags", "a list of strings")
     report = dict(_mapping(top.get("report") or {}, source, "report"))
     _unknown(report, {"path"}, source, "report")
     conn_id = top.get("kubernetes_conn_id", "kubernetes_default")
@@ -281,12 +300,7 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     return DrillSpec(
         name=name,
         source=source,
-        description=str(top.get("description", "")),
-        schedule=schedule,
-        start_date=start_date,
-        catchup=top.get("catchup", False),
-        paused=top.get("paused", False),
-        tags=tuple(tags),
+        **scheduling_fields(top, lambda path, problem: _fail(source, path, problem)),
         catalog=catalog,
         target=str(target),
         rpo=_duration(top, "rpo", "0s", source),

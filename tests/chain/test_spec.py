@@ -180,3 +180,55 @@ def test_unreadable_or_invalid_yaml_names_the_file(tmp_path: Path):
     broken.write_text("kind: [routing_chain\n")
     with pytest.raises(SpecError, match=f"{broken}: not valid YAML"):
         load_chain_spec(broken)
+
+
+def _drill_spec() -> dict:
+    return {
+        "drill": "orders",
+        "catalog": {"kind": "local", "path": "/backups/orders"},
+        "tiers": [{"name": "primary", "sandbox": {"kind": "local"}, "select": "latest"}],
+        "services": {"app-db": {"kind": "postgres", "database": "app"}},
+        "checks": [
+            {
+                "name": "rows",
+                "kind": "sql",
+                "target": "app-db",
+                "query": "select 1",
+                "expect": {"eq": 1},
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", ["drill", "routing_chain"])
+@pytest.mark.parametrize(
+    ("field", "value", "fix"),
+    [
+        ("schedule", "  ", "cron expression or preset"),
+        ("schedule", 6, "cron expression or preset"),
+        ("start_date", "2026-01-01", "zone"),
+        ("catchup", "yes", "true or false"),
+        ("paused", 1, "true or false"),
+        ("tags", ["ok", ""], "non-empty strings"),
+    ],
+)
+def test_both_spec_kinds_refuse_the_same_scheduling_fields_alike(kind, field, value, fix):
+    from drillkit.spec import parse_spec
+
+    spec = {**(_drill_spec() if kind == "drill" else chain_spec()), field: value}
+    parse = parse_spec if kind == "drill" else parse_chain_spec
+    with pytest.raises(SpecError) as caught:
+        parse(spec, source="drills/x.yaml")
+    assert str(caught.value).startswith(f"drills/x.yaml: {field}: "), caught.value
+    assert fix in str(caught.value)
+
+
+def test_both_spec_kinds_read_scheduling_fields_alike():
+    from drillkit.spec import parse_spec
+
+    fields = {"schedule": "@daily", "catchup": True, "tags": ["team-db"], "description": "d"}
+    drill = parse_spec({**_drill_spec(), **fields})
+    chain = parse_chain_spec({**chain_spec(), **fields})
+    for name in ("schedule", "start_date", "catchup", "paused", "tags", "description"):
+        assert getattr(drill, name) == getattr(chain, name), name
+    assert drill.tags == ("team-db",) and drill.start_date.year == 2026

@@ -25,17 +25,12 @@ from drillkit.chain.model import (
 from drillkit.chain.reader import HEADER_RE, NAME_RE, Reader
 from drillkit.chain.spec_route import parse_route
 from drillkit.exceptions import DrillError, InvalidInputError
-from drillkit.timeutil import parse_target_time
+from drillkit.spec import SCHEDULING_KEYS, scheduling_fields
 
 TOP_KEYS = {
     "kind": f"{SPEC_KIND}: marks this file as a routing-chain drill",
     "drill": "name ([a-z0-9-]); the DAG id is drill_<name>",
-    "description": "free text shown in the Airflow UI",
-    "schedule": "cron expression, preset, or null for manual runs only",
-    "start_date": "first logical date (ISO 8601 with zone), default 2026-01-01T00:00:00Z",
-    "catchup": "true to create runs for past intervals (default false)",
-    "paused": "true to create the DAG paused (default false)",
-    "tags": "list of extra Airflow tags",
+    **SCHEDULING_KEYS,
     "kubernetes_conn_id": "Airflow connection of the cluster (default kubernetes_default)",
     "environment": "environment tag signed into the drill context (default drill)",
     "context_ttl": "lifetime of the signed drill context and the drill rule (default 2h)",
@@ -257,19 +252,6 @@ def parse_chain_spec(data: Any, *, source: str = "<spec>") -> ChainSpec:
     name = top.get("drill")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise r.fail("drill", "required: the drill's name, [a-z0-9][a-z0-9-]* (at most 41)")
-    schedule = top.get("schedule")
-    if schedule is not None and (not isinstance(schedule, str) or not schedule.strip()):
-        raise r.fail("schedule", "a cron expression or preset (e.g. @daily), or null")
-    try:
-        start_date = parse_target_time(top.get("start_date", "2026-01-01T00:00:00Z"))
-    except InvalidInputError as exc:
-        raise r.fail("start_date", str(exc)) from exc
-    for key in ("catchup", "paused"):
-        if not isinstance(top.get(key, False), bool):
-            raise r.fail(key, "true or false")
-    tags = top.get("tags", [])
-    if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-        raise r.fail("tags", "a list of strings")
     conn_id = top.get("kubernetes_conn_id", "kubernetes_default")
     if not isinstance(conn_id, str) or not conn_id:
         raise r.fail("kubernetes_conn_id", "an Airflow connection id")
@@ -309,12 +291,7 @@ def parse_chain_spec(data: Any, *, source: str = "<spec>") -> ChainSpec:
     return ChainSpec(
         name=name,
         source=source,
-        description=str(top.get("description", "")),
-        schedule=schedule,
-        start_date=start_date,
-        catchup=top.get("catchup", False),
-        paused=top.get("paused", False),
-        tags=tuple(tags),
+        **scheduling_fields(top, r.fail),
         kubernetes_conn_id=conn_id,
         environment=environment,
         context_ttl=context_ttl,
