@@ -2,57 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
 import pytest
+from fabricated import Seg, linear, lsn, name, rec, seg, snapshot
 
 from drillkit.catalog.continuity import describe_gap, plan_wal
-from drillkit.catalog.model import BackupInfo, CatalogSnapshot, Verification
-from drillkit.catalog.wal import (
-    DEFAULT_SEGMENT_SIZE,
-    ArchiveListing,
-    SegmentFile,
-    TimelineHistory,
-    segment_name,
-)
-from drillkit.catalog.walindex import SegmentIndex, XactRecord
+from drillkit.catalog.model import BackupInfo, Verification
+from drillkit.catalog.wal import TimelineHistory
 
 pytestmark = pytest.mark.unit
 
-SEG = DEFAULT_SEGMENT_SIZE
-BASE = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 TL2 = TimelineHistory(2, ((1, 0x5000100),))  # TL2 branched off TL1 at 0/5000100
-
-
-def lsn(segno: int, offset: int = 0) -> int:
-    return segno * SEG + offset
-
-
-def rec(segno: int, offset: int, minutes: float, kind: str = "c") -> XactRecord:
-    moment = BASE + timedelta(minutes=minutes)
-    return XactRecord(lsn=lsn(segno, offset), ts_us=round(moment.timestamp() * 1e6), kind=kind)
-
-
-def name(segno: int, tli: int = 1) -> str:
-    return segment_name(tli, segno, SEG)
-
-
-@dataclass
-class Seg:
-    """One archived segment as the catalog would have seen it."""
-
-    segno: int
-    records: tuple[XactRecord, ...] = ()
-    tli: int = 1
-    problem: str | None = None
-    error: str | None = None
-    indexed: bool = True
-
-
-def seg(segno: int, *records: XactRecord, **kwargs: object) -> Seg:
-    return Seg(segno, records, **kwargs)  # type: ignore[arg-type]
 
 
 def backup(bid: str, start: int, stop: int, *, tli: int = 1) -> BackupInfo:
@@ -69,24 +28,6 @@ def backup(bid: str, start: int, stop: int, *, tli: int = 1) -> BackupInfo:
         size_bytes=0,
         verification=Verification("verified"),
     )
-
-
-def snapshot(
-    backups: list[BackupInfo], segs: list[Seg], histories: dict[int, TimelineHistory] | None = None
-) -> CatalogSnapshot:
-    listing = ArchiveListing(path=Path("/repo/wal"), segment_size=SEG, histories=histories or {})
-    indexes: dict[str, SegmentIndex] = {}
-    for s in segs:
-        file_name = name(s.segno, s.tli)
-        listing.segments[file_name] = SegmentFile(file_name, s.tli, s.segno, SEG, 0, s.problem)
-        if s.indexed and s.problem is None:
-            indexes[file_name] = SegmentIndex(records=s.records, error=s.error)
-    return CatalogSnapshot("local", "/repo", backups, listing, indexes, BASE + timedelta(days=1))
-
-
-def linear(first: int, last: int, *, tli: int = 1) -> list[Seg]:
-    """Segments first..last, each with one commit at offset 0x1000, at minute segno*10."""
-    return [seg(n, rec(n, 0x1000, n * 10), tli=tli) for n in range(first, last + 1)]
 
 
 B2 = backup("b2", lsn(2, 0x28), lsn(2, 0x800))

@@ -9,68 +9,26 @@ when each becomes restorable.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from fabricated import NOW, Seg, at, linear, lsn, name, rec, seg, snapshot
 
 from drillkit.catalog.model import BackupInfo, CatalogSnapshot, Verification
-from drillkit.catalog.wal import (
-    DEFAULT_SEGMENT_SIZE,
-    ArchiveListing,
-    SegmentFile,
-    TimelineHistory,
-    segment_name,
-)
-from drillkit.catalog.walindex import SegmentIndex, XactRecord
+from drillkit.catalog.wal import TimelineHistory
+from drillkit.catalog.walindex import XactRecord
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.pitr import SCHEMA, evaluate, select_coordinate
 
 pytestmark = pytest.mark.unit
 
-SEG = DEFAULT_SEGMENT_SIZE
-BASE = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
-NOW = BASE + timedelta(days=1)
 HOUR = timedelta(hours=1)
-
-
-def at(minutes: float) -> datetime:
-    return BASE + timedelta(minutes=minutes)
 
 
 def iso(minutes: float) -> str:
     return at(minutes).isoformat().replace("+00:00", "Z")
-
-
-def lsn(segno: int, offset: int = 0) -> int:
-    return segno * SEG + offset
-
-
-def rec(segno: int, offset: int, minutes: float, kind: str = "c") -> XactRecord:
-    return XactRecord(lsn=lsn(segno, offset), ts_us=round(at(minutes).timestamp() * 1e6), kind=kind)
-
-
-def name(segno: int, tli: int = 1) -> str:
-    return segment_name(tli, segno, SEG)
-
-
-@dataclass
-class Seg:
-    segno: int
-    records: tuple[XactRecord, ...] = ()
-    tli: int = 1
-    problem: str | None = None
-    error: str | None = None
-
-
-def seg(segno: int, *records: XactRecord, **kwargs: Any) -> Seg:
-    return Seg(segno, records, **kwargs)
-
-
-def linear(first: int, last: int, *, tli: int = 1) -> list[Seg]:
-    return [seg(n, rec(n, 0x1000, n * 10), tli=tli) for n in range(first, last + 1)]
 
 
 def backup(
@@ -98,21 +56,6 @@ def backup(
         verification=Verification(status, f"pg_verifybackup said {status}"),
         problems=problems,
     )
-
-
-def snapshot(
-    backups: list[BackupInfo],
-    segs: list[Seg],
-    histories: dict[int, TimelineHistory] | None = None,
-) -> CatalogSnapshot:
-    listing = ArchiveListing(path=Path("/repo/wal"), segment_size=SEG, histories=histories or {})
-    indexes: dict[str, SegmentIndex] = {}
-    for s in segs:
-        file_name = name(s.segno, s.tli)
-        listing.segments[file_name] = SegmentFile(file_name, s.tli, s.segno, SEG, 0, s.problem)
-        if s.problem is None:
-            indexes[file_name] = SegmentIndex(records=s.records, error=s.error)
-    return CatalogSnapshot("local", "/repo", backups, listing, indexes, NOW)
 
 
 B1 = backup("b1", 2, stop_min=19, start_min=18)
