@@ -30,6 +30,7 @@ from drillkit.operators.chain import (
 
 from drillkit.chain.model import ChainSpec
 from drillkit.chain.spec import load_chain_spec
+from drillkit.spec import spec_beside
 
 _LOADER = '''"""Airflow DAG of the routing-chain drill {rel}.
 
@@ -103,10 +104,7 @@ def build_chain_dag(spec: ChainSpec, *, fileloc: str | None = None) -> DAG:
 
 def dag_from_chain_spec_file(spec_path: str | Path, *, loader: str | None = None) -> DAG:
     """Load ``spec_path`` (relative to the loader file's directory) and build its DAG."""
-    path = Path(spec_path)
-    if loader and not path.is_absolute():
-        path = Path(loader).parent / path
-    return build_chain_dag(load_chain_spec(path), fileloc=loader)
+    return build_chain_dag(load_chain_spec(spec_beside(spec_path, loader)), fileloc=loader)
 
 
 def chain_loader_source(rel: str) -> str:

@@ -29,7 +29,7 @@ from drillkit.operators.routing import ApplyDrillRouteOperator
 from drillkit.plugins.links import DrillReportLink
 from drillkit.sensors.sandbox import SandboxReadySensor
 
-from drillkit.spec import DrillSpec, load_spec, loader_name, loader_source
+from drillkit.spec import DrillSpec, load_spec, loader_name, loader_source, spec_beside
 
 DEFAULT_REPORT_DIR = "/tmp/drillkit-reports"
 TARGET_PATTERN = (
@@ -227,7 +227,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
         if not isinstance(task, EmptyOperator):
             task.operator_extra_links = (*task.operator_extra_links, DrillReportLink())
     # Params are attached once the tasks exist: a task created inside a DAG deep-copies the
-    # DAG's params (and serializes its copy), 28 times a drill. At run time Airflow merges
+    # DAG's params (and serializes its copy), once per task. At run time Airflow merges
     # dag.params into every task's context, so templates and validation are unchanged.
     dag.params = ParamsDict(drill_params(spec))
     return dag
@@ -235,10 +235,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
 
 def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> DAG:
     """Load ``spec_path`` (relative to the loader file's directory) and build its DAG."""
-    path = Path(spec_path)
-    if loader and not path.is_absolute():
-        path = Path(loader).parent / path
-    return build_drill_dag(load_spec(path), fileloc=loader)
+    return build_drill_dag(load_spec(spec_beside(spec_path, loader)), fileloc=loader)
 
 
 def sync_loaders(dags_dir: Path, *, specs_subdir: str = "drills") -> list[Path]:

@@ -348,6 +348,14 @@ dag = dag_from_spec_file("{rel}", loader=__file__)
 '''
 
 
+def spec_beside(spec_path: str | Path, loader: str | None) -> Path:
+    """``spec_path`` as a loader names it: relative paths count from the loader's directory."""
+    path = Path(spec_path)
+    if loader and not path.is_absolute():
+        path = Path(loader).parent / path
+    return path
+
+
 def loader_name(spec_path: Path) -> str:
     """File name of a spec's DAG loader: Airflow records import errors per file, so one each."""
     return f"drill_{spec_path.stem.replace('-', '_')}.py"
