@@ -1,8 +1,8 @@
-"""Airflow DAG of the routing-chain drill drills/checkout-routing.yaml.
+"""Airflow DAG of the drill spec drills/checkout-routing.yaml.
 
-The spec is `kind: routing_chain`: drillkit.operators.chain_factory builds this dag from it.
+Written by `drillkit dags sync`: edit the YAML, not this file.
 """
 
-from drillkit.operators.chain_factory import dag_from_chain_spec_file
+from drillkit.operators.dag_factory import dag_from_spec_file
 
-dag = dag_from_chain_spec_file("drills/checkout-routing.yaml", loader=__file__)
+dag = dag_from_spec_file("drills/checkout-routing.yaml", loader=__file__)

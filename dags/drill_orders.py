@@ -1,4 +1,4 @@
-"""Airflow DAG of the restore drill drills/orders.yaml.
+"""Airflow DAG of the drill spec drills/orders.yaml.
 
 Written by `drillkit dags sync`: edit the YAML, not this file.
 """

@@ -1,4 +1,4 @@
-"""Airflow DAG of the restore drill drills/orders-k8s.yaml.
+"""Airflow DAG of the drill spec drills/orders-k8s.yaml.
 
 Written by `drillkit dags sync`: edit the YAML, not this file.
 """

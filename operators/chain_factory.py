@@ -8,7 +8,6 @@ apply_fallback_chain (setup) -> chaos_drill -> remove_fault_injection (teardown)
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TriggerRule
@@ -29,18 +28,6 @@ from drillkit.operators.chain import (
 )
 
 from drillkit.chain.model import ChainSpec
-from drillkit.chain.spec import load_chain_spec
-from drillkit.spec import spec_beside
-
-_LOADER = '''"""Airflow DAG of the routing-chain drill {rel}.
-
-The spec is `kind: routing_chain`: drillkit.operators.chain_factory builds this dag from it.
-"""
-
-from drillkit.operators.chain_factory import dag_from_chain_spec_file
-
-dag = dag_from_chain_spec_file("{rel}", loader=__file__)
-'''
 
 
 def chaos_timeout(spec: ChainSpec) -> timedelta:
@@ -100,13 +87,3 @@ def build_chain_dag(spec: ChainSpec, *, fileloc: str | None = None) -> DAG:
             shift = ShiftToStaticCacheOperator(task_id=SHIFT, **common)
             gate >> shift >> notify
     return dag
-
-
-def dag_from_chain_spec_file(spec_path: str | Path, *, loader: str | None = None) -> DAG:
-    """Load ``spec_path`` (relative to the loader file's directory) and build its DAG."""
-    return build_chain_dag(load_chain_spec(spec_beside(spec_path, loader)), fileloc=loader)
-
-
-def chain_loader_source(rel: str) -> str:
-    """A chain spec's loader (mentions 'airflow' and 'dag', as Airflow's safe-mode scan needs)."""
-    return _LOADER.format(rel=rel)

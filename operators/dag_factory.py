@@ -29,7 +29,15 @@ from drillkit.operators.routing import ApplyDrillRouteOperator
 from drillkit.plugins.links import DrillReportLink
 from drillkit.sensors.sandbox import SandboxReadySensor
 
-from drillkit.spec import DrillSpec, load_spec, loader_name, loader_source, spec_beside
+from drillkit.spec import (
+    CHAIN_KIND,
+    DrillSpec,
+    loader_name,
+    loader_source,
+    parse_spec,
+    read_spec_file,
+    spec_beside,
+)
 
 DEFAULT_REPORT_DIR = "/tmp/drillkit-reports"
 TARGET_PATTERN = (
@@ -234,8 +242,17 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
 
 
 def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> DAG:
-    """Load ``spec_path`` (relative to the loader file's directory) and build its DAG."""
-    return build_drill_dag(load_spec(spec_beside(spec_path, loader)), fileloc=loader)
+    """Load ``spec_path`` (relative to the loader file's directory) and build its DAG: a
+    restore drill, or a routing-chain drill when the spec says ``kind: routing_chain``."""
+    path = spec_beside(spec_path, loader)
+    data = read_spec_file(path)
+    if isinstance(data, dict) and data.get("kind") == CHAIN_KIND:
+        from drillkit.operators.chain_factory import build_chain_dag
+
+        from drillkit.chain.spec import parse_chain_spec
+
+        return build_chain_dag(parse_chain_spec(data, source=str(path)), fileloc=loader)
+    return build_drill_dag(parse_spec(data, source=str(path)), fileloc=loader)
 
 
 def sync_loaders(dags_dir: Path, *, specs_subdir: str = "drills") -> list[Path]:

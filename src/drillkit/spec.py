@@ -18,6 +18,7 @@ from drillkit.exceptions import DrillError, InvalidInputError
 from drillkit.policies import POLICIES
 from drillkit.timeutil import parse_duration, parse_target_time
 
+CHAIN_KIND = "routing_chain"  # a routing-chain drill (drillkit.chain.spec), not a restore drill
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SANDBOX_KINDS = ("local", "kubernetes")
@@ -207,6 +208,14 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     from drillkit.routing.manifest import validate_services
 
     top = _mapping(data, source, "(top level)")
+    if top.get("kind") == CHAIN_KIND:
+        raise _fail(
+            source,
+            "kind",
+            f"{CHAIN_KIND} marks a routing-chain drill, not a restore drill: it runs as its "
+            "Airflow DAG (the loader `drillkit dags sync` writes builds either kind); "
+            "`drillkit run` runs restore drills only",
+        )
     _unknown(top, _TOP_KEYS, source, "")
     name = top.get("drill")
     if not isinstance(name, str) or not _NAME_RE.match(name):
@@ -337,7 +346,7 @@ def load_spec(path: str | Path) -> DrillSpec:
     return parse_spec(read_spec_file(path), source=str(path))
 
 
-_LOADER = '''"""Airflow DAG of the restore drill {rel}.
+_LOADER = '''"""Airflow DAG of the drill spec {rel}.
 
 Written by `drillkit dags sync`: edit the YAML, not this file.
 """

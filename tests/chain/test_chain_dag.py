@@ -62,8 +62,9 @@ def _xcom(dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> 
 @pytest.fixture
 def run_chain(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
-    from drillkit.operators.chain_factory import chain_loader_source
     from drillkit.operators.runner import _task_lines
+
+    from drillkit.spec import loader_source
 
     def run(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
@@ -71,7 +72,7 @@ def run_chain(airflow_db):
         path = dags / "drills" / f"{name}.yaml"
         path.write_text(yaml.safe_dump({**spec, "drill": name}, sort_keys=False))
         loader = dags / f"drill_{name.replace('-', '_')}.py"
-        loader.write_text(chain_loader_source(f"drills/{path.name}"))
+        loader.write_text(loader_source(f"drills/{path.name}"))
         dag_id = f"drill_{name.replace('-', '_')}"
         bag = DagBag(str(loader))
         dag = bag.get_dag(dag_id)

@@ -73,6 +73,14 @@ def test_run_refuses_a_bad_spec_with_exit_2(workdir: Path):
     assert "bad.yaml: teirs: unknown key" in result.stderr
 
 
+def test_run_names_a_routing_chain_spec_for_what_it_is():
+    chain = Path(__file__).resolve().parents[2] / "dags" / "drills" / "checkout-routing.yaml"
+    result = drillkit("run", str(chain))
+    assert result.returncode == 2
+    assert "checkout-routing.yaml: kind: routing_chain marks a routing-chain drill" in result.stderr
+    assert "`drillkit run` runs restore drills only" in result.stderr
+
+
 def test_gc_dry_run_reports_and_removes_nothing():
     result = drillkit("gc", "--dry-run")
     assert result.returncode == 0
