@@ -25,6 +25,7 @@ from drillkit.report import junit_xml
 
 HERE = Path(__file__).parent
 STATIC = {"drillkit.css": "text/css", "drillkit.js": "text/javascript"}
+PageSize = Annotated[int, Query(description=f"runs per page, 1 to {history.DEFAULT_LIMIT}")]
 VERDICTS = ["PASS", "FAIL", "COULD NOT VERIFY", "DRY RUN", history.NO_REPORT]
 SECURITY_HEADERS = {
     # Everything the pages use is served here: no CDN, no inline script.
@@ -71,6 +72,15 @@ def _day(value: str | None, name: str) -> date | None:
         raise HTTPException(
             status.HTTP_400_BAD_REQUEST, detail=f"{name} must be a date like 2026-11-21"
         ) from None
+
+
+def _cursor(value: str | None) -> tuple[datetime, int] | None:
+    if not value:
+        return None
+    try:
+        return history.parse_cursor(value)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, detail=str(exc)) from None
 
 
 def _secure(response: Response) -> Response:
@@ -125,12 +135,24 @@ def create_app() -> FastAPI:
         return response
 
     def runs_for(
-        user: Any, session: Any, drill: str | None, verdict: str | None, since: Any, until: Any
+        user: Any,
+        session: Any,
+        drill: str | None,
+        verdict: str | None,
+        since: Any,
+        until: Any,
+        before: str | None = None,
+        limit: int = history.DEFAULT_LIMIT,
     ) -> tuple[list[str], list[dict[str, Any]], history.RunFilter]:
         require_any_dag(user)
         readable = readable_dag_ids(user, history.drill_dag_ids(session))
         if drill:
             require_dag(user, drill)
+        if not 1 <= limit <= history.DEFAULT_LIMIT:
+            raise HTTPException(
+                status.HTTP_400_BAD_REQUEST,
+                detail=f"limit must be from 1 to {history.DEFAULT_LIMIT} runs a page, got {limit}",
+            )
         if verdict and verdict not in VERDICTS:
             raise HTTPException(
                 status.HTTP_400_BAD_REQUEST, detail=f"verdict must be one of {', '.join(VERDICTS)}"
@@ -140,6 +162,8 @@ def create_app() -> FastAPI:
             verdict=verdict or None,
             since=_day(since, "since"),
             until=_day(until, "until"),
+            before=_cursor(before),
+            limit=limit,
         )
         return readable, history.list_runs(session, readable, flt), flt
 
@@ -152,8 +176,10 @@ def create_app() -> FastAPI:
         verdict: str | None = None,
         since: Annotated[str | None, Query(description="first day, YYYY-MM-DD")] = None,
         until: Annotated[str | None, Query(description="last day, YYYY-MM-DD")] = None,
+        before: Annotated[str | None, Query(description="page cursor: runs older than it")] = None,
+        limit: PageSize = history.DEFAULT_LIMIT,
     ) -> HTMLResponse:
-        readable, runs, flt = runs_for(user, session, drill, verdict, since, until)
+        readable, runs, flt = runs_for(user, session, drill, verdict, since, until, before, limit)
         today = datetime.now(UTC).date()
         counts = {v: sum(1 for r in runs if r["verdict"] == v) for v in VERDICTS}
         return render(
@@ -168,11 +194,13 @@ def create_app() -> FastAPI:
                 "since": since or "",
                 "until": until or "",
             },
+            before=before or "",
             verdicts=VERDICTS,
             counts=counts,
             heatmap=charts.heatmap(runs, since=flt.since, until=flt.until, today=today),
             trends=_trends(runs),
-            limit=history.DEFAULT_LIMIT,
+            limit=flt.limit,
+            default_limit=history.DEFAULT_LIMIT,
         )
 
     def load(user: Any, session: Any, dag_id: str, run_id: str) -> tuple[dict, dict | None]:
@@ -232,9 +260,12 @@ def create_app() -> FastAPI:
         verdict: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        before: str | None = None,
+        limit: PageSize = history.DEFAULT_LIMIT,
     ) -> JSONResponse:
-        _, runs, _ = runs_for(user, session, drill, verdict, since, until)
-        return _secure(JSONResponse({"runs": runs, "total": len(runs)}))
+        _, runs, flt = runs_for(user, session, drill, verdict, since, until, before, limit)
+        older = runs[-1]["cursor"] if len(runs) >= flt.limit else None
+        return _secure(JSONResponse({"runs": runs, "total": len(runs), "older": older}))
 
     @app.get("/api/runs/{dag_id}/{run_id}", name="api_run")
     def api_run(dag_id: str, run_id: str, user: UserDep, session: SessionDep) -> JSONResponse:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from drillkit.redaction import redact
 from drillkit.report import SCHEMAS
-from drillkit.timeutil import isoformat
+from drillkit.timeutil import isoformat, parse_iso
 
 REPORT_TASK_ID = "report"
 DRILL_TAG = "drillkit"
@@ -35,6 +35,30 @@ class RunFilter:
     since: date | None = None
     until: date | None = None
     limit: int = DEFAULT_LIMIT
+    # Keyset paging: only runs older than this row's (run_after, id), as ``cursor`` gives it.
+    before: tuple[datetime, int] | None = None
+
+
+def cursor_of(run_after: datetime, run_pk: int) -> str:
+    """The ``before`` value that pages on from a row: ``<run_after ISO>~<dag_run id>``."""
+    return f"{isoformat(run_after)}~{run_pk}"
+
+
+def parse_cursor(text: str) -> tuple[datetime, int]:
+    """``before`` as :func:`cursor_of` writes it; ValueError names the expected shape."""
+    stamp, sep, pk = text.rpartition("~")
+    try:
+        if not sep:
+            raise ValueError
+        at = parse_iso(stamp)
+        if at is None:
+            raise ValueError
+        return at, int(pk)
+    except ValueError:
+        raise ValueError(
+            f"before={text!r} is not a page cursor; use the 'Older runs' link (or the "
+            "`cursor` of the last run an /api/runs page returned)"
+        ) from None
 
 
 def drill_dag_ids(session: Session) -> list[str]:
@@ -118,6 +142,7 @@ def summarize(dag_run: Any, report: dict[str, Any] | None) -> dict[str, Any]:
         "run_id": dag_run.run_id,
         "run_state": str(dag_run.state),
         "run_after": isoformat(dag_run.run_after),
+        "cursor": cursor_of(dag_run.run_after, dag_run.id),
         "logical_date": isoformat(dag_run.logical_date),
         "start_date": isoformat(dag_run.start_date),
         "end_date": isoformat(dag_run.end_date),
@@ -168,6 +193,9 @@ def list_runs(session: Session, readable: list[str], flt: RunFilter) -> list[dic
         stmt = stmt.where(DagRun.run_after >= _day_start(flt.since))
     if flt.until:
         stmt = stmt.where(DagRun.run_after < _day_start(flt.until) + timedelta(days=1))
+    if flt.before:
+        at, pk = flt.before
+        stmt = stmt.where(or_(DagRun.run_after < at, and_(DagRun.run_after == at, DagRun.id < pk)))
     if not flt.verdict:  # the verdict lives in the report: filter it after reading
         stmt = stmt.limit(flt.limit)
     rows = []
