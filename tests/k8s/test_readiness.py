@@ -1,7 +1,9 @@
-"""The restore time of a kubernetes sandbox, measured when its Cluster turns ready."""
+"""The restore time of a kubernetes sandbox, measured when its Cluster turns ready, and carried
+by the readiness sensor's XCom on both its paths (poke, and deferred to the trigger)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 from typing import Any
@@ -42,6 +44,30 @@ def wait_ready(kube: Kube, record: dict[str, Any]) -> dict[str, Any]:
             return readiness
         time.sleep(0.1)
     raise AssertionError(f"the Cluster never turned ready: {readiness}")
+
+
+class TaskInstance:
+    """Just what the sensor asks of its task instance: the provision task's XCom."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def xcom_pull(self, *, task_ids: str) -> dict[str, Any]:
+        assert task_ids == "primary.provision_sandbox"
+        return self.record
+
+
+def sensor(conn_id: str, *, deferrable: bool) -> Any:
+    from drillkit.sensors.sandbox import SandboxReadySensor
+
+    return SandboxReadySensor(
+        task_id="sandbox_ready",
+        sandbox_task_id="primary.provision_sandbox",
+        kubernetes_conn_id=conn_id,
+        deferrable=deferrable,
+        poke_interval=0.1,
+        timeout=30,
+    )
 
 
 def test_restore_seconds_come_from_the_clusters_own_timestamps(production):
@@ -89,3 +115,43 @@ def test_without_a_true_ready_condition_the_observed_time_is_used(production, co
     skewed = cluster_readiness(kube, record, observed_at=observed - timedelta(seconds=60))
     assert skewed["ready"] is True
     assert (skewed["restore_seconds"], skewed["restore_seconds_source"]) == (None, None)
+
+
+def test_the_sensor_returns_the_measurement_when_it_pokes(production):
+    record = provision(production)
+    with FakeCnpgOperator(production, port=6543, delay=0.5, restore_seconds=[95]):
+        readiness = sensor(production.conn_id, deferrable=False).execute(
+            {"ti": TaskInstance(record)}
+        )
+    assert readiness["schema"] == "drillkit.readiness/v1"
+    assert readiness["sandbox_id"] == "orders-abc123"
+    assert readiness["ready"] is True
+    assert readiness["restore_seconds"] == 95.0
+    assert readiness["restore_seconds_source"] == "cluster_conditions"
+
+
+def test_the_deferred_sensor_gets_the_measurement_from_the_trigger_event(production):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    record = provision(production)
+    context = {"ti": TaskInstance(record)}
+    waiting = sensor(production.conn_id, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        waiting.execute(context)  # nothing marks the Cluster ready yet
+    trigger = deferred.value.trigger
+    assert deferred.value.method_name == "execute_complete"
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event
+
+    with FakeCnpgOperator(production, port=6543, delay=0, restore_seconds=[130]):
+        event = asyncio.run(asyncio.wait_for(first_event(), timeout=20))
+    assert event.payload["restore_seconds"] == 130.0
+    readiness = waiting.execute_complete(context, event.payload)
+    assert readiness["ready"] is True
+    assert readiness["restore_seconds"] == 130.0
+    assert readiness["restore_seconds_source"] == "cluster_conditions"
+    # Ready at once: the first poke answers, and the sensor never defers.
+    again = sensor(production.conn_id, deferrable=True).execute(context)
+    assert again["ready"] is True and again["restore_seconds"] == 130.0
