@@ -17,6 +17,7 @@ from drillkit.operators.telemetry import event_key, record_transition, send_metr
 
 from drillkit.gate import gate_decision, judge_tier
 from drillkit.report import build_report
+from drillkit.sandbox.readiness import with_readiness
 
 
 class TierTasks:
@@ -26,6 +27,7 @@ class TierTasks:
         self.group = group
         self.select = f"{group}.pitr_select"
         self.provision = f"{group}.provision_sandbox"
+        self.ready = f"{group}.sandbox_ready"
         self.route = f"{group}.apply_drill_route"
         self.smoke = f"{group}.smoke_test"
         self.gate = f"{group}.gate"
@@ -51,6 +53,14 @@ def tier_errors(ti: Any, tasks: TierTasks) -> list[dict[str, Any]]:
         for task_id in (tasks.select, tasks.provision, tasks.route, tasks.smoke)
     )
     return [error for error in pulled if error]
+
+
+def tier_sandbox(ti: Any, tasks: TierTasks) -> dict[str, Any] | None:
+    """The tier's sandbox record, with the restore time the readiness sensor measured when
+    provisioning could not (kubernetes: CloudNativePG restores after provisioning returns)."""
+    return with_readiness(
+        ti.xcom_pull(task_ids=tasks.provision), ti.xcom_pull(task_ids=tasks.ready)
+    )
 
 
 class DrillGateOperator(BaseBranchOperator):
@@ -107,7 +117,7 @@ class DrillGateOperator(BaseBranchOperator):
             self.tier,
             selected=selected,
             coordinate=ti.xcom_pull(task_ids=tasks.select),
-            sandbox=ti.xcom_pull(task_ids=tasks.provision),
+            sandbox=tier_sandbox(ti, tasks),
             validation=ti.xcom_pull(task_ids=tasks.smoke),
             errors=tier_errors(ti, tasks),
             rto_seconds=self.rto_seconds,
@@ -195,7 +205,7 @@ class DrillReportOperator(BaseOperator):
                 {
                     "decision": ti.xcom_pull(task_ids=tasks.gate, key="decision") or {},
                     "coordinate": ti.xcom_pull(task_ids=tasks.select),
-                    "sandbox": ti.xcom_pull(task_ids=tasks.provision),
+                    "sandbox": tier_sandbox(ti, tasks),
                     "manifest": ti.xcom_pull(task_ids=tasks.route),
                     "validation": ti.xcom_pull(task_ids=tasks.smoke),
                     "teardown": ti.xcom_pull(task_ids=tasks.teardown),

@@ -1,4 +1,5 @@
-"""Wait until a sandbox serves; long waits defer to the triggerer instead of holding a worker."""
+"""Wait until a sandbox serves; long waits defer to the triggerer instead of holding a worker.
+The XCom is the readiness result, which carries a kubernetes sandbox's measured restore time."""
 
 from __future__ import annotations
 
@@ -7,28 +8,30 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseSensorOperator
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowFailException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from drillkit.sandbox.readiness import sandbox_ready
+from drillkit.sandbox.readiness import sandbox_readiness
 
 
-def _ready(record: dict[str, Any], *, kubernetes_conn_id: str | None) -> tuple[bool, str]:
-    """Readiness of any backend; a kubernetes sandbox is asked through KubernetesHook (polled
-    with GET: the Cluster's status is small and the wait is bounded by the sensor's timeout)."""
+def _readiness(record: dict[str, Any], *, kubernetes_conn_id: str | None) -> dict[str, Any]:
+    """Readiness of any backend (``drillkit.readiness/v1``); a kubernetes sandbox is asked
+    through KubernetesHook (polled with GET: the Cluster's status is small and the wait is bounded
+    by the sensor's timeout)."""
     if record.get("backend") != "kubernetes":
-        return sandbox_ready(record)
+        return sandbox_readiness(record)
     from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
     from drillkit.k8s.client import cluster
 
     with cluster(KubernetesHook(conn_id=kubernetes_conn_id).api_client):
-        return sandbox_ready(record)
+        return sandbox_readiness(record)
 
 
 class SandboxReadyTrigger(BaseTrigger):
-    """Polls the sandbox record's endpoints from the triggerer until they are ready."""
+    """Polls the sandbox record's endpoints from the triggerer until they are ready; the event is
+    the readiness result (so the restore time is measured where readiness was observed)."""
 
     def __init__(
         self,
@@ -54,17 +57,18 @@ class SandboxReadyTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
-            ready, why = await asyncio.to_thread(
-                _ready, self.record, kubernetes_conn_id=self.kubernetes_conn_id
+            readiness = await asyncio.to_thread(
+                _readiness, self.record, kubernetes_conn_id=self.kubernetes_conn_id
             )
-            if ready:
-                yield TriggerEvent({"ready": True, "detail": why})
+            if readiness["ready"]:
+                yield TriggerEvent(readiness)
                 return
             await asyncio.sleep(self.poke_interval)
 
 
 class SandboxReadySensor(BaseSensorOperator):
-    """Succeeds when the tier's sandbox answers and is promoted.
+    """Succeeds when the tier's sandbox answers and is promoted; returns the readiness result
+    (``drillkit.readiness/v1``, with a kubernetes sandbox's restore time) as its XCom.
 
     :param sandbox_task_id: the tier's ProvisionSandboxOperator
     :param deferrable: wait in the triggerer (for sandboxes that take long, e.g. on Kubernetes)
@@ -92,16 +96,17 @@ class SandboxReadySensor(BaseSensorOperator):
             raise AirflowFailException("no sandbox record in XCom: provisioning did not finish")
         return record
 
-    def poke(self, context: Any) -> bool:
-        ready, why = _ready(self._record(context), kubernetes_conn_id=self.kubernetes_conn_id)
-        self.log.info("sandbox: %s", why)
-        return ready
+    def poke(self, context: Any) -> PokeReturnValue:
+        readiness = _readiness(self._record(context), kubernetes_conn_id=self.kubernetes_conn_id)
+        self.log.info("sandbox: %s", readiness["detail"])
+        return PokeReturnValue(is_done=bool(readiness["ready"]), xcom_value=readiness)
 
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        if self.poke(context):
-            return None
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
         self.defer(
             trigger=SandboxReadyTrigger(
                 record=self._record(context),
@@ -113,7 +118,8 @@ class SandboxReadySensor(BaseSensorOperator):
         )
         return None
 
-    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> None:
+    def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or not event.get("ready"):
             raise AirflowFailException(f"sandbox never became ready: {event}")
         self.log.info("sandbox ready: %s", event.get("detail"))
+        return event

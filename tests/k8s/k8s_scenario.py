@@ -6,6 +6,7 @@ Plain data and helpers (no fixtures), importable by the tests and their conftest
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,13 +65,39 @@ SOURCE_CLUSTER = {
 }
 
 
+def ready_condition(at: datetime, status: str = "True") -> dict[str, Any]:
+    """A Cluster's ``Ready`` condition as CloudNativePG writes it."""
+    return {
+        "type": "Ready",
+        "status": status,
+        "reason": "ClusterIsReady" if status == "True" else "ClusterIsNotReady",
+        "message": "Cluster is Ready" if status == "True" else "Cluster Is Not Ready",
+        "lastTransitionTime": _iso(at),
+    }
+
+
 class FakeCnpgOperator:
     """What CloudNativePG does once a recovery Cluster exists, done to the API server: after a
     short delay, mark it healthy through /status and create its ``-rw`` Service (pointing at
-    ``port`` on loopback, the test's stand-in for the restored PostgreSQL)."""
+    ``port`` on loopback, the test's stand-in for the restored PostgreSQL).
 
-    def __init__(self, cluster: Any, *, port: int, delay: float = 1.0) -> None:
+    The status carries a ``Ready: "True"`` condition (unless ``conditions`` is False) whose
+    ``lastTransitionTime`` is the Cluster's ``creationTimestamp`` plus ``restore_seconds`` (one
+    value per Cluster, in the order they are found), or the time it was marked ready when no
+    value is given: so a test states exactly how long the "restore" took.
+    """
+
+    def __init__(
+        self,
+        cluster: Any,
+        *,
+        port: int,
+        delay: float = 1.0,
+        restore_seconds: Sequence[float] = (),
+        conditions: bool = True,
+    ) -> None:
         self.cluster, self.port, self.delay = cluster, port, delay
+        self.restore_seconds, self.conditions = list(restore_seconds), conditions
         self.seen: list[dict[str, Any]] = []  # the Cluster objects as stored when found
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -90,14 +117,24 @@ class FakeCnpgOperator:
                 namespace = obj["metadata"]["namespace"]
                 if not namespace.startswith("drill-") or namespace in done:
                     continue
+                index = len(self.seen)
                 self.seen.append(obj)
                 done.add(namespace)
-                threading.Timer(self.delay, self._ready, (obj,)).start()
+                took = self.restore_seconds[index] if index < len(self.restore_seconds) else None
+                threading.Timer(self.delay, self._ready, (obj, took)).start()
 
-    def _ready(self, obj: dict[str, Any]) -> None:
+    def _ready(self, obj: dict[str, Any], took: float | None) -> None:
         name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
         path = self.cluster.path("postgresql.cnpg.io/v1", "clusters", name, namespace)
-        status = {"phase": "Cluster in healthy state", "readyInstances": 1, "instances": 1}
+        status: dict[str, Any] = {
+            "phase": "Cluster in healthy state",
+            "readyInstances": 1,
+            "instances": 1,
+        }
+        if self.conditions:
+            created = datetime.fromisoformat(obj["metadata"]["creationTimestamp"])
+            ready_at = datetime.now(UTC) if took is None else created + timedelta(seconds=took)
+            status["conditions"] = [ready_condition(ready_at)]
         self.cluster.request(
             "PATCH",
             path + "/status",

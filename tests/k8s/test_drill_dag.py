@@ -5,7 +5,8 @@ No PostgreSQL runs here: a fake CloudNativePG operator marks the recovery Cluste
 creates its ``-rw`` Service pointing at a loopback listener. So the only honest check is ``tcp``
 on the endpoint read from that Service: a PASS here proves the plumbing (selection, objects,
 readiness, endpoints, routes, teardown), not restored data, and the report still carries the
-WAL_CONTINUITY_UNVERIFIED warning.
+WAL_CONTINUITY_UNVERIFIED warning. The fake operator stamps the Cluster's Ready condition, so each
+test states how long the "restore" took and the RTO it reports is exact.
 """
 
 from __future__ import annotations
@@ -18,33 +19,37 @@ import pytest
 import yaml
 from k8s_scenario import BACKUP_TIMES, FakeCnpgOperator
 
+from drillkit.telemetry import report_metrics
+
 TARGET = "2026-11-20T10:30:00Z"  # between the 09:00 and 17:00 backups
 
 
-def _spec(conn_id: str) -> dict[str, Any]:
+def _tier(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "select": "latest",
+        "sandbox": {
+            "kind": "kubernetes",
+            "worker_namespace": "airflow",
+            "endpoint": "cluster_ip",
+            "manifests": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "orders-api"},
+                    "spec": {"ports": [{"name": "http", "port": 8080}]},
+                }
+            ],
+        },
+    }
+
+
+def _spec(conn_id: str, *tiers: str) -> dict[str, Any]:
     return {
         "schedule": None,
         "kubernetes_conn_id": conn_id,
         "catalog": {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"},
-        "tiers": [
-            {
-                "name": "primary",
-                "select": "latest",
-                "sandbox": {
-                    "kind": "kubernetes",
-                    "worker_namespace": "airflow",
-                    "endpoint": "cluster_ip",
-                    "manifests": [
-                        {
-                            "apiVersion": "v1",
-                            "kind": "Service",
-                            "metadata": {"name": "orders-api"},
-                            "spec": {"ports": [{"name": "http", "port": 8080}]},
-                        }
-                    ],
-                },
-            }
-        ],
+        "tiers": [_tier(name) for name in tiers or ("primary",)],
         "routes": {
             "kind": "istio",
             "namespace": "orders",
@@ -62,6 +67,21 @@ def _spec(conn_id: str) -> dict[str, Any]:
         "production": {"hosts": ["*.prod.example.com"], "cidrs": ["10.20.0.0/16"]},
         "checks": [{"name": "db-port", "kind": "tcp", "target": "orders-db", "timeout": "5s"}],
     }
+
+
+def _readiness(run_id: str, dag_id: str) -> dict[str, Any]:
+    """The readiness sensors' XCom, by task id."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, run_id=run_id, key="return_value")
+            .filter(XComModel.task_id.like("%.sandbox_ready"))
+            .all()
+        )
+        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
 
 
 @pytest.fixture
@@ -87,18 +107,28 @@ def run_k8s_drill(airflow_db):
             "state": str(dag_run.state),
             "tasks": {t: s for t, s, _ in _task_lines(dag_run.run_id, dag_id)},
             "report": _report(dag_run.run_id, dag_id),
+            "readiness": _readiness(dag_run.run_id, dag_id),
         }
 
     return run
 
 
 def test_kubernetes_drill_passes_and_leaves_nothing(production, tcp_listener, run_k8s_drill):
-    with FakeCnpgOperator(production, port=tcp_listener) as cnpg:
+    with FakeCnpgOperator(production, port=tcp_listener, restore_seconds=[95]) as cnpg:
         run = run_k8s_drill("k8s-pass", _spec(production.conn_id), {"target_time": TARGET})
     report = run["report"]
     assert run["tasks"]["primary.sandbox_ready"] == "success"
     assert report["verdict"] == "PASS", report
     assert run["state"] == "success"
+    # The restore time is the Cluster's own (creation -> Ready), measured by the sensor.
+    readiness = run["readiness"]["primary.sandbox_ready"]
+    assert readiness["restore_seconds"] == 95.0
+    assert readiness["restore_seconds_source"] == "cluster_conditions"
+    assert report["rto_seconds"] == 95.0
+    assert report["tiers"][0]["restore_seconds"] == 95.0
+    assert report["sandbox"]["restore_seconds_source"] == "cluster_conditions"
+    rto = [m for m in report_metrics(report) if m.name == "drillkit.rto.k8s-pass"]
+    assert [(m.kind, m.value) for m in rto] == [("timing", 95000.0)]
     # The recovery Cluster as the server stored it when the "operator" found it.
     (stored,) = cnpg.seen
     spec = stored["spec"]
@@ -135,3 +165,31 @@ def test_unreachable_sandbox_could_not_verify_and_is_torn_down(production, run_k
     (stored,) = cnpg.seen
     assert production.stored("v1", "namespaces", stored["metadata"]["namespace"]) is None
     assert production.listed("networking.istio.io/v1", "virtualservices") == []
+
+
+def test_a_restore_over_the_rto_falls_back_to_the_next_tier(
+    production, tcp_listener, run_k8s_drill
+):
+    spec = {**_spec(production.conn_id, "primary", "secondary"), "rto": "10m"}
+    # The primary's Cluster took 30 min to turn ready, the secondary's 2 min.
+    with FakeCnpgOperator(production, port=tcp_listener, restore_seconds=[1800, 120]) as cnpg:
+        run = run_k8s_drill("k8s-slow", spec, {"target_time": TARGET})
+    report = run["report"]
+    primary, secondary = report["tiers"]
+    assert primary["status"] == "failed" and primary["decision"] == "fallback"
+    rto_findings = [f for f in primary["findings"] if f["code"] == "RTO_EXCEEDED"]
+    assert [f["message"] for f in rto_findings] == [
+        "restore took 1800.0 s, over the RTO of 600 s: restore from a newer backup, add "
+        "resources, or revise the RTO"
+    ]
+    assert primary["restore_seconds"] == 1800.0
+    assert secondary["status"] == "passed" and secondary["restore_seconds"] == 120.0
+    assert secondary["backup_id"] != primary["backup_id"]  # a later tier never re-tries it
+    assert report["verdict"] == "PASS" and report["deciding_tier"] == "secondary"
+    assert report["rto_seconds"] == 120.0
+    names = {m.name for m in report_metrics(report)}
+    assert {"drillkit.rto.k8s-slow", "drillkit.fallback.k8s-slow"} <= names
+    # Both sandboxes are gone.
+    assert len(cnpg.seen) == 2
+    for stored in cnpg.seen:
+        assert production.stored("v1", "namespaces", stored["metadata"]["namespace"]) is None

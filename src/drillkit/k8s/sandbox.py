@@ -2,13 +2,14 @@
 
 ``provision`` applies the namespace, its NetworkPolicy, copies of the object-store credentials and
 the Cluster, then returns at once: CloudNativePG restores in the background and the readiness
-sensor (deferrable) waits for the Cluster's status. Endpoints are read from the Services created.
+sensor (deferrable) waits for the Cluster's status, and measures the restore time once it is ready
+(``cluster_readiness``). Endpoints are read from the Services created.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from drillkit.exceptions import InvalidInputError, SandboxError
@@ -25,9 +26,10 @@ from drillkit.k8s.kinds import (
     kind_of,
 )
 from drillkit.sandbox.base import SCHEMA
-from drillkit.timeutil import isoformat, utcnow
+from drillkit.timeutil import isoformat, parse_iso, utcnow
 
 HEALTHY = "Cluster in healthy state"
+READY_CONDITION = "Ready"
 Say = Callable[[str], None]
 
 
@@ -61,7 +63,8 @@ class KubernetesSandboxBackend:
             "ttl_seconds": ttl.total_seconds(),
             "expires_at": isoformat(created + ttl),
             "backup_id": coordinate.get("backup_id"),
-            # Measured by nothing here: CloudNativePG restores after provision returns.
+            # CloudNativePG restores after provision returns: the readiness sensor measures it
+            # (cluster_readiness) and the gate and report merge its measurement into this record.
             "restore_seconds": None,
             "achieved_recovery_point": None,
         }
@@ -275,23 +278,91 @@ def endpoints(kube: Kube, record: Mapping[str, Any]) -> dict[str, Any]:
     return found
 
 
-def cluster_ready(kube: Kube, record: Mapping[str, Any]) -> tuple[bool, str]:
-    """``(ready, why)`` from the Cluster's status: healthy, all instances ready, -rw Service up."""
+def _check_ready(
+    kube: Kube, record: Mapping[str, Any]
+) -> tuple[bool, str, Mapping[str, Any] | None]:
+    """``(ready, why, cluster)``: healthy, all instances ready, -rw Service up."""
     namespace = str(record["namespace"])
     name = str(record.get("cluster", objects.CLUSTER_NAME))
     cluster = kube.get(CNPG_CLUSTER, name, namespace)
     if cluster is None:
-        return False, f"Cluster {name} is not in namespace {namespace} (deleted?)"
+        return False, f"Cluster {name} is not in namespace {namespace} (deleted?)", None
     status = cluster.get("status") or {}
     phase = status.get("phase") or "no status yet (is the CloudNativePG operator running?)"
     wanted = (cluster.get("spec") or {}).get("instances", 1)
     ready = status.get("readyInstances") or 0
     if phase != HEALTHY or ready < wanted:
         reason = f" ({status['phaseReason']})" if status.get("phaseReason") else ""
-        return False, f"Cluster {name}: {phase}{reason}, {ready}/{wanted} instances ready"
+        return False, f"Cluster {name}: {phase}{reason}, {ready}/{wanted} instances ready", cluster
     if kube.get(SERVICE, f"{name}-rw", namespace) is None:
-        return False, f"Cluster {name} is healthy but Service {name}-rw does not exist yet"
-    return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready"
+        return (
+            False,
+            f"Cluster {name} is healthy but Service {name}-rw does not exist yet",
+            cluster,
+        )
+    return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready", cluster
+
+
+def cluster_ready(kube: Kube, record: Mapping[str, Any]) -> tuple[bool, str]:
+    """``(ready, why)`` from the Cluster's status: healthy, all instances ready, -rw Service up."""
+    ready, why, _cluster = _check_ready(kube, record)
+    return ready, why
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return parse_iso(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def restore_seconds_from_conditions(cluster: Mapping[str, Any]) -> float | None:
+    """Seconds from the Cluster's ``metadata.creationTimestamp`` to the ``lastTransitionTime`` of
+    its ``Ready: "True"`` condition, or None when either is missing (or they contradict).
+
+    Both are stamped inside the cluster (the API server, the CloudNativePG operator), never by the
+    Airflow worker, so the worker's clock skew does not enter the RTO.
+    """
+    created = _timestamp((cluster.get("metadata") or {}).get("creationTimestamp"))
+    conditions = (cluster.get("status") or {}).get("conditions") or []
+    ready_at = next(
+        (
+            _timestamp(c.get("lastTransitionTime"))
+            for c in conditions
+            if isinstance(c, Mapping)
+            and c.get("type") == READY_CONDITION
+            and c.get("status") == "True"
+        ),
+        None,
+    )
+    if created is None or ready_at is None or ready_at < created:
+        return None
+    return (ready_at - created).total_seconds()
+
+
+def cluster_readiness(
+    kube: Kube, record: Mapping[str, Any], *, observed_at: datetime | None = None
+) -> dict[str, Any]:
+    """``{ready, detail, restore_seconds, restore_seconds_source}``; a ready Cluster's restore
+    time comes from its own timestamps (``"cluster_conditions"``), else it is the time readiness
+    was observed minus the record's ``created_at`` (``"observed"``: the workers' clocks, and late
+    by up to one poke interval). Not ready, or no sane measurement: both are None."""
+    ready, why, cluster = _check_ready(kube, record)
+    seconds, source = None, None
+    if ready and cluster is not None:
+        seconds = restore_seconds_from_conditions(cluster)
+        created = _timestamp(record.get("created_at"))
+        observed = observed_at or utcnow()
+        if seconds is not None:
+            source = "cluster_conditions"
+        elif created is not None and observed >= created:  # else the clocks disagree: no RTO
+            seconds, source = round((observed - created).total_seconds(), 3), "observed"
+    return {
+        "ready": ready,
+        "detail": why,
+        "restore_seconds": seconds,
+        "restore_seconds_source": source,
+    }
 
 
 def keep(kube: Kube, record: Mapping[str, Any], *, ttl: timedelta) -> dict[str, Any]:

@@ -1,9 +1,14 @@
-"""Is a sandbox serving? A promoted PostgreSQL that answers on its endpoint."""
+"""Is a sandbox serving? A promoted PostgreSQL that answers on its endpoint, or a healthy
+CloudNativePG Cluster, whose restore time is measured here because provisioning cannot."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from drillkit.timeutil import isoformat, utcnow
+
+SCHEMA = "drillkit.readiness/v1"
 
 
 def postgres_ready(endpoint: Mapping[str, Any], *, timeout: int = 5) -> tuple[bool, str]:
@@ -29,18 +34,52 @@ def postgres_ready(endpoint: Mapping[str, Any], *, timeout: int = 5) -> tuple[bo
     return (False, "still in recovery") if in_recovery else (True, "promoted and answering")
 
 
-def sandbox_ready(record: Mapping[str, Any]) -> tuple[bool, str]:
+def sandbox_readiness(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The readiness result (``drillkit.readiness/v1``): ``ready``, ``detail``, ``observed_at``,
+    and for a kubernetes sandbox the restore time (``restore_seconds`` and its
+    ``restore_seconds_source``); a local sandbox measured it while provisioning (None here)."""
+    observed_at = utcnow()
+    result: dict[str, Any] = {
+        "schema": SCHEMA,
+        "sandbox_id": record.get("id"),
+        "observed_at": isoformat(observed_at),
+        "restore_seconds": None,
+        "restore_seconds_source": None,
+    }
     if record.get("dry_run"):
-        return True, "dry run: nothing to wait for"
+        return {**result, "ready": True, "detail": "dry run: nothing to wait for"}
     if record.get("backend") == "kubernetes":
         from drillkit.k8s.client import current
-        from drillkit.k8s.sandbox import cluster_ready
+        from drillkit.k8s.sandbox import cluster_readiness
 
-        return cluster_ready(current(), record)
+        return {**result, **cluster_readiness(current(), record, observed_at=observed_at)}
     endpoints = record.get("endpoints") or {}
     for name, endpoint in endpoints.items():
         if endpoint.get("kind") == "postgres":
             ready, why = postgres_ready(endpoint)
             if not ready:
-                return False, f"{name}: {why}"
-    return True, "all endpoints ready"
+                return {**result, "ready": False, "detail": f"{name}: {why}"}
+    return {**result, "ready": True, "detail": "all endpoints ready"}
+
+
+def sandbox_ready(record: Mapping[str, Any]) -> tuple[bool, str]:
+    """``(ready, why)`` of ``sandbox_readiness``."""
+    readiness = sandbox_readiness(record)
+    return readiness["ready"], readiness["detail"]
+
+
+def with_readiness(
+    record: Mapping[str, Any] | None, readiness: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The sandbox record with the readiness result's restore time filled in where provisioning
+    left it None (kubernetes); a time measured while provisioning (local) is never overridden."""
+    if record is None:
+        return None
+    measured = (readiness or {}).get("restore_seconds")
+    if record.get("restore_seconds") is not None or measured is None:
+        return dict(record)
+    return {
+        **record,
+        "restore_seconds": measured,
+        "restore_seconds_source": (readiness or {}).get("restore_seconds_source"),
+    }

@@ -1,0 +1,157 @@
+"""The restore time of a kubernetes sandbox, measured when its Cluster turns ready, and carried
+by the readiness sensor's XCom on both its paths (poke, and deferred to the trigger)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from k8s_scenario import FakeCnpgOperator, ready_condition
+
+from drillkit.k8s.client import Kube
+from drillkit.k8s.sandbox import KubernetesSandboxBackend, cluster_readiness
+from drillkit.timeutil import parse_iso
+
+COORDINATE = {
+    "catalog": {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"},
+    "backup_id": "orders-db-1",
+    "backup": {"barman_id": "20261120T090000"},
+    "target": {"requested": "2026-11-20T10:30:00Z"},
+}
+CNPG = "postgresql.cnpg.io/v1"
+
+
+def provision(cluster: Any) -> dict[str, Any]:
+    backend = KubernetesSandboxBackend(
+        kube=Kube(cluster.api), config={"worker_namespace": "airflow", "endpoint": "cluster_ip"}
+    )
+    return backend.provision(
+        dict(COORDINATE),
+        drill_id="6f1c1f9e-5d37-4c52-9a51-3d1f0c7b2a10",
+        name="orders",
+        ttl=timedelta(hours=2),
+        sandbox_id="orders-abc123",
+    )
+
+
+def wait_ready(kube: Kube, record: dict[str, Any]) -> dict[str, Any]:
+    for _ in range(50):
+        readiness = cluster_readiness(kube, record)
+        if readiness["ready"]:
+            return readiness
+        time.sleep(0.1)
+    raise AssertionError(f"the Cluster never turned ready: {readiness}")
+
+
+class TaskInstance:
+    """Just what the sensor asks of its task instance: the provision task's XCom."""
+
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.record = record
+
+    def xcom_pull(self, *, task_ids: str) -> dict[str, Any]:
+        assert task_ids == "primary.provision_sandbox"
+        return self.record
+
+
+def sensor(conn_id: str, *, deferrable: bool) -> Any:
+    from drillkit.sensors.sandbox import SandboxReadySensor
+
+    return SandboxReadySensor(
+        task_id="sandbox_ready",
+        sandbox_task_id="primary.provision_sandbox",
+        kubernetes_conn_id=conn_id,
+        deferrable=deferrable,
+        poke_interval=0.1,
+        timeout=30,
+    )
+
+
+def test_restore_seconds_come_from_the_clusters_own_timestamps(production):
+    record = provision(production)
+    kube = Kube(production.api)
+    before = cluster_readiness(kube, record)
+    assert before["ready"] is False
+    assert (before["restore_seconds"], before["restore_seconds_source"]) == (None, None)
+    with FakeCnpgOperator(production, port=6543, delay=0, restore_seconds=[754]):
+        readiness = wait_ready(kube, record)
+    stored = production.stored(CNPG, "clusters", "sandbox", record["namespace"])
+    created = parse_iso(stored["metadata"]["creationTimestamp"])
+    (condition,) = stored["status"]["conditions"]
+    assert parse_iso(condition["lastTransitionTime"]) - created == timedelta(seconds=754)
+    assert readiness == {
+        "ready": True,
+        "detail": "Cluster sandbox: Cluster in healthy state, 1/1 instances ready",
+        "restore_seconds": 754.0,
+        "restore_seconds_source": "cluster_conditions",
+    }
+
+
+@pytest.mark.parametrize("conditions", ["missing", "not_true"])
+def test_without_a_true_ready_condition_the_observed_time_is_used(production, conditions):
+    record = provision(production)
+    kube = Kube(production.api)
+    with FakeCnpgOperator(production, port=6543, delay=0, conditions=False):
+        wait_ready(kube, record)
+    if conditions == "not_true":  # healthy phase, but the condition lags behind (or is stale)
+        path = production.path(CNPG, "clusters", "sandbox", record["namespace"])
+        stale = ready_condition(parse_iso(record["created_at"]), status="False")
+        code, body = production.request(
+            "PATCH",
+            path + "/status",
+            {"status": {"conditions": [stale]}},
+            content_type="application/merge-patch+json",
+        )
+        assert code == 200, body
+    observed = parse_iso(record["created_at"]) + timedelta(seconds=42.5)
+    readiness = cluster_readiness(kube, record, observed_at=observed)
+    assert readiness["ready"] is True
+    assert readiness["restore_seconds"] == 42.5
+    assert readiness["restore_seconds_source"] == "observed"
+    # A worker clock behind the one that stamped created_at measures nothing rather than 0 s.
+    skewed = cluster_readiness(kube, record, observed_at=observed - timedelta(seconds=60))
+    assert skewed["ready"] is True
+    assert (skewed["restore_seconds"], skewed["restore_seconds_source"]) == (None, None)
+
+
+def test_the_sensor_returns_the_measurement_when_it_pokes(production):
+    record = provision(production)
+    with FakeCnpgOperator(production, port=6543, delay=0.5, restore_seconds=[95]):
+        readiness = sensor(production.conn_id, deferrable=False).execute(
+            {"ti": TaskInstance(record)}
+        )
+    assert readiness["schema"] == "drillkit.readiness/v1"
+    assert readiness["sandbox_id"] == "orders-abc123"
+    assert readiness["ready"] is True
+    assert readiness["restore_seconds"] == 95.0
+    assert readiness["restore_seconds_source"] == "cluster_conditions"
+
+
+def test_the_deferred_sensor_gets_the_measurement_from_the_trigger_event(production):
+    from airflow.sdk.exceptions import TaskDeferred
+
+    record = provision(production)
+    context = {"ti": TaskInstance(record)}
+    waiting = sensor(production.conn_id, deferrable=True)
+    with pytest.raises(TaskDeferred) as deferred:
+        waiting.execute(context)  # nothing marks the Cluster ready yet
+    trigger = deferred.value.trigger
+    assert deferred.value.method_name == "execute_complete"
+
+    async def first_event() -> Any:
+        async for event in trigger.run():
+            return event
+
+    with FakeCnpgOperator(production, port=6543, delay=0, restore_seconds=[130]):
+        event = asyncio.run(asyncio.wait_for(first_event(), timeout=20))
+    assert event.payload["restore_seconds"] == 130.0
+    readiness = waiting.execute_complete(context, event.payload)
+    assert readiness["ready"] is True
+    assert readiness["restore_seconds"] == 130.0
+    assert readiness["restore_seconds_source"] == "cluster_conditions"
+    # Ready at once: the first poke answers, and the sensor never defers.
+    again = sensor(production.conn_id, deferrable=True).execute(context)
+    assert again["ready"] is True and again["restore_seconds"] == 130.0
