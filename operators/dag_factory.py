@@ -174,6 +174,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     sandbox_task_id=tasks.provision,
                     poke_interval=2,
                     timeout=max(rto, 60),
+                    rto_seconds=rto,
                     mode="poke",
                     **sensor_args,
                 )

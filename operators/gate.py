@@ -50,7 +50,7 @@ def tier_errors(ti: Any, tasks: TierTasks) -> list[dict[str, Any]]:
     """The DrillErrors the tier's tasks recorded before failing, in stage order."""
     pulled = (
         ti.xcom_pull(task_ids=task_id, key="error")
-        for task_id in (tasks.select, tasks.provision, tasks.route, tasks.smoke)
+        for task_id in (tasks.select, tasks.provision, tasks.ready, tasks.route, tasks.smoke)
     )
     return [error for error in pulled if error]
 

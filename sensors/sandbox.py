@@ -4,12 +4,13 @@ The XCom is the readiness result, which carries a kubernetes sandbox's measured 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from drillkit.sandbox.readiness import sandbox_readiness
@@ -39,11 +40,13 @@ class SandboxReadyTrigger(BaseTrigger):
         record: dict[str, Any],
         poke_interval: float = 5.0,
         kubernetes_conn_id: str | None = None,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self.record = record
         self.poke_interval = poke_interval
         self.kubernetes_conn_id = kubernetes_conn_id
+        self.deadline = deadline  # epoch seconds: past it, one "not ready" event ends the wait
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -52,6 +55,7 @@ class SandboxReadyTrigger(BaseTrigger):
                 "record": self.record,
                 "poke_interval": self.poke_interval,
                 "kubernetes_conn_id": self.kubernetes_conn_id,
+                "deadline": self.deadline,
             },
         )
 
@@ -63,6 +67,9 @@ class SandboxReadyTrigger(BaseTrigger):
             if readiness["ready"]:
                 yield TriggerEvent(readiness)
                 return
+            if self.deadline is not None and time.time() >= self.deadline:
+                yield TriggerEvent({**readiness, "timed_out": True})
+                return
             await asyncio.sleep(self.poke_interval)
 
 
@@ -73,6 +80,8 @@ class SandboxReadySensor(BaseSensorOperator):
     :param sandbox_task_id: the tier's ProvisionSandboxOperator
     :param deferrable: wait in the triggerer (for sandboxes that take long, e.g. on Kubernetes)
     :param kubernetes_conn_id: connection of the cluster of a kubernetes sandbox
+    :param rto_seconds: the drill's RTO; the wait (``timeout``) is at least this long, so a
+        sandbox still not ready when it ends is an ``RTO_EXCEEDED`` finding for the gate
     """
 
     ui_color = "#fdf2d0"
@@ -83,12 +92,15 @@ class SandboxReadySensor(BaseSensorOperator):
         sandbox_task_id: str,
         deferrable: bool = False,
         kubernetes_conn_id: str | None = None,
+        rto_seconds: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.sandbox_task_id = sandbox_task_id
         self.deferrable = deferrable
         self.kubernetes_conn_id = kubernetes_conn_id
+        self.rto_seconds = rto_seconds
+        self._last_detail = "not polled yet"
 
     def _record(self, context: Any) -> dict[str, Any]:
         record = context["ti"].xcom_pull(task_ids=self.sandbox_task_id)
@@ -99,11 +111,16 @@ class SandboxReadySensor(BaseSensorOperator):
     def poke(self, context: Any) -> PokeReturnValue:
         readiness = _readiness(self._record(context), kubernetes_conn_id=self.kubernetes_conn_id)
         self.log.info("sandbox: %s", readiness["detail"])
+        self._last_detail = str(readiness["detail"])
         return PokeReturnValue(is_done=bool(readiness["ready"]), xcom_value=readiness)
 
     def execute(self, context: Any) -> Any:
         if not self.deferrable:
-            return super().execute(context)
+            try:
+                return super().execute(context)
+            except AirflowSensorTimeout:
+                self._not_ready(context, self._last_detail)
+        deadline = time.time() + float(self.timeout)
         first = self.poke(context)
         if first.is_done:
             return first.xcom_value
@@ -112,14 +129,32 @@ class SandboxReadySensor(BaseSensorOperator):
                 record=self._record(context),
                 poke_interval=float(self.poke_interval),
                 kubernetes_conn_id=self.kubernetes_conn_id,
+                deadline=deadline,
             ),
             method_name="execute_complete",
-            timeout=timedelta(seconds=float(self.timeout)),
+            # A backstop only: the trigger ends the wait itself at the deadline, with the reason.
+            timeout=timedelta(seconds=float(self.timeout) + 2 * float(self.poke_interval) + 60),
         )
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
         if not event or not event.get("ready"):
-            raise AirflowFailException(f"sandbox never became ready: {event}")
+            self._not_ready(context, str((event or {}).get("detail", event)))
         self.log.info("sandbox ready: %s", event.get("detail"))
         return event
+
+    def _not_ready(self, context: Any, detail: str) -> NoReturn:
+        """The wait ran out: record why for the gate (the tier falls back), then fail."""
+        waited = float(self.timeout)
+        if self.rto_seconds is not None and waited >= self.rto_seconds:
+            code = "RTO_EXCEEDED"
+            message = (
+                f"the sandbox was not ready after {waited:.0f} s, over the RTO of "
+                f"{self.rto_seconds:.0f} s (last seen: {detail}): restore from a newer backup, "
+                "add resources, or revise the RTO"
+            )
+        else:
+            code = "SANDBOX_NOT_READY"
+            message = f"the sandbox was not ready after {waited:.0f} s (last seen: {detail})"
+        context["ti"].xcom_push(key="error", value={"code": code, "message": message})
+        raise AirflowFailException(f"{code}: {message}")

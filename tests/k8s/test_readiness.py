@@ -51,13 +51,17 @@ class TaskInstance:
 
     def __init__(self, record: dict[str, Any]) -> None:
         self.record = record
+        self.pushed: dict[str, Any] = {}
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        self.pushed[key] = value
 
     def xcom_pull(self, *, task_ids: str) -> dict[str, Any]:
         assert task_ids == "primary.provision_sandbox"
         return self.record
 
 
-def sensor(conn_id: str, *, deferrable: bool) -> Any:
+def sensor(conn_id: str, *, deferrable: bool, timeout: float = 30, rto: float = 30) -> Any:
     from drillkit.sensors.sandbox import SandboxReadySensor
 
     return SandboxReadySensor(
@@ -66,7 +70,8 @@ def sensor(conn_id: str, *, deferrable: bool) -> Any:
         kubernetes_conn_id=conn_id,
         deferrable=deferrable,
         poke_interval=0.1,
-        timeout=30,
+        timeout=timeout,
+        rto_seconds=rto,
     )
 
 
@@ -155,3 +160,40 @@ def test_the_deferred_sensor_gets_the_measurement_from_the_trigger_event(product
     # Ready at once: the first poke answers, and the sensor never defers.
     again = sensor(production.conn_id, deferrable=True).execute(context)
     assert again["ready"] is True and again["restore_seconds"] == 130.0
+
+
+def test_a_sandbox_not_ready_when_the_wait_ends_is_over_the_rto(production):
+    """No operator marks the Cluster ready: the poking sensor gives the gate RTO_EXCEEDED, with
+    the Cluster's last status, instead of leaving the tier without a result."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    record = provision(production)
+    context = {"ti": TaskInstance(record)}
+    with pytest.raises(AirflowFailException, match="RTO_EXCEEDED"):
+        sensor(production.conn_id, deferrable=False, timeout=0.5, rto=0.5).execute(context)
+    error = context["ti"].pushed["error"]
+    assert error["code"] == "RTO_EXCEEDED"
+    assert "not ready after" in error["message"] and "over the RTO" in error["message"]
+    assert "Cluster" in error["message"]  # the last status the sensor saw
+
+
+def test_a_deferred_wait_ends_at_its_deadline_in_the_trigger(production):
+    from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+
+    record = provision(production)
+    context = {"ti": TaskInstance(record)}
+    waiting = sensor(production.conn_id, deferrable=True, timeout=0.3, rto=0.3)
+    with pytest.raises(TaskDeferred) as deferred:
+        waiting.execute(context)
+    # The backstop deferral timeout is later than the trigger's own deadline.
+    assert deferred.value.timeout > timedelta(seconds=0.3)
+
+    async def first_event() -> Any:
+        async for event in deferred.value.trigger.run():
+            return event
+
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=20))
+    assert event.payload["ready"] is False and event.payload["timed_out"] is True
+    with pytest.raises(AirflowFailException, match="RTO_EXCEEDED"):
+        waiting.execute_complete(context, event.payload)
+    assert context["ti"].pushed["error"]["code"] == "RTO_EXCEEDED"
