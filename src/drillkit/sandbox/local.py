@@ -265,6 +265,9 @@ class LocalSandboxBackend:
             # A sandbox is disposable: skipping fsync makes replay faster and loses nothing.
             "fsync": "off",
             "max_wal_size": "4GB",
+            # Tablespaces are restored as directories in pg_tblspc (never links to production's
+            # paths); without this, recovery PANICs at consistency on such a directory.
+            "allow_in_place_tablespaces": "on",
             **settings,
         }
         with (data / "postgresql.auto.conf").open("a") as conf:
