@@ -340,7 +340,9 @@ class LocalSandboxBackend:
                 conn.close()
                 if not in_recovery:
                     return isoformat(replayed) if replayed else None
-            except psycopg2.OperationalError as exc:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                # InterfaceError: the server shut down mid-query (recovery ended before its
+                # target) and leaving the connection's block found it closed.
                 last_error = str(exc)
                 if "does not exist" in last_error and "role" in last_error:
                     raise SandboxError(
