@@ -68,13 +68,29 @@ def clean_scenario(work_root: Path) -> tuple[Path, dict]:
     return directory / "repo", truth
 
 
-@pytest.fixture
-def damaged_scenario(clean_scenario, workdir: Path):
-    """Factory: a copy of the clean scenario with the given damage applied."""
+@pytest.fixture(scope="session")
+def tar_scenario(work_root: Path) -> tuple[Path, dict]:
+    """A small scenario taken with pg_basebackup -Ft -z (2 tar.gz backups), with a tablespace."""
+    from drillkit.scenario import ScenarioOptions, create_scenario
+
+    directory = work_root / "scenario-tar"
+    options = ScenarioOptions(
+        batches=3,
+        rows_per_batch=100,
+        backups_after=(0, 1),
+        initial_mb=1,
+        backup_format="tar.gz",
+        tablespace=True,
+    )
+    truth = create_scenario(directory, options, say=lambda _m: None)
+    return directory / "repo", truth
+
+
+def _damaged(scenario: tuple[Path, dict], workdir: Path):
     from drillkit.scenario import ScenarioOptions, apply_damage
 
     def make(**damage) -> tuple[Path, dict]:
-        repo, truth = clean_scenario
+        repo, truth = scenario
         copy = workdir / "repo"
         _clone_repo(repo, copy)
         shutil.copy(repo.parent / "drill.yaml", workdir / "drill.yaml")
@@ -83,6 +99,18 @@ def damaged_scenario(clean_scenario, workdir: Path):
         return copy, truth
 
     return make
+
+
+@pytest.fixture
+def damaged_scenario(clean_scenario, workdir: Path):
+    """Factory: a copy of the clean scenario with the given damage applied."""
+    return _damaged(clean_scenario, workdir)
+
+
+@pytest.fixture
+def damaged_tar_scenario(tar_scenario, workdir: Path):
+    """Factory: a copy of the tar scenario with the given damage applied (none: a plain copy)."""
+    return _damaged(tar_scenario, workdir)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -39,6 +39,8 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
         truncate_newest=args.truncate_newest,
         remove_wal_after_batch=args.remove_wal_after_batch,
         keep_production=args.keep_production,
+        backup_format=args.backup_format,
+        tablespace=args.tablespace,
     )
     truth = create_scenario(Path(args.directory), options, say=_say)
     print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
@@ -187,6 +189,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--remove-wal-after-batch", type=int, default=None, help="delete that batch's segment"
     )
     create.add_argument("--keep-production", action="store_true")
+    create.add_argument(
+        "--backup-format",
+        choices=["plain", "tar", "tar.gz"],
+        default="plain",
+        help="pg_basebackup -Fp, or -Ft (tar.gz: gzip-compressed)",
+    )
+    create.add_argument(
+        "--tablespace", action="store_true", help="keep a table in a user tablespace"
+    )
     create.set_defaults(func=cmd_scenario_create)
 
     catalog = sub.add_parser("catalog", help="list backups, verification and restore windows")

@@ -27,6 +27,8 @@ NO_RESTORABLE_BACKUP = "NO_RESTORABLE_BACKUP"
 SANDBOX_START_FAILED = "SANDBOX_START_FAILED"
 RECOVERY_TARGET_NOT_REACHED = "RECOVERY_TARGET_NOT_REACHED"
 RTO_EXCEEDED = "RTO_EXCEEDED"
+# A tar member that would land outside the sandbox (absolute, "..", a link): a tampered archive.
+BACKUP_ARCHIVE_UNSAFE = "BACKUP_ARCHIVE_UNSAFE"
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,11 @@ backup repository, optionally damaged the ways real backups get damaged.
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import shutil
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import psycopg2
 import yaml
 
 from drillkit import pgbin
+from drillkit.catalog.tarformat import member_name, tar_layout
 from drillkit.catalog.wal import parse_segment_name
 from drillkit.exceptions import InvalidInputError
 from drillkit.sandbox.local import stop_server
@@ -27,6 +30,7 @@ from drillkit.timeutil import isoformat, utcnow
 
 Say = Callable[[str], None]
 DATABASE = "app"
+BACKUP_FORMATS = {"plain": ["-Fp", "-X", "none"], "tar": ["-Ft"], "tar.gz": ["-Ft", "-z"]}
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class ScenarioOptions:
     remove_wal_after_batch: int | None = None  # remove the segment holding that batch's commit
     keep_production: bool = False
     drill_name: str = "demo"
+    # plain: pg_basebackup -Fp; tar / tar.gz: -Ft (gzip with -z) with WAL streamed into pg_wal.tar
+    backup_format: str = "plain"
+    tablespace: bool = False  # a table in a user tablespace outside the data directory
 
 
 def _sql(sock: Path, query: str, *, db: str = DATABASE) -> list[tuple[Any, ...]]:
@@ -89,12 +96,16 @@ def create_scenario(
         raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
     if max(options.backups_after) >= options.batches:
         raise InvalidInputError("backups_after must name batches below the batch count")
+    if options.backup_format not in BACKUP_FORMATS:
+        raise InvalidInputError(
+            f"backup format {options.backup_format!r} is not one of {', '.join(BACKUP_FORMATS)}"
+        )
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o755)
     pgbin.require_reachable(directory, "scenario directory")
     repo, prod, sock = directory / "repo", directory / "production", directory / "run"
-    wal = repo / "wal"
-    for path in (repo, repo / "base", wal, sock):
+    wal, tablespace = repo / "wal", directory / "production-tablespace"
+    for path in (repo, repo / "base", wal, sock, *([tablespace] if options.tablespace else [])):
         path.mkdir(parents=True, exist_ok=True)
         pgbin.give_to_server_user(path)
     pgbin.give_to_server_user(directory)
@@ -118,6 +129,14 @@ def create_scenario(
             "create table heartbeat (at timestamptz primary key default clock_timestamp());"
             "create table filler (id int, blob text)",
         )
+        if options.tablespace:
+            _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
+            _sql(
+                sock,
+                "create table ledger (id int primary key, note text) tablespace side;"
+                "insert into ledger select g, md5(g::text) from generate_series(1, 500) g",
+            )
+            truth["tablespace"] = {"name": "side", "path": str(tablespace), "table": "ledger"}
         if options.initial_mb:
             say(f"production: loading {options.initial_mb} MiB")
             # ~290 bytes a row on disk; 256-character text stays inline and uncompressed.
@@ -156,23 +175,13 @@ def create_scenario(
                 backup_id = (
                     f"b{len(truth['backups']) + 1:02d}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
                 )
-                say(f"production: pg_basebackup {backup_id}")
-                pgbin.run(
-                    "pg_basebackup",
-                    [
-                        "-h",
-                        str(sock),
-                        "-U",
-                        "postgres",
-                        "-D",
-                        str(repo / "base" / backup_id),
-                        "-Fp",
-                        "-X",
-                        "none",
-                        "-c",
-                        "fast",
-                    ],
-                )
+                say(f"production: pg_basebackup {backup_id} ({options.backup_format})")
+                args = ["-h", str(sock), "-U", "postgres", "-D", str(repo / "base" / backup_id)]
+                args += [*BACKUP_FORMATS[options.backup_format], "-c", "fast"]
+                if options.tablespace and options.backup_format == "plain":
+                    # A plain backup writes tablespaces to their own paths: production's is taken.
+                    args += ["-T", f"{tablespace}={repo / 'tablespaces' / backup_id}"]
+                pgbin.run("pg_basebackup", args)
                 _switch(sock)
                 truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
                 time.sleep(options.pause)
@@ -186,6 +195,7 @@ def create_scenario(
     truth["targets"] = _suggested_targets(truth)
     if not options.keep_production:
         shutil.rmtree(prod, ignore_errors=True)
+        shutil.rmtree(tablespace, ignore_errors=True)
     shutil.rmtree(sock, ignore_errors=True)
     write_json_atomic(directory / "truth.json", truth)
     write_drill_spec(directory, name=options.drill_name)
@@ -220,20 +230,26 @@ def apply_damage(
 ) -> list[str]:
     done: list[str] = []
     newest = repo / "base" / truth["backups"][-1]["backup_id"]
+    layout = tar_layout(newest)
+    where = f"{truth['relation']} in {layout.base.relative_to(repo)}" if layout else ""
     data_file = newest / truth["relation"]
     if options.corrupt_newest:
         # Flip bytes inside a page's tuple area (not its header): checksums catch it, a
         # max(id) served from the index would not.
-        with data_file.open("r+b") as handle:
-            handle.seek(4096 + 512)
-            chunk = handle.read(64)
-            handle.seek(4096 + 512)
-            handle.write(bytes(b ^ 0xFF for b in chunk))
-        done.append(f"corrupted 64 bytes of {data_file.relative_to(repo)}")
+        if layout:
+            _rewrite_member(layout.base, truth["relation"], _flip_tuple_bytes)
+        else:
+            data_file.write_bytes(_flip_tuple_bytes(data_file.read_bytes()))
+        done.append(f"corrupted 64 bytes of {where or data_file.relative_to(repo)}")
     if options.truncate_newest:
-        size = data_file.stat().st_size
-        os.truncate(data_file, size // 2)
-        done.append(f"truncated {data_file.relative_to(repo)} from {size} to {size // 2} bytes")
+        if layout:
+            size = _rewrite_member(layout.base, truth["relation"], lambda d: d[: len(d) // 2])
+        else:
+            size = data_file.stat().st_size
+            os.truncate(data_file, size // 2)
+        done.append(
+            f"truncated {where or data_file.relative_to(repo)} from {size} to {size // 2} bytes"
+        )
     if options.remove_wal_after_batch is not None:
         batch = truth["batches"][options.remove_wal_after_batch]
         segment = batch["segment_after"]
@@ -243,6 +259,37 @@ def apply_damage(
     for line in done:
         say(f"damage: {line}")
     return done
+
+
+def _flip_tuple_bytes(data: bytes) -> bytes:
+    at = 4096 + 512
+    return data[:at] + bytes(b ^ 0xFF for b in data[at : at + 64]) + data[at + 64 :]
+
+
+def _rewrite_member(archive: Path, name: str, change: Callable[[bytes], bytes]) -> int:
+    """Rewrite a tar(.gz) archive with one member's bytes changed; return its former size."""
+    staging = archive.with_name(archive.name + ".damage")
+    mode = "w:gz" if archive.name.endswith(".gz") else "w"
+    size = -1
+    with (
+        tarfile.open(archive) as source,
+        tarfile.open(staging, mode, format=tarfile.USTAR_FORMAT) as out,
+    ):
+        for member in source:
+            handle = source.extractfile(member) if member.isfile() else None
+            data = handle.read() if handle else None
+            if data is not None and member_name(member) == name:
+                size, data = len(data), change(data)
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if data is not None else None)
+    if size < 0:
+        staging.unlink()
+        raise InvalidInputError(f"{archive} has no member {name} to damage")
+    st = archive.stat()
+    os.chown(staging, st.st_uid, st.st_gid)
+    os.chmod(staging, st.st_mode)
+    os.replace(staging, archive)
+    return size
 
 
 def write_drill_spec(directory: Path, *, name: str) -> Path:

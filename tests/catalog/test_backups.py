@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from drillkit.catalog.backups import (
     read_backup,
 )
 from drillkit.catalog.model import BackupInfo, Verification
+from drillkit.catalog.tarformat import backup_format, parse_tablespace_map, tar_layout
 from drillkit.catalog.verify import classify
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 
@@ -193,17 +196,24 @@ def test_read_backup_label_only_takes_stop_from_history(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("setup", "codes", "words"),
     [
-        # a tar-format backup has no loose backup_label either
-        ("tar", ["BACKUP_UNVERIFIABLE", "BACKUP_INCOMPLETE"], "tar format"),
+        ("tar-without-label", ["BACKUP_INCOMPLETE"], "no backup_label in base.tar"),
+        ("tar-garbage", ["BACKUP_INCOMPLETE"], "no backup_label readable in base.tar.gz"),
+        ("tar-lz4", ["BACKUP_UNVERIFIABLE"], "--compress=gzip"),
         ("no-label", ["BACKUP_INCOMPLETE"], "no backup_label"),
         ("bad-manifest", ["BACKUP_INCOMPLETE"], "unreadable backup_manifest"),
         ("no-manifest", ["BACKUP_UNVERIFIABLE"], "no backup_manifest"),
     ],
 )
 def test_read_backup_problems(tmp_path: Path, setup: str, codes: list[str], words: str) -> None:
-    if setup == "tar":
+    if setup == "tar-without-label":
         path = make_backup(tmp_path, label=None, manifest_doc=manifest())
-        (path / "base.tar").write_bytes(b"\0" * 512)
+        write_tar(path / "base.tar", {"PG_VERSION": b"18\n"})
+    elif setup == "tar-garbage":
+        path = make_backup(tmp_path, label=None, manifest_doc=manifest())
+        (path / "base.tar.gz").write_bytes(b"not gzip at all")
+    elif setup == "tar-lz4":
+        path = make_backup(tmp_path, label=None, manifest_doc=manifest())
+        (path / "base.tar.lz4").write_bytes(b"\x04\x22\x4d\x18")
     elif setup == "no-label":
         path = make_backup(tmp_path, label=None, manifest_doc=manifest())
     elif setup == "bad-manifest":
@@ -214,6 +224,64 @@ def test_read_backup_problems(tmp_path: Path, setup: str, codes: list[str], word
     assert [code for code, _ in info.problems] == codes
     assert any(words in sentence for _, sentence in info.problems)
     assert all(path.name in sentence for _, sentence in info.problems)
+
+
+def write_tar(archive: Path, files: dict[str, bytes]) -> Path:
+    """A tar (``.tar.gz``: gzip) archive holding ``files`` in order, as pg_basebackup -Ft would."""
+    mode = "w:gz" if archive.name.endswith(".gz") else "w"
+    with tarfile.open(archive, mode, format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive
+
+
+@pytest.mark.parametrize("fmt", ["tar", "tar.gz"])
+def test_read_backup_of_a_tar_format_backup(tmp_path: Path, fmt: str) -> None:
+    path = make_backup(tmp_path, label=None, manifest_doc=manifest())
+    write_tar(path / f"base.{fmt}", {"backup_label": LABEL.encode(), "PG_VERSION": b"18\n"})
+    write_tar(path / f"pg_wal.{fmt}", {"000000010000000000000002": b"\0" * 512})
+    info = read_backup(path, backup_histories={HISTORY_NAME: HISTORY}, segment_size=SEG)
+    assert info.problems == ()
+    assert info.format == fmt
+    assert info.start_time == datetime(2026, 11, 21, 19, 26, 59, tzinfo=UTC)
+    assert (info.start_lsn, info.stop_lsn, info.timeline) == (0x2000028, 0x2000120, 1)
+    assert info.stop_time == datetime(2026, 11, 21, 19, 27, 1, tzinfo=UTC)
+    assert info.summary()["format"] == fmt
+
+
+def test_backup_format_and_tar_layout(tmp_path: Path) -> None:
+    plain = make_backup(tmp_path, "plain", manifest_doc=manifest())
+    assert backup_format(plain) == "plain"
+    tar = make_backup(tmp_path, "tar", label=None, manifest_doc=manifest())
+    for name in ("base.tar.gz", "pg_wal.tar.gz", "16384.tar.gz", "16390.tar.gz", "16384.tar"):
+        (tar / name).write_bytes(b"")
+    layout = tar_layout(tar)
+    assert layout is not None and layout.format == "tar.gz" and layout.readable
+    assert layout.wal == tar / "pg_wal.tar.gz"
+    assert layout.tablespaces == {"16384": tar / "16384.tar.gz", "16390": tar / "16390.tar.gz"}
+    assert backup_format(make_backup(tmp_path, "empty", label=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("16384 /srv/ts1\n", {"16384": "/srv/ts1"}),
+        ("16384 /srv/ts 1\r\n16390 /srv/two\n", {"16384": "/srv/ts 1", "16390": "/srv/two"}),
+        # do_pg_backup_start escapes a newline or backslash in a path with a backslash
+        ("16384 /srv/odd\\\nname\\\\x\n", {"16384": "/srv/odd\nname\\x"}),
+        ("", {}),
+    ],
+)
+def test_parse_tablespace_map(text: str, expected: dict[str, str]) -> None:
+    assert parse_tablespace_map(text) == expected
+
+
+@pytest.mark.parametrize("text", ["/srv/ts1\n", "abc /srv\n", "16384\n"])
+def test_parse_tablespace_map_refuses_what_postgres_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="tablespace_map line"):
+        parse_tablespace_map(text)
 
 
 def test_read_backup_without_any_stop_location_is_incomplete(tmp_path: Path) -> None:
@@ -267,6 +335,25 @@ def test_read_backup_multi_timeline_ranges_are_newest_first(tmp_path: Path) -> N
         ('could not open file "backup_manifest"', "unverifiable"),
         ("pg_verifybackup: error: could not parse backup manifest: parsing failed", "unverifiable"),
         ('Try "pg_verifybackup --help" for more information.', "unverifiable"),
+        # tar format (messages of PostgreSQL 18's pg_verifybackup on damaged archives)
+        (
+            'pg_verifybackup: error: checksum mismatch for file "global/1262_fsm" in archive '
+            '"base.tar"',
+            "checksum_mismatch",
+        ),
+        ("pg_verifybackup: error: COPY stream ended before last file was finished", "incomplete"),
+        (
+            "pg_verifybackup: error: could not decompress data: incorrect header check",
+            "checksum_mismatch",
+        ),
+        (
+            "pg_verifybackup: error: input file does not appear to be a valid tar archive",
+            "checksum_mismatch",
+        ),
+        (
+            'pg_verifybackup: error: tar member has unsafe path name: "../../escape.txt"',
+            "checksum_mismatch",
+        ),
     ],
 )
 def test_classify_real_pg_verifybackup_messages(output: str, status: str) -> None:
@@ -326,3 +413,4 @@ def test_backup_summary_is_json_safe() -> None:
     assert summary["stop_time"] is None
     assert summary["system_identifier"] == str(SYSID)  # 64-bit: a string survives JavaScript
     assert summary["verification"] == "verified"
+    assert summary["format"] == "plain"

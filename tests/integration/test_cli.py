@@ -29,6 +29,24 @@ def test_catalog_lists_every_backup_with_its_window(clean_scenario):
     assert truth["backups"][0]["backup_id"] in table.stdout and "restorable window" in table.stdout
 
 
+def test_scenario_create_takes_tar_gz_backups_the_catalog_lists(work_root: Path):
+    directory = work_root / "cli-tar"
+    created = drillkit(
+        "scenario", "create", str(directory), "--backup-format", "tar.gz", "--batches", "2",
+        "--backups-after", "0", "--initial-mb", "0", "--rows-per-batch", "20",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    assert "pg_basebackup b01-" in created.stderr and "(tar.gz)" in created.stderr
+    backup = directory / "repo" / "base" / json.loads(created.stdout)["backups"][0]["backup_id"]
+    assert (backup / "base.tar.gz").is_file() and not (backup / "backup_label").exists()
+    rows = json.loads(drillkit("catalog", str(directory / "repo"), "--json").stdout)
+    assert [(r["format"], r["verification"], r["usable"]) for r in rows] == [
+        ("tar.gz", "verified", True)
+    ]
+    refused = drillkit("scenario", "create", str(work_root / "cli-lz4"), "--backup-format", "lz4")
+    assert refused.returncode == 2 and "invalid choice: 'lz4'" in refused.stderr
+
+
 def test_catalog_names_a_wal_gap(damaged_scenario):
     repo, truth = damaged_scenario(remove_wal_after_batch=1)
     rows = json.loads(drillkit("catalog", str(repo), "--json").stdout)

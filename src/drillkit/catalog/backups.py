@@ -1,4 +1,4 @@
-"""Reading a plain-format ``pg_basebackup`` directory: backup_label, backup_manifest, history.
+"""Reading a ``pg_basebackup`` directory (plain or tar format): backup_label, manifest, history.
 
 Nothing here writes: the repository being drilled is read-only to drillkit.
 """
@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from drillkit.catalog.model import BackupInfo
+from drillkit.catalog.tarformat import (
+    PLAIN,
+    READ_ERRORS,
+    read_member,
+    tar_layout,
+    unreadable_sentence,
+)
 from drillkit.catalog.wal import parse_lsn, segment_name, segno_of
 
 _OFFSET_ZONE = re.compile(r"^([+-])(\d{2})(?::?(\d{2}))?$")
@@ -59,28 +66,39 @@ def _manifest_size(files: list[dict[str, Any]]) -> int:
     return sum(int(f.get("Size", 0)) for f in files)
 
 
-def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
-    """Describe one backup; problems that make it unusable land in ``problems``."""
-    problems: list[tuple[str, str]] = []
+def _read_label(path: Path, problems: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """The backup's format and its backup_label: a plain file, or a member of base.tar[.gz]."""
     label_path = path / "backup_label"
-    manifest_path = path / "backup_manifest"
-    if (path / "base.tar").exists() or (path / "base.tar.gz").exists():
-        problems.append(
-            (
-                "BACKUP_UNVERIFIABLE",
-                f"backup {path.name} is in tar format; drillkit restores plain-format backups "
-                "(pg_basebackup -Fp)",
-            )
-        )
-    label = parse_label(label_path.read_text()) if label_path.exists() else {}
+    layout = None if label_path.exists() else tar_layout(path)
+    if layout is None:
+        label = parse_label(label_path.read_text()) if label_path.exists() else {}
+        where, fmt = "", PLAIN
+    elif not layout.readable:
+        problems.append(("BACKUP_UNVERIFIABLE", unreadable_sentence(path.name, layout)))
+        return layout.format, {}
+    else:
+        fmt, where = layout.format, f" in {layout.base.name}"
+        try:
+            data = read_member(layout.base, "backup_label")
+        except READ_ERRORS as exc:
+            data, where = None, f" readable in {layout.base.name} ({exc})"
+        label = parse_label(data.decode("utf-8", "replace")) if data else {}
     if not label:
         problems.append(
             (
                 "BACKUP_INCOMPLETE",
-                f"backup {path.name} has no backup_label: it is not a complete base backup; take "
-                "it again with pg_basebackup -Fp",
+                f"backup {path.name} has no backup_label{where}: it is not a complete base "
+                "backup; take it again with pg_basebackup",
             )
         )
+    return fmt, label
+
+
+def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
+    """Describe one backup; problems that make it unusable land in ``problems``."""
+    problems: list[tuple[str, str]] = []
+    manifest_path = path / "backup_manifest"
+    fmt, label = _read_label(path, problems)
     manifest: dict[str, Any] = {}
     if manifest_path.exists():
         try:
@@ -136,5 +154,6 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
         stop_time=stop_time,
         system_identifier=int(sysid) if sysid is not None else None,
         size_bytes=_manifest_size(manifest.get("Files", [])),
+        format=fmt,
         problems=tuple(problems),
     )

@@ -1,4 +1,4 @@
-"""The local backup repository: ``base/<backup-id>/`` (plain pg_basebackup) and ``wal/`` (archive).
+"""The local backup repository: ``base/<backup-id>/`` (pg_basebackup -Fp or -Ft) and ``wal/``.
 
 Read-only: caches live in drillkit's state directory, never in the repository.
 """
@@ -20,7 +20,7 @@ Progress = Callable[[str], None]
 
 
 class LocalCatalog:
-    """A directory of plain-format base backups plus a WAL archive."""
+    """A directory of base backups (plain, or tar with or without gzip) plus a WAL archive."""
 
     kind = "local"
 
@@ -39,8 +39,8 @@ class LocalCatalog:
         if missing:
             raise InvalidInputError(
                 f"backup repository {self.path} has no {' or '.join(missing)}/ directory; a local "
-                "repository holds base/<backup-id>/ (pg_basebackup -Fp output) and wal/ (the "
-                "archive_command target)"
+                "repository holds base/<backup-id>/ (pg_basebackup -Fp or -Ft output) and wal/ "
+                "(the archive_command target)"
             )
         return base, wal
 

@@ -47,6 +47,7 @@ class BackupInfo:
     size_bytes: int
     verification: Verification = field(default_factory=lambda: Verification("not_run"))
     problems: tuple[tuple[str, str], ...] = ()  # (finding code, sentence) that make it unusable
+    format: str = "plain"  # pg_basebackup -Fp, or -Ft as tar | tar.gz (| tar.lz4 | tar.zst)
 
     def summary(self) -> dict[str, Any]:
         from drillkit.catalog.wal import format_lsn
@@ -60,6 +61,7 @@ class BackupInfo:
             "timeline": self.timeline,
             "system_identifier": str(self.system_identifier) if self.system_identifier else None,
             "size_bytes": self.size_bytes,
+            "format": self.format,
             "verification": self.verification.status,
         }
 

@@ -27,7 +27,10 @@ def reverify_after() -> timedelta:
 
 
 def backup_signature(path: Path) -> str:
-    """Digest of the manifest and of every file's path, size and mtime: cheap, no hashing data."""
+    """Digest of the manifest and of every file's path, size and mtime: cheap, no hashing data.
+
+    For a tar-format backup the files are its archives (base.tar.gz, pg_wal.tar.gz, <oid>.tar.gz).
+    """
     digest = hashlib.sha256()
     manifest = path / "backup_manifest"
     if manifest.exists():
@@ -53,6 +56,15 @@ def classify(output: str) -> tuple[str, str]:
         return "checksum_mismatch", detail
     if "not on disk" in text or ("in the manifest" in text and "size" in text):
         return "incomplete", detail
+    # Tar format: a cut-off archive reads as a stream that ends early; damaged archive bytes
+    # fail to decompress or to parse, and a member no pg_basebackup writes has an unsafe name.
+    if "ended before last file was finished" in text:
+        return "incomplete", detail
+    if any(
+        words in text
+        for words in ("could not decompress", "not appear to be a valid tar", "unsafe path name")
+    ):
+        return "checksum_mismatch", detail
     if "backup_manifest" in text and ("could not open" in text or "could not read" in text):
         return "unverifiable", detail
     if "present on disk but not in the manifest" in text:
@@ -61,7 +73,11 @@ def classify(output: str) -> tuple[str, str]:
 
 
 def verify_backup(path: Path, *, use_cache: bool = True) -> Verification:
-    """Verify every file of a backup against its manifest (checksums and sizes)."""
+    """Verify every file of a backup against its manifest (checksums and sizes).
+
+    PostgreSQL 18's pg_verifybackup reads tar-format backups (plain tar and gzip) itself; it
+    cannot parse their WAL, which --no-parse-wal skips anyway.
+    """
     path = path.resolve()  # binaries run with cwd=/: a relative path would not be found
     cache_path = state_dir() / "verify.json"
     cache = read_json(cache_path) or {}

@@ -15,13 +15,16 @@ from pathlib import Path
 from drillkit.exceptions import SandboxError
 
 Progress = Callable[[int, int], None]
-_SKIP = {
-    "postmaster.pid",
-    "postmaster.opts",
-    "standby.signal",
-    "recovery.signal",
-    "backup_manifest",
-}
+# Top-level files of a backup that are never restored (the tar extraction skips them too).
+NOT_RESTORED = frozenset(
+    {
+        "postmaster.pid",
+        "postmaster.opts",
+        "standby.signal",
+        "recovery.signal",
+        "backup_manifest",
+    }
+)
 _CHUNK = 1 << 30
 
 
@@ -64,7 +67,7 @@ def copy_backup(
         if owner is not None:
             os.chown(dst, *owner)
         for entry in os.scandir(src):
-            if top and entry.name in _SKIP:
+            if top and entry.name in NOT_RESTORED:
                 continue
             dst_path = dst / entry.name
             real = Path(os.path.realpath(entry.path))

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg2
 
 from drillkit import pgbin
+from drillkit.catalog.tarformat import PLAIN, backup_format
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 from drillkit.exceptions import (
     InvalidInputError,
@@ -30,6 +31,7 @@ from drillkit.exceptions import (
 )
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
+from drillkit.sandbox.untar import extract_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
@@ -149,8 +151,11 @@ class LocalSandboxBackend:
         settings = recovery_settings(coordinate)
         backup = Path(str(coordinate.get("backup_path")))
         archive = Path(str(coordinate.get("archive")))
-        if not (backup / "backup_label").is_file():
-            raise InvalidInputError(f"backup {backup} is not a plain-format base backup directory")
+        fmt = backup_format(backup)
+        if fmt is None:
+            raise InvalidInputError(
+                f"backup {backup} is not a base backup directory (no backup_label, no base.tar)"
+            )
         if not archive.is_dir():
             raise InvalidInputError(f"WAL archive {archive} does not exist")
         pgbin.require_reachable(archive, "WAL archive")
@@ -186,7 +191,7 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(directory, socket_dir, backup, archive, settings, port)
+            self._restore(directory, socket_dir, backup, fmt, archive, settings, port)
             achieved = self._wait_promoted(directory, socket_dir, port)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
@@ -222,6 +227,7 @@ class LocalSandboxBackend:
         directory: Path,
         socket_dir: Path,
         backup: Path,
+        fmt: str,
         archive: Path,
         settings: dict[str, str],
         port: int,
@@ -229,8 +235,12 @@ class LocalSandboxBackend:
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
-        self.say(f"copying backup {backup.name} into {data}")
-        copy_backup(backup, data, owner=owner, progress=self._copy_progress)
+        if fmt == PLAIN:
+            self.say(f"copying backup {backup.name} into {data}")
+            copy_backup(backup, data, owner=owner, progress=self._copy_progress)
+        else:
+            self.say(f"extracting backup {backup.name} ({fmt}) into {data}")
+            extract_backup(backup, data, owner=owner, progress=self._extract_progress, say=self.say)
         socket_dir.mkdir(mode=0o700, exist_ok=True)
         if owner:
             os.chown(socket_dir, *owner)
@@ -265,6 +275,9 @@ class LocalSandboxBackend:
             # A sandbox is disposable: skipping fsync makes replay faster and loses nothing.
             "fsync": "off",
             "max_wal_size": "4GB",
+            # Tablespaces are restored as directories in pg_tblspc (never links to production's
+            # paths); without this, recovery PANICs at consistency on such a directory.
+            "allow_in_place_tablespaces": "on",
             **settings,
         }
         with (data / "postgresql.auto.conf").open("a") as conf:
@@ -297,6 +310,10 @@ class LocalSandboxBackend:
     def _copy_progress(self, done: int, total: int) -> None:
         if total:
             self.say(f"copied {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
+
+    def _extract_progress(self, done: int, total: int) -> None:
+        if total:
+            self.say(f"extracted {done / 2**20:.0f} of {total / 2**20:.0f} MiB of archives")
 
     def _log_tail(self, directory: Path, lines: int = 12) -> str:
         try:
@@ -337,7 +354,9 @@ class LocalSandboxBackend:
                 conn.close()
                 if not in_recovery:
                     return isoformat(replayed) if replayed else None
-            except psycopg2.OperationalError as exc:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                # InterfaceError: the server shut down mid-query (recovery ended before its
+                # target) and leaving the connection's block found it closed.
                 last_error = str(exc)
                 if "does not exist" in last_error and "role" in last_error:
                     raise SandboxError(
