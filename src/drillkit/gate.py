@@ -38,6 +38,7 @@ FAILURE_CODES = frozenset(
         "SANDBOX_START_FAILED",
         "RTO_EXCEEDED",
         "PROVISION_TIMEOUT",
+        "BACKUP_ARCHIVE_UNSAFE",
     }
 )
 

@@ -99,6 +99,50 @@ def evaluate(
     require_verified: bool = True,
     checksum_gate: bool = False,
 ) -> Evaluation:
+    """What ``backup`` can do for ``target`` (see :func:`_evaluate`), refused when the WAL it
+    would replay creates a tablespace: the server would create that directory at production's
+    path on the drill host, outside the sandbox."""
+    evaluation = _evaluate(
+        snapshot,
+        backup,
+        target=target,
+        rpo=rpo,
+        require_verified=require_verified,
+        checksum_gate=checksum_gate,
+    )
+    if not evaluation.eligible or evaluation.plan is None:
+        return evaluation
+    replayed_below = {
+        "time": evaluation.stop_lsn,
+        "lsn": None if evaluation.target_lsn is None else evaluation.target_lsn + 1,
+        "immediate": backup.stop_lsn,
+    }[evaluation.mode]
+    created = [
+        t for t in evaluation.plan.tablespaces if replayed_below is None or t.lsn < replayed_below
+    ]
+    if not created:
+        return evaluation
+    first = created[0]
+    evaluation.eligible = False
+    evaluation.code = "WAL_CREATES_TABLESPACE"
+    evaluation.reason = (
+        f"the WAL from backup {backup.backup_id} to the target creates tablespace {first.oid} at "
+        f"{first.location} ({format_lsn(first.lsn)}): replaying it would create that directory on "
+        "the drill host, outside the sandbox; drill from a backup taken after the tablespace was "
+        "created, or pin one"
+    )
+    return evaluation
+
+
+def _evaluate(
+    snapshot: CatalogSnapshot,
+    backup: BackupInfo,
+    *,
+    target: datetime | None,
+    rpo: timedelta,
+    require_verified: bool = True,
+    checksum_gate: bool = False,
+) -> Evaluation:
     """What ``backup`` can do for ``target``.
 
     With ``checksum_gate`` a backup that failed verification stays eligible: the drill then

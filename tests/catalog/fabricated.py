@@ -19,7 +19,7 @@ from drillkit.catalog.wal import (
     TimelineHistory,
     segment_name,
 )
-from drillkit.catalog.walindex import SegmentIndex, XactRecord
+from drillkit.catalog.walindex import SegmentIndex, TablespaceRecord, XactRecord
 
 SEG = DEFAULT_SEGMENT_SIZE
 BASE = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -53,6 +53,7 @@ class Seg:
     problem: str | None = None
     error: str | None = None
     indexed: bool = True
+    tablespaces: tuple[TablespaceRecord, ...] = ()
 
 
 def seg(segno: int, *records: XactRecord, **kwargs: Any) -> Seg:
@@ -76,5 +77,7 @@ def snapshot(
         file_name = name(s.segno, s.tli)
         listing.segments[file_name] = SegmentFile(file_name, s.tli, s.segno, SEG, 0, s.problem)
         if s.indexed and s.problem is None:
-            indexes[file_name] = SegmentIndex(records=s.records, error=s.error)
+            indexes[file_name] = SegmentIndex(
+                records=s.records, error=s.error, tablespaces=s.tablespaces
+            )
     return CatalogSnapshot("local", "/repo", backups, listing, indexes, NOW)

@@ -18,7 +18,7 @@ from fabricated import NOW, Seg, at, linear, lsn, name, rec, seg, snapshot
 
 from drillkit.catalog.model import BackupInfo, CatalogSnapshot, Verification
 from drillkit.catalog.wal import TimelineHistory
-from drillkit.catalog.walindex import XactRecord
+from drillkit.catalog.walindex import TablespaceRecord, XactRecord
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.pitr import SCHEMA, evaluate, select_coordinate
 
@@ -608,3 +608,26 @@ def test_backup_on_the_old_timeline_after_the_branch_does_not_follow_it() -> Non
     assert coord["wal"]["last_segment"] == "000000010000000000000006"  # holds TL1's 09:01
     # restorable from TL1's 08:51 commit, which exists only in TL1's history
     assert coord["restorable_from"] == iso(51)
+
+
+# A CREATE TABLESPACE in segment 5, after its commit at minute 50: replaying it would make the
+# sandbox create production's tablespace directory on the drill host.
+TABLESPACE = TablespaceRecord(lsn=lsn(5, 0x2000), oid=16409, location="/srv/pg/prod-space")
+WITH_TABLESPACE = [seg(5, rec(5, 0x1000, 50), tablespaces=(TABLESPACE,))]
+
+
+def test_wal_that_creates_a_tablespace_before_the_stop_is_refused() -> None:
+    snap = standard(segs=WITH_TABLESPACE)
+    error = refuse(snap, at(75), policy="previous")  # b2 and b1 would replay segment 5
+    cands = decisions(error.details["candidates"], snap)
+    assert cands["b2"] == ("rejected", "WAL_CREATES_TABLESPACE")
+    assert cands["b1"] == ("rejected", "WAL_CREATES_TABLESPACE")
+    reason = next(c["reason"] for c in error.details["candidates"] if c["backup_id"] == "b2")
+    assert "/srv/pg/prod-space" in reason and "0/05002000" in reason and "outside" in reason
+
+
+def test_a_tablespace_created_after_the_stop_record_or_before_the_backup_is_harmless() -> None:
+    snap = standard(segs=WITH_TABLESPACE)
+    before = select(snap, at(45))  # recovery stops at the commit of minute 50, before it
+    assert before["backup_id"] == "b2"
+    assert select(snap, at(75))["backup_id"] == "b3"  # b3 starts after it: nothing replays it

@@ -279,3 +279,32 @@ def test_list_archive_without_expected_sysid_accepts_any_system(tmp_path: Path) 
     listing = list_archive(tmp_path)
     assert listing.segments["000000010000000000000004"].problem is None
     assert listing.system_identifiers == {42}
+
+
+# Lines as pg_waldump 18 prints them (-r Transaction -r Tablespace), from a scenario archive.
+WALDUMP = (
+    "rmgr: Transaction len (rec/tot):     34/    34, tx:        753, lsn: 0/01AFA798, prev "
+    "0/01AFA750, desc: COMMIT 2026-11-21 22:13:25.231350 UTC; inval msgs: catcache 82\n"
+    "rmgr: Tablespace  len (rec/tot):     61/    61, tx:        754, lsn: 0/01AFD770, prev "
+    '0/01AFD6C0, desc: CREATE 16409 "/tmp/tsx/production tablespace"\n'
+    "rmgr: Transaction len (rec/tot):     66/    66, tx:        754, lsn: 0/01AFD7B0, prev "
+    "0/01AFD770, desc: COMMIT 2026-11-21 22:13:25.235745 UTC; inval msgs: catcache 69; sync\n"
+    "rmgr: Tablespace  len (rec/tot):     34/    34, tx:        760, lsn: 0/01B00010, prev "
+    "0/01AFFFD0, desc: DROP 16409\n"
+)
+
+
+def test_waldump_output_gives_commits_and_created_tablespaces() -> None:
+    from drillkit.catalog.walindex import TablespaceRecord, parse_tablespaces, parse_waldump
+
+    commits = parse_waldump(WALDUMP)
+    assert [(format_lsn(r.lsn), r.kind) for r in commits] == [
+        ("0/01AFA798", "c"),
+        ("0/01AFD7B0", "c"),
+    ]
+    assert commits[1].time.isoformat() == "2026-11-21T22:13:25.235745+00:00"
+    assert parse_tablespaces(WALDUMP) == [
+        TablespaceRecord(
+            lsn=parse_lsn("0/01AFD770"), oid=16409, location="/tmp/tsx/production tablespace"
+        )
+    ]

@@ -16,7 +16,7 @@ from drillkit.catalog.wal import (
     segment_name,
     segno_of,
 )
-from drillkit.catalog.walindex import XactRecord
+from drillkit.catalog.walindex import TablespaceRecord, XactRecord
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class WalPlan:
     gap: Gap | None  # None: contiguous up to the end of the archive
     records: tuple[XactRecord, ...]  # commits and aborts at or after the backup start, LSN order
     archive_last_xact: XactRecord | None  # newest record anywhere on the timeline, beyond gaps
+    tablespaces: tuple[TablespaceRecord, ...] = ()  # CREATE TABLESPACE in that WAL, LSN order
 
     def records_before(self, lsn: int) -> list[XactRecord]:
         return [r for r in self.records if r.lsn < lsn]
@@ -63,6 +64,7 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
     last_present = max(by_segno) if by_segno else start - 1
 
     records: list[XactRecord] = []
+    tablespaces: list[TablespaceRecord] = []
     gap: Gap | None = None
     last_usable: str | None = None
     count = 0
@@ -84,6 +86,7 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
             gap = Gap(name, "WAL_SEGMENT_DAMAGED", f"segment {name} was not indexed", segno * size)
             break
         records.extend(r for r in index.records if r.lsn >= backup.start_lsn)
+        tablespaces.extend(t for t in index.tablespaces if t.lsn >= backup.start_lsn)
         count += 1
         if index.error is not None:
             bad = records[-1].lsn + 1 if records else segno * size
@@ -111,6 +114,7 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         gap=gap,
         records=tuple(records),
         archive_last_xact=newest,
+        tablespaces=tuple(tablespaces),
     )
 
 

@@ -1,6 +1,8 @@
 """Commit and abort records of each archived WAL segment, read once with pg_waldump and cached.
 
 Recovery to a time stops at the first commit or abort after the target, so selection needs them.
+CREATE TABLESPACE records are kept too: replaying one makes the server create a directory at
+production's tablespace path, outside any sandbox.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ _RECORD_RE = re.compile(
     r"lsn: ([0-9A-F]+/[0-9A-F]+), prev [0-9A-F/]+, desc: (COMMIT|ABORT)(?:_PREPARED)? "
     r"(?:\d+: )?(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?) UTC"
 )
-_CACHE_VERSION = 1
+_TABLESPACE_RE = re.compile(
+    r"lsn: ([0-9A-F]+/[0-9A-F]+), prev [0-9A-F/]+, desc: CREATE (\d+) \"(.*)\"$", re.MULTILINE
+)
+_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -37,9 +42,19 @@ class XactRecord:
 
 
 @dataclass(frozen=True)
+class TablespaceRecord:
+    """A CREATE TABLESPACE in WAL: replaying it creates ``location`` on the restoring host."""
+
+    lsn: int
+    oid: int
+    location: str
+
+
+@dataclass(frozen=True)
 class SegmentIndex:
     records: tuple[XactRecord, ...]
     error: str | None  # pg_waldump could not read the segment to its end
+    tablespaces: tuple[TablespaceRecord, ...] = ()
 
 
 def _ts_us(text: str) -> int:
@@ -55,16 +70,30 @@ def parse_waldump(output: str) -> list[XactRecord]:
     return records
 
 
+def parse_tablespaces(output: str) -> list[TablespaceRecord]:
+    return [
+        TablespaceRecord(lsn=parse_lsn(lsn), oid=int(oid), location=location)
+        for lsn, oid, location in _TABLESPACE_RE.findall(output)
+    ]
+
+
 def _index_segment(path: Path) -> SegmentIndex:
     result = pgbin.run(
-        "pg_waldump", ["-r", "Transaction", str(path)], as_server_user=False, check=False
+        "pg_waldump",
+        ["-r", "Transaction", "-r", "Tablespace", str(path)],
+        as_server_user=False,
+        check=False,
     )
     error = None
     stderr = result.stderr.strip()
     # A record that continues into the next, missing file is the continuity check's business.
     if result.returncode != 0 and "could not find file" not in stderr:
         error = stderr.replace("pg_waldump: error: ", "") or f"exit code {result.returncode}"
-    return SegmentIndex(records=tuple(parse_waldump(result.stdout)), error=error)
+    return SegmentIndex(
+        records=tuple(parse_waldump(result.stdout)),
+        error=error,
+        tablespaces=tuple(parse_tablespaces(result.stdout)),
+    )
 
 
 class WalIndex:
@@ -94,6 +123,10 @@ class WalIndex:
                 self._segments[name] = SegmentIndex(
                     records=tuple(XactRecord(*r) for r in entry["records"]),  # type: ignore[attr-defined]
                     error=entry.get("error"),  # type: ignore[arg-type]
+                    tablespaces=tuple(
+                        TablespaceRecord(*t)
+                        for t in entry.get("tablespaces", [])  # type: ignore[attr-defined]
+                    ),
                 )
             else:
                 todo.append(segment)
@@ -109,6 +142,7 @@ class WalIndex:
                 "sig": self._signature(self.listing.segments[name]),
                 "records": [[r.lsn, r.ts_us, r.kind] for r in index.records],
                 "error": index.error,
+                "tablespaces": [[t.lsn, t.oid, t.location] for t in index.tablespaces],
             }
             for name, index in self._segments.items()
         }
