@@ -90,26 +90,10 @@ def _restorable_from(
     return max(known)
 
 
-def evaluate(
-    snapshot: CatalogSnapshot,
-    backup: BackupInfo,
-    *,
-    target: datetime | None,
-    rpo: timedelta,
-    require_verified: bool = True,
-    checksum_gate: bool = False,
-) -> Evaluation:
-    """What ``backup`` can do for ``target`` (see :func:`_evaluate`), refused when the WAL it
-    would replay creates a tablespace: the server would create that directory at production's
-    path on the drill host, outside the sandbox."""
-    evaluation = _evaluate(
-        snapshot,
-        backup,
-        target=target,
-        rpo=rpo,
-        require_verified=require_verified,
-        checksum_gate=checksum_gate,
-    )
+def _without_tablespace_replay(evaluation: Evaluation) -> Evaluation:
+    """Refuse an eligible ``evaluation`` whose replay creates a tablespace: the server would
+    create that directory at production's path on the drill host, outside the sandbox."""
+    backup = evaluation.backup
     if not evaluation.eligible or evaluation.plan is None:
         return evaluation
     replayed_below = {
@@ -134,7 +118,7 @@ def evaluate(
     return evaluation
 
 
-def _evaluate(
+def evaluate(
     snapshot: CatalogSnapshot,
     backup: BackupInfo,
     *,
@@ -200,15 +184,17 @@ def _evaluate(
         if stop is not None:
             before = [r for r in commits if r.lsn < stop.lsn]
             point = before[-1].time if before else restorable_from
-            return Evaluation(
-                backup=backup,
-                eligible=True,
-                code="CHOSEN",
-                reason="",
-                mode="time",
-                stop_lsn=stop.lsn,
-                recovery_point=point,
-                **base,
+            return _without_tablespace_replay(
+                Evaluation(
+                    backup=backup,
+                    eligible=True,
+                    code="CHOSEN",
+                    reason="",
+                    mode="time",
+                    stop_lsn=stop.lsn,
+                    recovery_point=point,
+                    **base,
+                )
             )
 
     # The target is not provably reachable (or none was given): recover to the last commit
@@ -228,7 +214,7 @@ def _evaluate(
     beyond = plan.archive_last_xact
     if target is None:
         if plan.gap is None or beyond is None or beyond.lsn < plan.gap.lsn:
-            return evaluation
+            return _without_tablespace_replay(evaluation)
         evaluation.data_loss = beyond.time - point
         code = plan.gap.code
         problem = describe_gap(plan.gap)
@@ -262,7 +248,7 @@ def _evaluate(
             f"{_human(rpo)}): {problem}",
         )
     )
-    return evaluation
+    return _without_tablespace_replay(evaluation)
 
 
 def _ordered(backups: Iterable[BackupInfo]) -> list[BackupInfo]:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
 
 from drillkit.catalog import LocalCatalog
 from drillkit.pitr import select_coordinate
-from drillkit.timeutil import parse_target_time
+from drillkit.sandbox.local import LocalSandboxBackend
+from drillkit.timeutil import parse_iso, parse_target_time
 
 
 def query(endpoint: dict, sql: str):
@@ -63,3 +66,33 @@ def assert_tablespace_inside(record: dict, truth: dict) -> None:
             assert not path.is_symlink(), f"{path} links to {os.readlink(path)}"
     assert not (sandbox / "data" / "tablespace_map").exists()
     assert not Path(tablespace["path"]).exists()  # production's path (removed) was not recreated
+
+
+def assert_every_target_restores_exactly(
+    repo: Path,
+    truth: dict,
+    *,
+    name: str,
+    also: Callable[[dict, dict], None] = lambda _coordinate, _record: None,
+) -> None:
+    """Restore to each ground-truth target in turn: exactly the rows committed before it, none
+    after it, a measured restore, and not one byte of the repository changed. ``also`` adds a
+    check of the coordinate and the sandbox record while the sandbox runs."""
+    before = tree_digest(repo)
+    backend = LocalSandboxBackend()
+    for expected in truth["targets"]:
+        coordinate = select(repo, expected["target"])
+        record = backend.provision(coordinate, drill_id="t", name=name, ttl=timedelta(hours=1))
+        try:
+            endpoint = record["endpoints"]["postgres"]
+            ((max_id, count),) = query(endpoint, "select max(id), count(*) from orders")
+            assert max_id == expected["max_id"]
+            assert count == expected["max_id"]
+            assert query(endpoint, f"select 1 from orders where id = {expected['absent_id']}") == []
+            achieved = parse_iso(record["achieved_recovery_point"])
+            assert achieved <= parse_target_time(expected["target"])
+            assert record["restore_seconds"] > 0
+            also(coordinate, record)
+        finally:
+            assert backend.teardown(record["id"])["removed"] is True
+    assert tree_digest(repo) == before, "a drill wrote into the repository it drilled"

@@ -7,7 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from restorekit import assert_tablespace_inside, query, select, tree_digest
+from restorekit import (
+    assert_every_target_restores_exactly,
+    assert_tablespace_inside,
+    query,
+    select,
+)
 
 from drillkit.catalog import LocalCatalog
 from drillkit.exceptions import (
@@ -26,23 +31,7 @@ pytestmark = pytest.mark.integration
 
 def test_every_target_between_batches_restores_exactly_the_ground_truth(clean_scenario):
     repo, truth = clean_scenario
-    before = tree_digest(repo)
-    backend = LocalSandboxBackend()
-    for expected in truth["targets"]:
-        coordinate = select(repo, expected["target"])
-        record = backend.provision(coordinate, drill_id="t", name="truth", ttl=timedelta(hours=1))
-        try:
-            endpoint = record["endpoints"]["postgres"]
-            ((max_id, count),) = query(endpoint, "select max(id), count(*) from orders")
-            assert max_id == expected["max_id"]
-            assert count == expected["max_id"]
-            assert query(endpoint, f"select 1 from orders where id = {expected['absent_id']}") == []
-            achieved = parse_iso(record["achieved_recovery_point"])
-            assert achieved <= parse_target_time(expected["target"])
-            assert record["restore_seconds"] > 0
-        finally:
-            assert backend.teardown(record["id"])["removed"] is True
-    assert tree_digest(repo) == before, "a drill wrote into the repository it drilled"
+    assert_every_target_restores_exactly(repo, truth, name="truth")
 
 
 def test_tablespaces_of_a_plain_backup_stay_inside_the_sandbox(work_root):
