@@ -96,3 +96,17 @@ def assert_every_target_restores_exactly(
         finally:
             assert backend.teardown(record["id"])["removed"] is True
     assert tree_digest(repo) == before, "a drill wrote into the repository it drilled"
+
+
+def assert_restores_with_tablespace(coordinate: dict, truth: dict, *, name: str) -> None:
+    """Restore ``coordinate`` (the scenario's only target): its rows, and its tablespace inside
+    the sandbox."""
+    (expected,) = truth["targets"][-1:]
+    backend = LocalSandboxBackend()
+    record = backend.provision(coordinate, drill_id="t", name=name, ttl=timedelta(hours=1))
+    try:
+        endpoint = record["endpoints"]["postgres"]
+        assert query(endpoint, "select max(id) from orders") == [(expected["max_id"],)]
+        assert_tablespace_inside(record, truth)
+    finally:
+        backend.teardown(record["id"])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from restorekit import (
     assert_every_target_restores_exactly,
-    assert_tablespace_inside,
+    assert_restores_with_tablespace,
     query,
     select,
 )
@@ -45,16 +45,7 @@ def test_tablespaces_of_a_plain_backup_stay_inside_the_sandbox(work_root):
     backup = repo / "base" / truth["backups"][0]["backup_id"]
     assert next((backup / "pg_tblspc").iterdir()).is_symlink()  # as pg_basebackup -Fp -T writes
     (expected,) = truth["targets"]
-    backend = LocalSandboxBackend()
-    record = backend.provision(
-        select(repo, expected["target"]), drill_id="t", name="plain-ts", ttl=timedelta(hours=1)
-    )
-    try:
-        endpoint = record["endpoints"]["postgres"]
-        assert query(endpoint, "select max(id) from orders") == [(expected["max_id"],)]
-        assert_tablespace_inside(record, truth)
-    finally:
-        backend.teardown(record["id"])
+    assert_restores_with_tablespace(select(repo, expected["target"]), truth, name="plain-ts")
 
 
 def test_sandbox_is_isolated_from_production(clean_scenario):

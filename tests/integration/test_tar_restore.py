@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from restorekit import (
     assert_every_target_restores_exactly,
+    assert_restores_with_tablespace,
     assert_tablespace_inside,
-    query,
     select,
 )
 
@@ -112,14 +112,7 @@ def test_uncompressed_tar_backups_verify_and_restore(damaged_tar_scenario):
         "tar",
         "verified",
     )
-    backend = LocalSandboxBackend()
-    record = backend.provision(coordinate, drill_id="t", name="tar", ttl=timedelta(hours=1))
-    try:
-        endpoint = record["endpoints"]["postgres"]
-        assert query(endpoint, "select max(id) from orders") == [(expected["max_id"],)]
-        assert_tablespace_inside(record, truth)
-    finally:
-        backend.teardown(record["id"])
+    assert_restores_with_tablespace(coordinate, truth, name="tar")
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,14 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+DRILL_ID = "6f1c1f9e-5d37-4c52-9a51-3d1f0c7b2a10"
+COORDINATE = {
+    "catalog": {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"},
+    "backup_id": "orders-db-1",
+    "backup": {"barman_id": "20261120T090000"},
+    "target": {"requested": "2026-11-20T10:30:00Z"},
+}
+CNPG = "postgresql.cnpg.io/v1"
 BACKUP_TIMES = [datetime(2026, 11, 20, h, 0, tzinfo=UTC) for h in (1, 9, 17)]
 
 
@@ -154,3 +162,23 @@ class FakeCnpgOperator:
                 },
             },
         )
+
+
+def sandbox_backend(cluster: Any, **config: Any) -> Any:
+    """The kubernetes sandbox backend on the emulator, reaching it through the real client."""
+    from drillkit.k8s.client import Kube
+    from drillkit.k8s.sandbox import KubernetesSandboxBackend
+
+    config = {"worker_namespace": "airflow", "endpoint": "cluster_ip", **config}
+    return KubernetesSandboxBackend(kube=Kube(cluster.api), config=config)
+
+
+def provision_sandbox(cluster: Any, sandbox_id: str = "orders-abc123", **config: Any) -> Any:
+    """A sandbox of ``COORDINATE`` (the orders-db backup) in ``drill-<sandbox_id>``."""
+    return sandbox_backend(cluster, **config).provision(
+        dict(COORDINATE),
+        drill_id=DRILL_ID,
+        name="orders",
+        ttl=timedelta(hours=2),
+        sandbox_id=sandbox_id,
+    )

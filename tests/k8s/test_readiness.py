@@ -9,32 +9,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from k8s_scenario import FakeCnpgOperator, ready_condition
+from k8s_scenario import CNPG, FakeCnpgOperator, provision_sandbox, ready_condition
 
 from drillkit.k8s.client import Kube
-from drillkit.k8s.sandbox import KubernetesSandboxBackend, cluster_readiness
+from drillkit.k8s.sandbox import cluster_readiness
 from drillkit.timeutil import parse_iso
-
-COORDINATE = {
-    "catalog": {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"},
-    "backup_id": "orders-db-1",
-    "backup": {"barman_id": "20261120T090000"},
-    "target": {"requested": "2026-11-20T10:30:00Z"},
-}
-CNPG = "postgresql.cnpg.io/v1"
-
-
-def provision(cluster: Any) -> dict[str, Any]:
-    backend = KubernetesSandboxBackend(
-        kube=Kube(cluster.api), config={"worker_namespace": "airflow", "endpoint": "cluster_ip"}
-    )
-    return backend.provision(
-        dict(COORDINATE),
-        drill_id="6f1c1f9e-5d37-4c52-9a51-3d1f0c7b2a10",
-        name="orders",
-        ttl=timedelta(hours=2),
-        sandbox_id="orders-abc123",
-    )
 
 
 def wait_ready(kube: Kube, record: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +55,7 @@ def sensor(conn_id: str, *, deferrable: bool, timeout: float = 30, rto: float = 
 
 
 def test_restore_seconds_come_from_the_clusters_own_timestamps(production):
-    record = provision(production)
+    record = provision_sandbox(production)
     kube = Kube(production.api)
     before = cluster_readiness(kube, record)
     assert before["ready"] is False
@@ -97,7 +76,7 @@ def test_restore_seconds_come_from_the_clusters_own_timestamps(production):
 
 @pytest.mark.parametrize("conditions", ["missing", "not_true"])
 def test_without_a_true_ready_condition_the_observed_time_is_used(production, conditions):
-    record = provision(production)
+    record = provision_sandbox(production)
     kube = Kube(production.api)
     with FakeCnpgOperator(production, port=6543, delay=0, conditions=False):
         wait_ready(kube, record)
@@ -123,7 +102,7 @@ def test_without_a_true_ready_condition_the_observed_time_is_used(production, co
 
 
 def test_the_sensor_returns_the_measurement_when_it_pokes(production):
-    record = provision(production)
+    record = provision_sandbox(production)
     with FakeCnpgOperator(production, port=6543, delay=0.5, restore_seconds=[95]):
         readiness = sensor(production.conn_id, deferrable=False).execute(
             {"ti": TaskInstance(record)}
@@ -138,7 +117,7 @@ def test_the_sensor_returns_the_measurement_when_it_pokes(production):
 def test_the_deferred_sensor_gets_the_measurement_from_the_trigger_event(production):
     from airflow.sdk.exceptions import TaskDeferred
 
-    record = provision(production)
+    record = provision_sandbox(production)
     context = {"ti": TaskInstance(record)}
     waiting = sensor(production.conn_id, deferrable=True)
     with pytest.raises(TaskDeferred) as deferred:
@@ -167,7 +146,7 @@ def test_a_sandbox_not_ready_when_the_wait_ends_is_over_the_rto(production):
     the Cluster's last status, instead of leaving the tier without a result."""
     from airflow.sdk.exceptions import AirflowFailException
 
-    record = provision(production)
+    record = provision_sandbox(production)
     context = {"ti": TaskInstance(record)}
     with pytest.raises(AirflowFailException, match="RTO_EXCEEDED"):
         sensor(production.conn_id, deferrable=False, timeout=0.5, rto=0.5).execute(context)
@@ -180,7 +159,7 @@ def test_a_sandbox_not_ready_when_the_wait_ends_is_over_the_rto(production):
 def test_a_deferred_wait_ends_at_its_deadline_in_the_trigger(production):
     from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-    record = provision(production)
+    record = provision_sandbox(production)
     context = {"ti": TaskInstance(record)}
     waiting = sensor(production.conn_id, deferrable=True, timeout=0.3, rto=0.3)
     with pytest.raises(TaskDeferred) as deferred:

@@ -6,41 +6,17 @@ import time
 from datetime import timedelta
 
 import pytest
-from k8s_scenario import FakeCnpgOperator
+from k8s_scenario import CNPG, DRILL_ID, FakeCnpgOperator, provision_sandbox
 
 from drillkit.exceptions import SandboxError
 from drillkit.k8s import objects
 from drillkit.k8s.client import Kube
 from drillkit.k8s.kinds import CONFIG_MAP
-from drillkit.k8s.sandbox import KubernetesSandboxBackend, cluster_ready, endpoints, teardown
-
-DRILL_ID = "6f1c1f9e-5d37-4c52-9a51-3d1f0c7b2a10"
-COORDINATE = {
-    "catalog": {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"},
-    "backup_id": "orders-db-1",
-    "backup": {"barman_id": "20261120T090000"},
-    "target": {"requested": "2026-11-20T10:30:00Z"},
-}
-CNPG = "postgresql.cnpg.io/v1"
-
-
-def backend(cluster, **config):
-    config = {"worker_namespace": "airflow", "endpoint": "cluster_ip", **config}
-    return KubernetesSandboxBackend(kube=Kube(cluster.api), config=config)
-
-
-def provision(cluster, sandbox_id="orders-abc123", **config):
-    return backend(cluster, **config).provision(
-        dict(COORDINATE),
-        drill_id=DRILL_ID,
-        name="orders",
-        ttl=timedelta(hours=2),
-        sandbox_id=sandbox_id,
-    )
+from drillkit.k8s.sandbox import cluster_ready, endpoints, teardown
 
 
 def test_provision_stores_namespace_policy_credentials_and_recovery_cluster(production):
-    record = provision(production)
+    record = provision_sandbox(production)
     namespace = record["namespace"]
     assert namespace == "drill-orders-abc123"
     ns = production.stored("v1", "namespaces", namespace)
@@ -67,9 +43,9 @@ def test_provision_stores_namespace_policy_credentials_and_recovery_cluster(prod
 
 
 def test_provision_twice_patches_and_the_version_moves(production):
-    provision(production)
+    provision_sandbox(production)
     before = production.stored(CNPG, "clusters", "sandbox", "drill-orders-abc123")
-    again = provision(production)  # a retried task: 409 on create, then a merge patch
+    again = provision_sandbox(production)  # a retried task: 409 on create, then a merge patch
     after = production.stored(CNPG, "clusters", "sandbox", "drill-orders-abc123")
     assert after["metadata"]["uid"] == before["metadata"]["uid"]
     # The retry carries a new expiry: the patch changed the object, so its version moved.
@@ -98,12 +74,12 @@ def test_apply_of_an_unchanged_object_is_a_patch_that_keeps_the_version(cluster)
 def test_failed_provision_deletes_the_namespace(production):
     production.request("DELETE", production.path("v1", "secrets", "backup-creds", "orders"))
     with pytest.raises(SandboxError, match="backup-creds"):
-        provision(production)
+        provision_sandbox(production)
     assert production.stored("v1", "namespaces", "drill-orders-abc123") is None
 
 
 def test_readiness_follows_the_cluster_status_and_endpoints_come_from_services(production):
-    record = provision(production)
+    record = provision_sandbox(production)
     kube = Kube(production.api)
     ready, why = cluster_ready(kube, record)
     assert not ready and "no status yet" in why
@@ -127,7 +103,7 @@ def test_readiness_follows_the_cluster_status_and_endpoints_come_from_services(p
 
 
 def test_teardown_removes_the_namespace_and_is_idempotent(production):
-    record = provision(production)
+    record = provision_sandbox(production)
     kube = Kube(production.api)
     result = teardown(kube, record, keep_sandbox=False, keep_ttl=timedelta(0))
     assert result["removed"] is True
@@ -138,7 +114,7 @@ def test_teardown_removes_the_namespace_and_is_idempotent(production):
 
 
 def test_keep_pushes_the_expiry_out(production):
-    record = provision(production)
+    record = provision_sandbox(production)
     result = teardown(Kube(production.api), record, keep_sandbox=True, keep_ttl=timedelta(days=1))
     ns = production.stored("v1", "namespaces", record["namespace"])
     assert ns["metadata"]["annotations"][objects.EXPIRES_ANNOTATION] == result["kept_until"]
