@@ -7,17 +7,18 @@ Reported: the median of warm runs (the headline), the cold first run of the proc
 not yet cached: what a fresh Airflow task sees), and the ratio to one check on an idle runner.
 The endpoints run in a child process, like real sandbox services: in this process they would
 compete with the runner for the GIL and measure the harness instead of the runner.
+Also reported: a bare asyncio client (no checks, no judging) on the same endpoints, the floor
+that the machine and the harness leave.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
-import threading
 import time
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from drillkit.checks import DEFAULT_CONCURRENCY, run_checks
@@ -33,32 +34,44 @@ CONTEXT = "v1.bench-drill.signature"
 RUN_DEADLINE = timedelta(seconds=CHECKS * ANSWER_SECONDS * 3)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        time.sleep(ANSWER_SECONDS)
-        ok = self.headers.get("X-Drill-Context") == CONTEXT
-        body = json.dumps({"ok": ok}).encode()
-        self.send_response(200 if ok else 421)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One endpoint's answer: ~100 ms later, 200 with {"ok": true} when the drill context is
+    there (421 otherwise), then the connection closes."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        writer.close()
+        return
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    await asyncio.sleep(ANSWER_SECONDS)
+    ok = headers.get("x-drill-context") == CONTEXT
+    body = json.dumps({"ok": ok}).encode()
+    status = "200 OK" if ok else "421 Misdirected Request"
+    writer.write(
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
+    )
+    try:
+        await writer.drain()
+    finally:
+        writer.close()
 
 
 def serve(count: int) -> None:
-    """Child process: start ``count`` servers, print their ports, serve until stdin closes."""
-    ports = []
-    for _ in range(count):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.request_queue_size = 256  # 200 connections may arrive at once
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        ports.append(server.server_address[1])
-    print(" ".join(map(str, ports)), flush=True)
-    sys.stdin.read()
+    """Child process: ``count`` endpoints on one event loop (a thread per connection would cost
+    the harness more CPU than the runner it measures); prints their ports, serves until stdin
+    closes."""
+
+    async def main() -> None:
+        servers = [
+            await asyncio.start_server(_answer, "127.0.0.1", 0, backlog=256) for _ in range(count)
+        ]
+        print(" ".join(str(s.sockets[0].getsockname()[1]) for s in servers), flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(main())
 
 
 def manifest(ports: list[int]) -> dict[str, Any]:
@@ -115,6 +128,7 @@ def main() -> None:
         warm = sorted((_measure(checks, doc) for _ in range(WARM_RUNS)), key=lambda m: m[0])
         concurrent, slowest = warm[len(warm) // 2]
         sequential, _ = timed_run(checks, doc, concurrency=1)
+        floor = bare_client(ports)
     finally:
         child.stdin.close()  # type: ignore[union-attr]
         child.wait(timeout=10)
@@ -133,6 +147,33 @@ def main() -> None:
         f"{cold[0] / cold[1]:.2f}x; one check on an idle runner {single:.3f} s: concurrent is "
         f"{concurrent / single:.2f}x that (warm), {cold[0] / single:.2f}x (cold)"
     )
+    print(
+        f"  a bare asyncio client sending the same {CHECKS} GETs (no checks, no judging): "
+        f"{floor:.2f} s, {floor / single:.2f}x one check: what the machine and harness leave"
+    )
+
+
+def bare_client(ports: list[int]) -> float:
+    """Median seconds of the same 200 GETs from a bare asyncio client: the floor."""
+
+    async def get(port: int) -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Drill-Context: {CONTEXT}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+        return answer
+
+    async def once() -> float:
+        started = time.perf_counter()
+        answers = await asyncio.gather(*(get(ports[i % ENDPOINTS]) for i in range(CHECKS)))
+        assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
+        return time.perf_counter() - started
+
+    return sorted(asyncio.run(once()) for _ in range(WARM_RUNS))[WARM_RUNS // 2]
 
 
 def _measure(checks: list[dict[str, Any]], doc: dict[str, Any]) -> tuple[float, float]:

@@ -263,3 +263,59 @@ def test_tcp_check_observes_connect_latency(
     assert [(f["code"], f["subject"]) for f in document["findings"]] == [
         ("SANDBOX_UNREACHABLE", "down")
     ]
+
+
+def _self_signed(directory: Any) -> tuple[str, str]:
+    import subprocess
+
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return str(cert), str(key)
+
+
+def test_an_untrusted_tls_certificate_is_an_error_never_a_pass(
+    api: LoopbackHTTP, make_manifest: Callable[..., Any], tmp_path: Any
+) -> None:
+    import ssl
+
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(*_self_signed(tmp_path))
+    api.server.socket = tls.wrap_socket(api.server.socket, server_side=True)
+    manifest = make_manifest({"orders-api": http_entry(f"https://127.0.0.1:{api.port}")})
+    document = run_checks([check("tls", "/health")], manifest)
+    result = by_name(document)["tls"]
+    assert result["status"] == "error" and document["status"] == "error"
+    assert (
+        "TLS handshake failed" in result["detail"]
+        and "CERTIFICATE_VERIFY_FAILED" in result["detail"]
+    )
+    assert api.requests == []  # nothing was sent over an unverified connection
+
+
+def test_a_chunked_answer_is_read_whole(
+    http_server: Callable[..., LoopbackHTTP], make_manifest: Callable[..., Any]
+) -> None:
+    def chunked(handler: Any, _recorded: Any) -> None:
+        handler.protocol_version = "HTTP/1.1"
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        for part in (b'{"rows": ', b"[1, 2, 3", b"]}"):
+            handler.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+        handler.wfile.write(b"0\r\n\r\n")
+        handler.close_connection = True
+
+    server = http_server({"/rows": chunked})
+    manifest = make_manifest({"orders-api": http_entry(server.url)})
+    expect = {"status": 200, "json": [{"path": "$.rows[2]", "equals": 3}]}
+    document = run_checks([check("chunked", "/rows", expect=expect)], manifest)
+    assert by_name(document)["chunked"]["status"] == "passed", document

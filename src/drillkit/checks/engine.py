@@ -1,22 +1,24 @@
 """The check runner: warm-up first, then the timed checks, concurrently under a bound, each within
 its timeout, every target resolved through the routing manifest; returns ``drillkit.validation/v1``.
+
+HTTP checks run as coroutines on one event loop per phase; sql, tcp, pitr and integrity checks
+block, one worker thread each. Both report to the same watchdog, which gives up on a check past
+its budget and cancels it (a coroutine is cancelled, a blocking client has its socket shut).
 """
 
 from __future__ import annotations
 
 import _thread
+import asyncio
 import contextlib
 import dataclasses
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-
-import requests
 
 from drillkit.checks import http, integrity, pitr, sql, tcp
 from drillkit.checks.results import (
@@ -62,9 +64,10 @@ POSTGRES_CONNECTIONS_PER_SERVICE = 8
 _WATCHDOG_GRACE_SECONDS = 0.25
 
 Runner = Callable[["CheckContext"], Outcome]
+# HTTP checks run as coroutines in one event loop per phase (http.run_http_check); these others
+# block, one worker thread each.
 _RUNNERS: dict[str, Runner] = {
     "sql": sql.run_sql_check,
-    "http": http.run_http_check,
     "tcp": tcp.run_tcp_check,
     "pitr": pitr.run_pitr_check,
     "integrity": integrity.run_integrity_check,
@@ -80,7 +83,6 @@ class CheckContext:
     entry: Mapping[str, Any]
     drill_id: str
     drill_header: tuple[str, str] | None
-    http_session: requests.Session | None
     http_origins: frozenset[tuple[str, str, int]]
     budget: float = 0.0
     started: float = 0.0
@@ -152,11 +154,8 @@ def run_checks(
         raise InvalidInputError(f"the manifest is not a {MANIFEST_SCHEMA} document")
     specs = pitr.bind_params(specs, params)
     run = _Run(manifest, specs, concurrency=concurrency, deadline=deadline)
-    try:
-        warm = run.phase([s for s in specs if s.warmup], warmup=True)
-        timed = run.phase([s for s in specs if not s.warmup], warmup=False)
-    finally:
-        run.close()
+    warm = run.phase([s for s in specs if s.warmup], warmup=True)
+    timed = run.phase([s for s in specs if not s.warmup], warmup=False)
     return build_validation(results=timed, warmup=warm, findings=run.findings)
 
 
@@ -196,21 +195,10 @@ class _Run:
                 "PATCH and DELETE checks; pass the manifest built by drillkit.routing"
             )
         self.origins = http.http_origins(manifest.get("services") or {})
-        self.session = None
-        if http_specs:
-            # Pools are per host: as many connections as checks may hit one service at once
-            # (urllib3 pre-fills each pool, so sizing every pool to the whole bound costs CPU).
-            per_target = Counter(s.target for s in http_specs)
-            pool = min(concurrency, max(per_target.values()))
-            self.session = http.new_session(pool_size=pool, hosts=len(self.origins))
 
     @property
     def findings(self) -> list[Finding]:
         return [finding for _index, _seq, finding in sorted(self._found, key=lambda f: f[:2])]
-
-    def close(self) -> None:
-        if self.session is not None:
-            self.session.close()
 
     def phase(self, specs: list[CheckSpec], *, warmup: bool) -> list[CheckResult]:
         results: dict[int, CheckResult] = {}
@@ -256,7 +244,6 @@ class _Run:
             entry=entry,
             drill_id=self.drill_id,
             drill_header=self.header,
-            http_session=self.session,
             http_origins=self.origins,
         )
 
@@ -270,10 +257,14 @@ class _Run:
     def _execute(self, jobs: list[_Job], results: dict[int, CheckResult], warmup: bool) -> None:
         inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         events: queue.SimpleQueue[tuple[str, _Job, Any, float]] = queue.SimpleQueue()
-        for job in jobs:
+        http_jobs = [job for job in jobs if job.ctx.spec.kind == "http"]
+        blocking = [job for job in jobs if job.ctx.spec.kind != "http"]
+        for job in blocking:
             inbox.put(job)
-        for _ in range(min(self.concurrency, len(jobs))):
+        for _ in range(min(self.concurrency, len(blocking))):
             self._spawn(inbox, events)
+        if http_jobs:
+            _thread.start_new_thread(asyncio.run, (self._work_http(http_jobs, events),))
         open_jobs = set(jobs)
         running: dict[_Job, float] = {}  # job -> when its budget ends
         while open_jobs:
@@ -343,6 +334,36 @@ class _Run:
             finally:
                 if job.semaphore is not None:
                     job.semaphore.release()
+
+    async def _work_http(self, jobs: list[_Job], events: queue.SimpleQueue[Any]) -> None:
+        """Every HTTP check of the phase in this thread's event loop, ``concurrency`` at a time.
+        Events and the watchdog are the thread workers' own: a cancelled check's task is
+        cancelled in the loop, and its result is the watchdog's timeout."""
+        loop = asyncio.get_running_loop()
+        bound = asyncio.Semaphore(self.concurrency)
+
+        async def run(job: _Job) -> None:
+            async with bound:
+                if not job.ctx.begin(self.deadline):
+                    return
+                events.put(("start", job, None, 0.0))
+                started = time.perf_counter()
+                payload: Outcome | BaseException
+                if job.ctx.service in self.unreachable:
+                    payload = EndpointUnreachable(f"not run: {job.ctx.service} was unreachable")
+                else:
+                    task = asyncio.current_task()
+                    assert task is not None
+                    job.ctx.on_cancel(lambda: loop.call_soon_threadsafe(task.cancel))
+                    try:
+                        payload = await http.run_http_check(job.ctx)
+                    except asyncio.CancelledError:
+                        return  # the watchdog gave up on it and recorded the timeout
+                    except Exception as exc:
+                        payload = exc
+                events.put(("done", job, payload, time.perf_counter() - started))
+
+        await asyncio.gather(*(run(job) for job in jobs))
 
     def _finish(
         self,
