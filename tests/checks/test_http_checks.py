@@ -319,3 +319,75 @@ def test_a_chunked_answer_is_read_whole(
     expect = {"status": 200, "json": [{"path": "$.rows[2]", "equals": 3}]}
     document = run_checks([check("chunked", "/rows", expect=expect)], manifest)
     assert by_name(document)["chunked"]["status"] == "passed", document
+
+
+class RawHTTP:
+    """A loopback server that sends fixed bytes after reading a request head (for answers
+    http.server cannot shape: no length, interim 1xx, a lying Content-Length)."""
+
+    def __init__(self, answer: bytes) -> None:
+        import socket
+        import threading
+
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data and (more := conn.recv(4096)):
+                    data += more
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "words"),
+    [
+        (  # no Content-Length, no chunking: the body ends with the connection
+            b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"ok": true}',
+            "passed",
+            "",
+        ),
+        (  # an interim answer before the real one
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"
+            b'{"ok": true}',
+            "passed",
+            "",
+        ),
+        (  # announces more than drillkit reads
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999\r\n\r\n{}",
+            "error",
+            "answered more than",
+        ),
+        (  # promises 50 bytes, sends 2, closes
+            b"HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}",
+            "error",
+            "failed after connecting",
+        ),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", "error", "did not answer HTTP"),
+    ],
+    ids=["close-delimited", "interim-100", "too-big", "cut-short", "not-http"],
+)
+def test_answers_of_every_shape_are_read_or_refused_with_the_reason(
+    make_manifest: Callable[..., Any], answer: bytes, status: str, words: str
+) -> None:
+    server = RawHTTP(answer)
+    try:
+        manifest = make_manifest({"orders-api": http_entry(f"http://127.0.0.1:{server.port}")})
+        expect = {"status": 200, "json": [{"path": "$.ok", "equals": True}]}
+        document = run_checks([check("shape", "/x", expect=expect)], manifest)
+    finally:
+        server.close()
+    result = by_name(document)["shape"]
+    assert result["status"] == status, result
+    assert words in result["detail"]
