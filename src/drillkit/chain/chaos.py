@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from drillkit.chain.measure import Answer, phase_figures, schema_check
 from drillkit.chain.model import CONTEXT_HEADER, ChaosConfig, FaultPhase
-from drillkit.checks.http import MAX_BODY_BYTES, idempotency_key, new_session
+from drillkit.checks.http import MAX_BODY_BYTES, idempotency_key
 from drillkit.checks.spec import IDEMPOTENCY_HEADER
 from drillkit.exceptions import DrillError
 from drillkit.timeutil import isoformat, utcnow
@@ -26,6 +27,18 @@ from drillkit.timeutil import isoformat, utcnow
 CHAOS_SCHEMA = "drillkit.chaos/v1"
 Clock = Callable[[], float]
 SetFault = Callable[[FaultPhase | None], None]
+
+
+def new_session(*, pool_size: int) -> requests.Session:
+    """One pooled session for a chaos drill's requests to the chain, with no retries of its own
+    (the chain's retries are what is measured) and nothing from the environment: proxies and
+    .netrc would send drill traffic, and credentials, elsewhere."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 class _Sender:
@@ -36,7 +49,7 @@ class _Sender:
         self.context_value = context_value
         self.deadline_at = deadline_at
         self.clock = clock
-        self.session = new_session(pool_size=config.concurrency, hosts=1)
+        self.session = new_session(pool_size=config.concurrency)
         self.url = config.url + config.path
 
     def close(self) -> None:
