@@ -270,12 +270,18 @@ class _Run:
         while open_jobs:
             try:
                 kind, job, payload, elapsed = events.get(timeout=self._wait(running))
+                # "done" batches come from the HTTP event loop: (job, payload, elapsed) each.
+                done = payload if kind == "batch" else [(job, payload, elapsed)]
                 if job in open_jobs and kind == "start":
                     running[job] = job.ctx.started + job.ctx.budget
-                elif job in open_jobs and kind == "done":
-                    running.pop(job, None)
-                    open_jobs.discard(job)
-                    results[job.index] = self._finish(job.ctx.spec, payload, elapsed, warmup)
+                elif kind in ("done", "batch"):
+                    for job, payload, elapsed in done:
+                        if job in open_jobs:
+                            running.pop(job, None)
+                            open_jobs.discard(job)
+                            results[job.index] = self._finish(
+                                job.ctx.spec, payload, elapsed, warmup
+                            )
             except queue.Empty:
                 pass
             now = time.monotonic()
@@ -283,10 +289,10 @@ class _Run:
                 del running[job]
                 open_jobs.discard(job)
                 job.ctx.cancel()
-                cut = " (the run's deadline)" if job.ctx.budget < job.ctx.spec.timeout else ""
-                timed_out = CheckTimedOut(f"timed out after {seconds_text(job.ctx.budget)}{cut}")
                 elapsed = now - job.ctx.started
-                results[job.index] = self._finish(job.ctx.spec, timed_out, elapsed, warmup)
+                results[job.index] = self._finish(
+                    job.ctx.spec, _over_budget(job.ctx), elapsed, warmup
+                )
                 self._spawn(inbox, events)  # the stuck thread no longer counts
             if self.deadline is not None and now >= self.deadline:
                 for job in [j for j in open_jobs if j not in running]:
@@ -336,32 +342,36 @@ class _Run:
                     job.semaphore.release()
 
     async def _work_http(self, jobs: list[_Job], events: queue.SimpleQueue[Any]) -> None:
-        """Every HTTP check of the phase in this thread's event loop, ``concurrency`` at a time.
-        Events and the watchdog are the thread workers' own: a cancelled check's task is
-        cancelled in the loop, and its result is the watchdog's timeout."""
+        """Every HTTP check of the phase in this thread's event loop, ``concurrency`` at a time,
+        each cancelled at its budget (the watchdog's rule, kept in the loop). Results reach the
+        watchdog in batches, one per loop pass: a wake-up per check costs GIL hand-offs."""
         loop = asyncio.get_running_loop()
         bound = asyncio.Semaphore(self.concurrency)
+        finished: list[tuple[_Job, Any, float]] = []
+
+        def flush() -> None:  # one wake-up of the watchdog per loop pass, not one per check
+            events.put(("batch", None, finished[:], 0.0))
+            finished.clear()
 
         async def run(job: _Job) -> None:
             async with bound:
                 if not job.ctx.begin(self.deadline):
                     return
-                events.put(("start", job, None, 0.0))
                 started = time.perf_counter()
                 payload: Outcome | BaseException
                 if job.ctx.service in self.unreachable:
                     payload = EndpointUnreachable(f"not run: {job.ctx.service} was unreachable")
                 else:
-                    task = asyncio.current_task()
-                    assert task is not None
-                    job.ctx.on_cancel(lambda: loop.call_soon_threadsafe(task.cancel))
-                    try:
-                        payload = await http.run_http_check(job.ctx)
-                    except asyncio.CancelledError:
-                        return  # the watchdog gave up on it and recorded the timeout
+                    try:  # the watchdog's budget, kept here: the coroutine is cancelled at it
+                        async with asyncio.timeout(job.ctx.budget + _WATCHDOG_GRACE_SECONDS):
+                            payload = await http.run_http_check(job.ctx)
+                    except TimeoutError:
+                        payload = _over_budget(job.ctx)
                     except Exception as exc:
                         payload = exc
-                events.put(("done", job, payload, time.perf_counter() - started))
+                if not finished:
+                    loop.call_soon(flush)
+                finished.append((job, payload, time.perf_counter() - started))
 
         await asyncio.gather(*(run(job) for job in jobs))
 
@@ -425,6 +435,11 @@ class _Run:
             "drillkit bug or an unexpected answer from the service",
             subject=spec.name,
         )
+
+
+def _over_budget(ctx: CheckContext) -> CheckTimedOut:
+    cut = " (the run's deadline)" if ctx.budget < ctx.spec.timeout else ""
+    return CheckTimedOut(f"timed out after {seconds_text(ctx.budget)}{cut}")
 
 
 def _expectation(spec: CheckSpec) -> str:
