@@ -30,8 +30,8 @@ from drillkit.plugins.links import DrillReportLink
 from drillkit.sensors.sandbox import SandboxReadySensor
 
 from drillkit.spec import (
-    CHAIN_KIND,
     DrillSpec,
+    is_chain_spec,
     loader_name,
     loader_source,
     parse_spec,
@@ -247,7 +247,7 @@ def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> D
     restore drill, or a routing-chain drill when the spec says ``kind: routing_chain``."""
     path = spec_beside(spec_path, loader)
     data = read_spec_file(path)
-    if isinstance(data, dict) and data.get("kind") == CHAIN_KIND:
+    if is_chain_spec(data):
         from drillkit.operators.chain_factory import build_chain_dag
 
         from drillkit.chain.spec import parse_chain_spec

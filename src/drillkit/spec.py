@@ -99,6 +99,11 @@ class DrillSpec:
         return f"drill_{self.name.replace('-', '_')}"
 
 
+def is_chain_spec(data: Any) -> bool:
+    """A loaded spec document that says ``kind: routing_chain`` (drillkit.chain reads it)."""
+    return isinstance(data, Mapping) and data.get("kind") == CHAIN_KIND
+
+
 def scheduling_fields(
     top: Mapping[str, Any], fail: Callable[[str, str], SpecError]
 ) -> dict[str, Any]:
@@ -208,7 +213,7 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     from drillkit.routing.manifest import validate_services
 
     top = _mapping(data, source, "(top level)")
-    if top.get("kind") == CHAIN_KIND:
+    if is_chain_spec(top):
         raise _fail(
             source,
             "kind",

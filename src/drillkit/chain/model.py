@@ -10,9 +10,6 @@ from datetime import datetime
 from fractions import Fraction
 from typing import Any
 
-from drillkit.spec import CHAIN_KIND
-
-SPEC_KIND = CHAIN_KIND
 TIERS = ("primary", "secondary", "static-cache")
 TIER_HEADER = "x-mesh-routing-tier"
 FALLBACK_HEADER = "x-fallback-triggered"

@@ -4,7 +4,6 @@ and the field. Unknown keys are errors, as in restore-drill specs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,6 @@ from typing import Any
 from drillkit.chain.model import (
     DEFAULT_THRESHOLDS,
     METRICS,
-    SPEC_KIND,
     TIERS,
     ChainSpec,
     ChaosConfig,
@@ -25,10 +23,10 @@ from drillkit.chain.model import (
 from drillkit.chain.reader import HEADER_RE, NAME_RE, Reader
 from drillkit.chain.spec_route import parse_route
 from drillkit.exceptions import DrillError, InvalidInputError
-from drillkit.spec import SCHEDULING_KEYS, scheduling_fields
+from drillkit.spec import CHAIN_KIND, SCHEDULING_KEYS, scheduling_fields
 
 TOP_KEYS = {
-    "kind": f"{SPEC_KIND}: marks this file as a routing-chain drill",
+    "kind": f"{CHAIN_KIND}: marks this file as a routing-chain drill",
     "drill": "name ([a-z0-9-]); the DAG id is drill_<name>",
     **SCHEDULING_KEYS,
     "kubernetes_conn_id": "Airflow connection of the cluster (default kubernetes_default)",
@@ -231,10 +229,6 @@ def _escalation(r: Reader, raw: Any, route: RouteConfig) -> EscalationConfig:
     )
 
 
-def is_chain_spec(data: Any) -> bool:
-    return isinstance(data, Mapping) and data.get("kind") == SPEC_KIND
-
-
 def parse_chain_spec(data: Any, *, source: str = "<spec>") -> ChainSpec:
     """Validate a loaded YAML mapping; raise SpecError naming ``source`` and the field path.
 
@@ -247,8 +241,8 @@ def parse_chain_spec(data: Any, *, source: str = "<spec>") -> ChainSpec:
     r = Reader(source)
     top = r.mapping(data, "(top level)")
     r.unknown(top, TOP_KEYS, "")
-    if top.get("kind") != SPEC_KIND:
-        raise r.fail("kind", f"required: {SPEC_KIND} (restore drills use drillkit.spec instead)")
+    if top.get("kind") != CHAIN_KIND:
+        raise r.fail("kind", f"required: {CHAIN_KIND} (restore drills use drillkit.spec instead)")
     name = top.get("drill")
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise r.fail("drill", "required: the drill's name, [a-z0-9][a-z0-9-]* (at most 41)")
