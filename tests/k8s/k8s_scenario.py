@@ -46,6 +46,20 @@ def backup_object(name: str, *, stopped: datetime, phase: str = "completed", **s
     }
 
 
+# Drill routes for the orders API on Istio, as a spec's `routes:` holds them (copy to change them).
+ISTIO_ROUTES = {
+    "kind": "istio",
+    "namespace": "orders",
+    "timeout": "10s",
+    "retries": {"attempts": 2, "per_try_timeout": "3s"},
+    "services": {
+        "orders-api": {
+            "host": "orders-api.orders.svc.cluster.local",
+            "port": 8080,
+            "sandbox_service": "orders-api",
+        }
+    },
+}
 SOURCE_CLUSTER = {
     "apiVersion": "postgresql.cnpg.io/v1",
     "kind": "Cluster",

@@ -11,13 +11,14 @@ test states how long the "restore" took and the RTO it reports is exact.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from k8s_scenario import BACKUP_TIMES, FakeCnpgOperator
+from k8s_scenario import BACKUP_TIMES, ISTIO_ROUTES, FakeCnpgOperator
 
 from drillkit.telemetry import report_metrics
 
@@ -50,19 +51,7 @@ def _spec(conn_id: str, *tiers: str) -> dict[str, Any]:
         "kubernetes_conn_id": conn_id,
         "catalog": {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"},
         "tiers": [_tier(name) for name in tiers or ("primary",)],
-        "routes": {
-            "kind": "istio",
-            "namespace": "orders",
-            "timeout": "10s",
-            "retries": {"attempts": 2, "per_try_timeout": "3s"},
-            "services": {
-                "orders-api": {
-                    "host": "orders-api.orders.svc.cluster.local",
-                    "port": 8080,
-                    "sandbox_service": "orders-api",
-                }
-            },
-        },
+        "routes": copy.deepcopy(ISTIO_ROUTES),
         "services": {"orders-db": {"kind": "postgres", "database": "app", "user": "app"}},
         "production": {"hosts": ["*.prod.example.com"], "cidrs": ["10.20.0.0/16"]},
         "checks": [{"name": "db-port", "kind": "tcp", "target": "orders-db", "timeout": "5s"}],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from k8s_scenario import SOURCE_CLUSTER
+from k8s_scenario import ISTIO_ROUTES, SOURCE_CLUSTER
 
 from drillkit.exceptions import RoutingError
 from drillkit.k8s import objects, route_objects
@@ -85,23 +85,8 @@ def test_network_policy_denies_egress_but_dns_and_namespace():
     assert namespaces == {"airflow", "cnpg-system"}
 
 
-ROUTES = {
-    "kind": "istio",
-    "namespace": "orders",
-    "timeout": "10s",
-    "retries": {"attempts": 2, "per_try_timeout": "3s"},
-    "services": {
-        "orders-api": {
-            "host": "orders-api.orders.svc.cluster.local",
-            "port": 8080,
-            "sandbox_service": "orders-api",
-        }
-    },
-}
-
-
 def test_virtual_service_drill_rule_names_only_the_sandbox():
-    config = parse_routes(ROUTES)
+    config = parse_routes(ISTIO_ROUTES)
     service = config.services["orders-api"]
     destination = service.destination("drill-x")
     vs = route_objects.virtual_service(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
+from k8s_scenario import ISTIO_ROUTES
 
 from drillkit.exceptions import ProductionTargetRefusedError, RoutingError, TransientDrillError
 from drillkit.k8s import objects
@@ -19,19 +20,6 @@ SANDBOX = {
     "expires_at": "2026-11-21T12:00:00Z",
 }
 MANIFEST = {"context": {"value": "v1.6f1c1f9e.drill.1.2.sig"}}
-ISTIO = {
-    "kind": "istio",
-    "namespace": "orders",
-    "timeout": "10s",
-    "retries": {"attempts": 2, "per_try_timeout": "3s"},
-    "services": {
-        "orders-api": {
-            "host": "orders-api.orders.svc.cluster.local",
-            "port": 8080,
-            "sandbox_service": "orders-api",
-        }
-    },
-}
 GUARD = ProductionGuard.from_spec({"hosts": ["*.prod.example.com"]})
 VS, DR = "networking.istio.io/v1", "networking.istio.io/v1"
 VS_NAME = "drill-orders-abc123-orders-api"
@@ -44,7 +32,7 @@ def mesh(cluster):
     return cluster
 
 
-def apply(cluster, routes=ISTIO, guard=GUARD):
+def apply(cluster, routes=ISTIO_ROUTES, guard=GUARD):
     return apply_routes(
         Kube(cluster.api), routes=routes, manifest=MANIFEST, sandbox=SANDBOX, guard=guard
     )
@@ -77,7 +65,7 @@ def test_istio_routes_as_stored(mesh):
 
 def test_reapply_patches_and_removal_takes_404_as_done(mesh):
     first = apply(mesh)
-    changed = copy.deepcopy(ISTIO)
+    changed = copy.deepcopy(ISTIO_ROUTES)
     changed["timeout"] = "12s"
     second = apply(mesh, routes=changed)
     assert {a["action"] for a in second["applied"]} == {"patched"}
@@ -93,7 +81,7 @@ def test_reapply_patches_and_removal_takes_404_as_done(mesh):
 
 
 def test_bad_timeout_budget_is_refused_before_anything_is_applied(mesh):
-    bad = copy.deepcopy(ISTIO)
+    bad = copy.deepcopy(ISTIO_ROUTES)
     bad["retries"] = {"attempts": 3, "per_try_timeout": "4s"}
     with pytest.raises(RoutingError) as refused:
         apply(mesh, routes=bad)
@@ -114,7 +102,7 @@ def test_bad_timeout_budget_is_refused_before_anything_is_applied(mesh):
     ],
 )
 def test_production_destination_is_refused(mesh, service):
-    bad = copy.deepcopy(ISTIO)
+    bad = copy.deepcopy(ISTIO_ROUTES)
     bad["services"] = {"orders-api": service}
     with pytest.raises(ProductionTargetRefusedError):
         apply(mesh, routes=bad)
@@ -139,7 +127,7 @@ def test_a_host_with_its_own_virtual_service_is_refused(mesh):
     assert refused.value.code == "ROUTE_HOST_TAKEN"
     other = dict(SANDBOX, id="other-1")
     mesh.request("DELETE", mesh.path(VS, "virtualservices", "orders-api", "orders"))
-    apply_routes(Kube(mesh.api), routes=ISTIO, manifest=MANIFEST, sandbox=other, guard=GUARD)
+    apply_routes(Kube(mesh.api), routes=ISTIO_ROUTES, manifest=MANIFEST, sandbox=other, guard=GUARD)
     with pytest.raises(TransientDrillError) as busy:
         apply(mesh)
     assert busy.value.code == "ROUTE_HOST_BUSY"
