@@ -51,9 +51,13 @@ def idempotency_key(drill_id: str, check_name: str) -> str:
     return str(uuid.uuid5(_IDEMPOTENCY_NAMESPACE, f"{drill_id}/{check_name}"))
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of ``url``, the port filled in from the scheme."""
     parts = urlsplit(url)
-    default = 443 if parts.scheme == "https" else 80
+    default = _DEFAULT_PORTS.get(parts.scheme, 80)
     return parts.scheme, (parts.hostname or "").lower(), parts.port or default
 
 
@@ -142,10 +146,8 @@ async def _exchange(
     remaining = ctx.remaining()
     if remaining <= 0:
         raise CheckTimedOut(f"timed out after {seconds_text(ctx.budget)} before {method} {url}")
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    tls = _tls_context() if parts.scheme == "https" else None
-    port = parts.port or (443 if tls else 80)
+    scheme, host, port = _origin(url)
+    tls = _tls_context() if scheme == "https" else None
     try:
         async with asyncio.timeout(remaining):
             reader, writer = await asyncio.open_connection(
@@ -161,7 +163,7 @@ async def _exchange(
         raise EndpointUnreachable(f"cannot connect to {url}: {exc}") from exc
     try:
         async with asyncio.timeout(max(ctx.remaining(), 0)):
-            writer.write(_request(method, parts, port, headers, body))
+            writer.write(_request(method, url, headers, body))
             await writer.drain()
             answer = await _read_head(reader, url)
             content = b"" if method == "HEAD" else await _read_body(ctx, reader, answer, url)
@@ -176,13 +178,12 @@ async def _exchange(
     return answer, content
 
 
-def _request(method: str, parts: Any, port: int, headers: dict[str, str], body: Any) -> bytes:
-    default_port = 443 if parts.scheme == "https" else 80
-    host = parts.hostname if port == default_port else f"{parts.hostname}:{port}"
-    if ":" in (parts.hostname or "") and port == default_port:
-        host = f"[{parts.hostname}]"
-    elif ":" in (parts.hostname or ""):
-        host = f"[{parts.hostname}]:{port}"
+def _request(method: str, url: str, headers: dict[str, str], body: Any) -> bytes:
+    scheme, name, port = _origin(url)
+    host = f"[{name}]" if ":" in name else name  # an IPv6 address keeps its brackets
+    if port != _DEFAULT_PORTS.get(scheme):
+        host = f"{host}:{port}"
+    parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     lines = {"Host": host, "User-Agent": USER_AGENT, **headers, "Connection": "close"}
     payload = b""
