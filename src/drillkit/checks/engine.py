@@ -256,7 +256,9 @@ class _Run:
 
     def _execute(self, jobs: list[_Job], results: dict[int, CheckResult], warmup: bool) -> None:
         inbox: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        events: queue.SimpleQueue[tuple[str, _Job, Any, float]] = queue.SimpleQueue()
+        # ("start", job) when a blocking check starts; ("done", [(job, payload, elapsed), ...])
+        # when checks finish: one at a time from a thread, in batches from the event loop.
+        events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         http_jobs = [job for job in jobs if job.ctx.spec.kind == "http"]
         blocking = [job for job in jobs if job.ctx.spec.kind != "http"]
         for job in blocking:
@@ -269,19 +271,14 @@ class _Run:
         running: dict[_Job, float] = {}  # job -> when its budget ends
         while open_jobs:
             try:
-                kind, job, payload, elapsed = events.get(timeout=self._wait(running))
-                # "done" batches come from the HTTP event loop: (job, payload, elapsed) each.
-                done = payload if kind == "batch" else [(job, payload, elapsed)]
-                if job in open_jobs and kind == "start":
-                    running[job] = job.ctx.started + job.ctx.budget
-                elif kind in ("done", "batch"):
-                    for job, payload, elapsed in done:
-                        if job in open_jobs:
-                            running.pop(job, None)
-                            open_jobs.discard(job)
-                            results[job.index] = self._finish(
-                                job.ctx.spec, payload, elapsed, warmup
-                            )
+                kind, what = events.get(timeout=self._wait(running))
+                if kind == "start" and what in open_jobs:
+                    running[what] = what.ctx.started + what.ctx.budget
+                for job, payload, elapsed in what if kind == "done" else ():
+                    if job in open_jobs:
+                        running.pop(job, None)
+                        open_jobs.discard(job)
+                        results[job.index] = self._finish(job.ctx.spec, payload, elapsed, warmup)
             except queue.Empty:
                 pass
             now = time.monotonic()
@@ -326,7 +323,7 @@ class _Run:
             try:
                 if not job.ctx.begin(self.deadline):
                     continue
-                events.put(("start", job, None, 0.0))
+                events.put(("start", job))
                 started = time.perf_counter()
                 payload: Outcome | BaseException
                 if job.ctx.service in self.unreachable:  # never hammer a service known to be down
@@ -336,7 +333,7 @@ class _Run:
                         payload = _RUNNERS[job.ctx.spec.kind](job.ctx)
                     except Exception as exc:
                         payload = exc
-                events.put(("done", job, payload, time.perf_counter() - started))
+                events.put(("done", [(job, payload, time.perf_counter() - started)]))
             finally:
                 if job.semaphore is not None:
                     job.semaphore.release()
@@ -350,7 +347,7 @@ class _Run:
         finished: list[tuple[_Job, Any, float]] = []
 
         def flush() -> None:  # one wake-up of the watchdog per loop pass, not one per check
-            events.put(("batch", None, finished[:], 0.0))
+            events.put(("done", finished[:]))
             finished.clear()
 
         async def run(job: _Job) -> None:
