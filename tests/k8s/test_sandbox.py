@@ -12,7 +12,7 @@ from drillkit.exceptions import SandboxError
 from drillkit.k8s import objects
 from drillkit.k8s.client import Kube
 from drillkit.k8s.kinds import CONFIG_MAP
-from drillkit.k8s.sandbox import cluster_ready, endpoints, teardown
+from drillkit.k8s.sandbox import cluster_readiness, endpoints, teardown
 
 
 def test_provision_stores_namespace_policy_credentials_and_recovery_cluster(production):
@@ -81,14 +81,15 @@ def test_failed_provision_deletes_the_namespace(production):
 def test_readiness_follows_the_cluster_status_and_endpoints_come_from_services(production):
     record = provision_sandbox(production)
     kube = Kube(production.api)
-    ready, why = cluster_ready(kube, record)
-    assert not ready and "no status yet" in why
+    first = cluster_readiness(kube, record)
+    assert not first["ready"] and "no status yet" in first["detail"]
     with FakeCnpgOperator(production, port=6543, delay=0):
         for _ in range(50):
-            if cluster_ready(kube, record)[0]:
+            if cluster_readiness(kube, record)["ready"]:
                 break
             time.sleep(0.1)
-    assert cluster_ready(kube, record) == (
+    ready = cluster_readiness(kube, record)
+    assert (ready["ready"], ready["detail"]) == (
         True,
         "Cluster sandbox: Cluster in healthy state, 1/1 instances ready",
     )

@@ -303,12 +303,6 @@ def _check_ready(
     return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready", cluster
 
 
-def cluster_ready(kube: Kube, record: Mapping[str, Any]) -> tuple[bool, str]:
-    """``(ready, why)`` from the Cluster's status: healthy, all instances ready, -rw Service up."""
-    ready, why, _cluster = _check_ready(kube, record)
-    return ready, why
-
-
 def _timestamp(value: Any) -> datetime | None:
     try:
         return parse_iso(value) if isinstance(value, str) else None

@@ -62,12 +62,6 @@ def sandbox_readiness(record: Mapping[str, Any]) -> dict[str, Any]:
     return {**result, "ready": True, "detail": "all endpoints ready"}
 
 
-def sandbox_ready(record: Mapping[str, Any]) -> tuple[bool, str]:
-    """``(ready, why)`` of ``sandbox_readiness``."""
-    readiness = sandbox_readiness(record)
-    return readiness["ready"], readiness["detail"]
-
-
 def with_readiness(
     record: Mapping[str, Any] | None, readiness: Mapping[str, Any] | None
 ) -> dict[str, Any] | None:
