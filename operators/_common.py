@@ -35,7 +35,7 @@ def run_core(
     down a late sandbox) runs first, so nothing is left behind by a task that failed.
     """
     ti = context["ti"]
-    limit = getattr(context.get("task") or getattr(ti, "task", None), "execution_timeout", None)
+    limit: timedelta | None = context["task"].execution_timeout
     started = time.monotonic()
     try:
         result = func()
@@ -47,7 +47,7 @@ def run_core(
     except AirflowTaskTimeout as exc:
         _timed_out(ti, timeout_code, f"{ti.task_id} ran past its execution timeout", exc)
     took = time.monotonic() - started
-    if isinstance(limit, timedelta) and took > limit.total_seconds():
+    if limit is not None and took > limit.total_seconds():
         if undo is not None:
             undo(result)
         _timed_out(
