@@ -68,8 +68,8 @@ class Tier:
 
 
 @dataclass(frozen=True)
-class DrillSpec:
-    """A validated drill. ``raw`` keeps the YAML mapping for reports."""
+class ScheduledSpec:
+    """What every spec kind holds to become its DAG: its name, file and :data:`SCHEDULING_KEYS`."""
 
     name: str
     source: str
@@ -79,6 +79,16 @@ class DrillSpec:
     catchup: bool
     paused: bool
     tags: tuple[str, ...]
+
+    @property
+    def dag_id(self) -> str:
+        return f"drill_{self.name.replace('-', '_')}"
+
+
+@dataclass(frozen=True)
+class DrillSpec(ScheduledSpec):
+    """A validated restore drill."""
+
     catalog: dict[str, Any]
     target: str  # logical_date | latest | ISO timestamp
     rpo: timedelta
@@ -93,10 +103,6 @@ class DrillSpec:
     report: dict[str, Any] = field(default_factory=dict)
     routes: dict[str, Any] = field(default_factory=dict)
     kubernetes_conn_id: str = "kubernetes_default"
-
-    @property
-    def dag_id(self) -> str:
-        return f"drill_{self.name.replace('-', '_')}"
 
 
 def is_chain_spec(data: Any) -> bool:

@@ -6,9 +6,10 @@ Rates and thresholds are exact fractions, so "above 12%" is decided without floa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from fractions import Fraction
 from typing import Any
+
+from drillkit.spec import ScheduledSpec
 
 TIERS = ("primary", "secondary", "static-cache")
 TIER_HEADER = "x-mesh-routing-tier"
@@ -169,15 +170,9 @@ class EscalationConfig:
 
 
 @dataclass(frozen=True)
-class ChainSpec:
-    name: str
-    source: str
-    description: str
-    schedule: str | None
-    start_date: datetime
-    catchup: bool
-    paused: bool
-    tags: tuple[str, ...]
+class ChainSpec(ScheduledSpec):
+    """A validated routing-chain drill. ``raw`` keeps the YAML mapping for reports."""
+
     kubernetes_conn_id: str
     environment: str
     context_ttl: int
@@ -186,7 +181,3 @@ class ChainSpec:
     chaos: ChaosConfig
     escalation: EscalationConfig
     raw: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def dag_id(self) -> str:
-        return f"drill_{self.name.replace('-', '_')}"
