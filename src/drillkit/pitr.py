@@ -16,12 +16,10 @@ from drillkit.catalog.model import VERIFIED, BackupInfo, CatalogSnapshot
 from drillkit.catalog.wal import expected_tli, format_lsn, segment_name, segno_of
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.findings import Finding
-from drillkit.policies import POLICIES
+from drillkit.policies import check_selection
 from drillkit.timeutil import format_pg_timestamp, human_span, isoformat, utcnow
 
 SCHEMA = "drillkit.restore_coordinate/v1"
-
-_FUTURE_LEEWAY = timedelta(seconds=5)
 
 
 def _us(moment: datetime) -> int:
@@ -270,18 +268,9 @@ def select_coordinate(
 ) -> dict[str, Any]:
     """Choose the backup and recovery target; raise NoRestorableBackupError with every reason."""
     now = now or utcnow()
-    if policy not in POLICIES:
-        raise InvalidInputError(
-            f"selection policy {policy!r} is unknown; use one of {', '.join(POLICIES)}"
-        )
+    check_selection(policy, target, now)
     if policy == "pinned" and not pinned:
         raise InvalidInputError("policy 'pinned' needs a backup id: set pinned_backup")
-    if target is not None and target > now + _FUTURE_LEEWAY:
-        raise InvalidInputError(
-            f"target time {isoformat(target)} is in the future (now {isoformat(now)}); a drill "
-            "restores to a moment that has passed",
-            code="TARGET_INVALID",
-        )
     excluded = set(exclude)
     backups = _ordered(snapshot.backups)
     if pinned is not None and policy in ("pinned", "latest"):

@@ -17,13 +17,13 @@ from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.findings import Finding
 from drillkit.k8s.client import Kube
 from drillkit.k8s.kinds import CNPG_BACKUP, CNPG_CLUSTER
-from drillkit.pitr import POLICIES, SCHEMA
+from drillkit.pitr import SCHEMA
+from drillkit.policies import check_selection
 from drillkit.timeutil import isoformat, parse_iso, utcnow
 
 WAL_CONTINUITY_UNVERIFIED = "WAL_CONTINUITY_UNVERIFIED"
 BACKUP_NOT_CHECKSUM_VERIFIED = "BACKUP_NOT_CHECKSUM_VERIFIED"
 BACKUP_METHOD_UNSUPPORTED = "BACKUP_METHOD_UNSUPPORTED"
-_FUTURE_LEEWAY = timedelta(seconds=5)
 _RESTORABLE_METHODS = ("barmanObjectStore", "plugin")
 
 
@@ -150,16 +150,7 @@ def select_from_backups(
 ) -> dict[str, Any]:
     """Choose a Backup and recovery target; raise NoRestorableBackupError with every reason."""
     now = now or utcnow()
-    if policy not in POLICIES:
-        raise InvalidInputError(
-            f"selection policy {policy!r} is unknown; use one of {', '.join(POLICIES)}"
-        )
-    if target is not None and target > now + _FUTURE_LEEWAY:
-        raise InvalidInputError(
-            f"target time {isoformat(target)} is in the future (now {isoformat(now)}); a drill "
-            "restores to a moment that has passed",
-            code="TARGET_INVALID",
-        )
+    check_selection(policy, target, now)
     backups = sorted(
         (CnpgBackup.from_object(o) for o in objects),
         key=lambda b: (b.stopped_at or datetime.min.replace(tzinfo=now.tzinfo), b.name),
