@@ -5,9 +5,6 @@ API emulator's stored objects over raw HTTP (no drillkit code on the reading sid
 from __future__ import annotations
 
 import copy
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -85,21 +82,7 @@ class Cluster:
         return Kube(api_from_kubeconfig(str(self.kubeconfig)))
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.emulator.url + path,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.emulator.token}",
-                "Content-Type": "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return self.emulator.request(method, path, body)
 
     def stored(self, plural: str, name: str, namespace: str = NAMESPACE, group: str = "") -> Any:
         group = group or "networking.istio.io/v1"

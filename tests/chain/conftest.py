@@ -6,8 +6,6 @@ Nothing here sends traffic anywhere but 127.0.0.1.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,10 +22,7 @@ from emulator import Emulator
 @pytest.fixture(scope="session")
 def chain_emulator(work_root: Path):
     server = Emulator(crd_dir=CRD_DIR if CRD_DIR.is_dir() else None).start()
-    kubeconfig = server.write_kubeconfig(work_root / "chain-emulator-kubeconfig.json")
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
-    )
+    kubeconfig = server.connect_airflow(work_root / "chain-emulator-kubeconfig.json", CONN_ID)
     yield server, kubeconfig
     server.stop()
 

@@ -5,8 +5,6 @@ Tests assert objects as the server stores them (``cluster.stored(...)`` GETs the
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import sys
 import threading
@@ -38,10 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def emulator(work_root: Path):
     server = Emulator(crd_dir=CRD_DIR if CRD_DIR.is_dir() else None).start()
-    kubeconfig = server.write_kubeconfig(work_root / "emulator-kubeconfig.json")
-    os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = json.dumps(
-        {"conn_type": "kubernetes", "extra": {"kube_config_path": str(kubeconfig)}}
-    )
+    server.connect_airflow(work_root / "emulator-kubeconfig.json", CONN_ID)
     yield server
     server.stop()
 
@@ -67,21 +62,7 @@ class ClusterView:
         return KubernetesHook(conn_id=CONN_ID).api_client
 
     def request(self, method: str, path: str, body: Any = None, *, content_type: str = "") -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.emulator.url + path,
-            data=data,
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.emulator.token}",
-                "Content-Type": content_type or "application/json",
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return self.emulator.request(method, path, body, content_type=content_type)
 
     @staticmethod
     def path(api_version: str, plural: str, name: str | None, namespace: str | None) -> str:

@@ -16,8 +16,11 @@ RBAC or garbage collection by ownerReferences.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -137,6 +140,35 @@ class Emulator:
     def write_kubeconfig(self, path: Path) -> Path:
         path.write_text(json.dumps(self.kubeconfig()))
         return path
+
+    def connect_airflow(self, path: Path, conn_id: str) -> Path:
+        """Write the kubeconfig to ``path`` and make it Airflow connection ``conn_id`` (the
+        environment way), as KubernetesHook reads it."""
+        self.write_kubeconfig(path)
+        os.environ[f"AIRFLOW_CONN_{conn_id.upper()}"] = json.dumps(
+            {"conn_type": "kubernetes", "extra": {"kube_config_path": str(path)}}
+        )
+        return path
+
+    def request(
+        self, method: str, path: str, body: Any = None, *, content_type: str = ""
+    ) -> tuple[int, Any]:
+        """Raw HTTP to this server, as a test's view of the cluster: ``(status, JSON body)``."""
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method=method,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": content_type or "application/json",
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
 
     def reset(self) -> None:
         with self.store.lock:
