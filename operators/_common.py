@@ -11,10 +11,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
+from airflow.sdk import DAG
 from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
 
 from drillkit.drill import drill_id_for
 from drillkit.exceptions import DrillError
+from drillkit.spec import ScheduledSpec
 
 T = TypeVar("T")
 SIGNING_CONN_ID = "drillkit_signing"
@@ -63,6 +65,28 @@ def run_core(
 def _timed_out(ti: Any, code: str, message: str, cause: BaseException | None = None) -> NoReturn:
     ti.xcom_push(key="error", value={"code": code, "message": message})
     raise AirflowFailException(f"{code}: {message}") from cause
+
+
+def scheduled_dag(
+    spec: ScheduledSpec, *, what: str, tag: str, doc_md: str, fileloc: str | None, **extra: Any
+) -> DAG:
+    """The DAG of a drill spec of either kind: its id, schedule, start, catchup, pause state and
+    tags from the spec; ``what`` names the kind in the default description."""
+    dag = DAG(
+        dag_id=spec.dag_id,
+        description=spec.description or f"{what} {spec.name}",
+        schedule=spec.schedule,
+        start_date=spec.start_date,
+        catchup=spec.catchup,
+        is_paused_upon_creation=spec.paused,
+        tags=["drillkit", tag, *spec.tags],
+        default_args={"retries": 0},
+        doc_md=doc_md,
+        **extra,
+    )
+    if fileloc:
+        dag.fileloc = fileloc
+    return dag
 
 
 def _json_safe(value: Any) -> Any:

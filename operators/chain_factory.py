@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, TriggerRule
+from drillkit.operators._common import scheduled_dag
 from drillkit.operators.chain import (
     APPLY,
     CHAOS,
@@ -39,24 +40,18 @@ def chaos_timeout(spec: ChainSpec) -> timedelta:
 
 def build_chain_dag(spec: ChainSpec, *, fileloc: str | None = None) -> DAG:
     remediation = spec.escalation.remediation
-    dag = DAG(
-        dag_id=spec.dag_id,
-        description=spec.description or f"Routing-chain drill {spec.name}",
-        schedule=spec.schedule,
-        start_date=spec.start_date,
-        catchup=spec.catchup,
-        is_paused_upon_creation=spec.paused,
-        # One drill rule per chain at a time: two runs would overwrite each other's faults.
-        max_active_runs=1,
-        tags=["drillkit", "routing-chain-drill", *spec.tags],
-        default_args={"retries": 0},
+    dag = scheduled_dag(
+        spec,
+        what="Routing-chain drill",
+        tag="routing-chain-drill",
         doc_md=f"Routing-chain drill **{spec.name}** from `{spec.source}`: faults on drill "
         f"traffic to `{spec.route.host}` only, phases "
         + ", ".join(p.name for p in spec.chaos.phases)
         + (", remediation: shift to static cache" if remediation.shift_to_static_cache else ""),
+        fileloc=fileloc,
+        # One drill rule per chain at a time: two runs would overwrite each other's faults.
+        max_active_runs=1,
     )
-    if fileloc:
-        dag.fileloc = fileloc
     common = {
         "chain": spec.raw,
         "source": spec.source,

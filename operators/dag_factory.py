@@ -12,6 +12,7 @@ from typing import Any
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule, chain
 from airflow.sdk.definitions.param import ParamsDict
+from drillkit.operators._common import scheduled_dag
 from drillkit.operators.checks import SmokeTestOperator
 from drillkit.operators.conf import ValidateDrillConfOperator
 from drillkit.operators.gate import (
@@ -112,22 +113,16 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
         k8s_args = {"kubernetes_conn_id": spec.kubernetes_conn_id}
         # A CloudNativePG restore takes minutes: wait in the triggerer, not on a worker slot.
         sensor_args = {**k8s_args, "deferrable": True}
-    dag = DAG(
-        dag_id=spec.dag_id,
-        description=spec.description or f"Restore drill {spec.name}",
-        schedule=spec.schedule,
-        start_date=spec.start_date,
-        catchup=spec.catchup,
-        is_paused_upon_creation=spec.paused,
-        tags=["drillkit", "restore-drill", *spec.tags],
-        render_template_as_native_obj=True,
-        default_args={"retries": 0},
+    dag = scheduled_dag(
+        spec,
+        what="Restore drill",
+        tag="restore-drill",
         doc_md=f"Restore drill **{spec.name}** from `{spec.source}`: tiers "
         + " -> ".join(tier_names)
         + " -> escalate.",
+        fileloc=fileloc,
+        render_template_as_native_obj=True,
     )
-    if fileloc:
-        dag.fileloc = fileloc
     with dag:
         check_conf = ValidateDrillConfOperator(task_id="check_conf", allowed=list(PARAM_NAMES))
         exhausted = EmptyOperator(task_id="exhausted")
