@@ -182,6 +182,19 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this worker can drill; exit 0 when at least one PostgreSQL major is usable."""
+    from drillkit.doctor import diagnose, render
+    from drillkit.pgbin import PgSettings
+
+    settings = PgSettings.from_mapping(args.pg_bin_dirs, where="--pg-bin-dirs")
+    result = diagnose(settings)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    if result["usable_majors"] and result["os_user"]["reaches_sandbox_root"]:
+        return EXIT_PASS
+    return EXIT_UNVERIFIED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drillkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -259,6 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     gc.set_defaults(func=cmd_gc)
+
+    doctor = sub.add_parser(
+        "doctor", help="which PostgreSQL majors this worker can drill (exit 0: at least one)"
+    )
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument(
+        "--pg-bin-dirs", default=None, help='JSON {"15": "/usr/lib/postgresql/15/bin"} to check'
+    )
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
