@@ -145,9 +145,7 @@ def test_hidden_pg15_binaries_are_could_not_verify_not_fail(pg15_scenario, workd
     assert judgement.status == ERROR
     assert overall_verdict([judgement]) == "COULD NOT VERIFY"
     for command in (["restore", str(repo)], ["catalog", str(repo)]):
-        result = subprocess.run(
-            [DRILLKIT, *command], capture_output=True, text=True, timeout=300
-        )
+        result = subprocess.run([DRILLKIT, *command], capture_output=True, text=True, timeout=300)
         assert result.returncode == 2, (command, result.stdout, result.stderr)
         assert "PG_BINARIES_MISSING" in result.stdout + result.stderr
         assert "WAL_SEGMENT_DAMAGED" not in result.stdout + result.stderr
@@ -175,8 +173,8 @@ def _upgrade_into(repo: Path, directory: Path) -> str:
     """What an in-place upgrade leaves in the archive: a PostgreSQL 18 cluster whose WAL
     continues the old one's segment numbers (pg_upgrade runs pg_resetwal -l the same way),
     archiving into the same wal/. Returns the time of its commit."""
-    from drillkit.scenario import _sql, _switch
     from drillkit.sandbox.local import stop_server
+    from drillkit.scenario import _sql, _switch
 
     wal = repo / "wal"
     last = max(p.name for p in wal.iterdir() if len(p.name) == 24)
