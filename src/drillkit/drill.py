@@ -173,6 +173,14 @@ def provision(
 
     backup = coordinate.get("backup") or {}
     status = backup.get("verification")
+    if status == "unverifiable":
+        # Not a finding against the backup (a tool could not judge it): COULD NOT VERIFY.
+        raise BackupError(
+            f"backup {coordinate.get('backup_id')} could not be verified (pg_verifybackup could "
+            "not judge it; the catalog says why): it is not restored unverified; the next tier "
+            "tries another backup",
+            code="BACKUP_UNVERIFIABLE",
+        )
     if status != VERIFIED:
         code = VERIFICATION_CODES.get(str(status), "BACKUP_UNVERIFIABLE")
         raise BackupError(
