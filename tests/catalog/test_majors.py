@@ -233,3 +233,25 @@ def test_doctor_names_what_is_usable_and_what_is_missing(monkeypatch: pytest.Mon
     none = diagnose(PgSettings(discover=False), majors=(15,))
     assert none["usable_majors"] == []
     assert "can drill no PostgreSQL major" in render(none)
+
+
+def test_a_postgresql_12_backup_is_could_not_verify_with_the_reason(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from drillkit.catalog import LocalCatalog
+
+    backup_dir = tmp_path / "base" / "b12"
+    backup_dir.mkdir(parents=True)
+    (tmp_path / "wal").mkdir()
+    (backup_dir / "PG_VERSION").write_text("12\n")
+    (backup_dir / "backup_label").write_text(  # PostgreSQL 12 wrote no backup_manifest
+        "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n"
+    )
+    (info,) = LocalCatalog(tmp_path).snapshot().backups
+    assert info.pg_major == 12
+    code, sentence = info.problems[0]
+    assert code == "PG_MAJOR_UNSUPPORTED" and "PostgreSQL 12" in sentence
+    drillkit = str(Path(sys.executable).parent / "drillkit")
+    result = subprocess.run([drillkit, "catalog", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "PG_MAJOR_UNSUPPORTED" in result.stdout

@@ -96,7 +96,8 @@ class LocalCatalog:
                     f"the archive to {sysid}: keep one cluster per repository",
                 )
             if info.pg_major in missing:
-                info = _with_problem(info, *missing[info.pg_major])
+                # First: a PostgreSQL 12 backup lacks a manifest too, but that is why.
+                info = _with_problem(info, *missing[info.pg_major], first=True)
             elif info.pg_major is None and not info.problems:
                 info = _with_problem(
                     info,
@@ -144,10 +145,11 @@ class LocalCatalog:
         return tools, missing
 
 
-def _with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:
+def _with_problem(info: BackupInfo, code: str, sentence: str, *, first: bool = False) -> BackupInfo:
     from dataclasses import replace
 
-    return replace(info, problems=(*info.problems, (code, sentence)))
+    problems = ((code, sentence), *info.problems) if first else (*info.problems, (code, sentence))
+    return replace(info, problems=problems)
 
 
 def _with_major(info: BackupInfo, archive: ArchiveListing) -> BackupInfo:
