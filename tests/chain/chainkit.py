@@ -5,6 +5,7 @@ API emulator's stored objects over raw HTTP (no drillkit code on the reading sid
 from __future__ import annotations
 
 import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ HOSTS = {
     "secondary": "checkout-api.checkout-dr.svc.cluster.local",
     "static-cache": "checkout-static.edge-cache.svc.cluster.local",
 }
+LABELS = {"primary": {"app": "checkout-api"}, "drill_client": {"app": "drill-runner"}}
+VERSIONS = {"virtualservices": "v1", "destinationrules": "v1", "envoyfilters": "v1alpha3"}
 SCHEMA = {
     "type": "object",
     "required": ["sku", "price", "currency"],
@@ -42,12 +45,18 @@ def chain_spec(**changes: Any) -> dict[str, Any]:
             "host": "checkout-router.checkout.svc.cluster.local",
             "port": 8080,
             "tiers": {
-                "primary": {"host": HOSTS["primary"], "port": 8080, "weight": 100},
+                "primary": {
+                    "host": HOSTS["primary"],
+                    "port": 8080,
+                    "weight": 100,
+                    "labels": LABELS["primary"],
+                },
                 "secondary": {"host": HOSTS["secondary"], "port": 8080, "weight": 0},
                 "static-cache": {"host": HOSTS["static-cache"], "port": 80, "weight": 0},
             },
             "timeout": "1s",
             "retries": {"attempts": 2, "per_try_timeout": "300ms"},
+            "drill_client": LABELS["drill_client"],
         },
         "chaos": {
             "url": "http://127.0.0.1:9",
@@ -75,6 +84,8 @@ class Cluster:
     def __init__(self, emulator: Any, kubeconfig: Path) -> None:
         self.emulator = emulator
         self.kubeconfig = kubeconfig
+        self._cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
 
     def kube(self):
         from drillkit.k8s.client import Kube, api_from_kubeconfig
@@ -91,6 +102,22 @@ class Cluster:
             return None
         assert code == 200, body
         return body
+
+    def objects(self, plural: str) -> list[dict[str, Any]]:
+        """Every stored Istio object of ``plural``, all namespaces (what istiod would push),
+        read over HTTP again only when the store has changed since the last read."""
+        # One reader at a time: a burst of concurrent reads would overflow the emulator's listen
+        # backlog and stall on a SYN retry.
+        with self._lock:
+            version = self.emulator.store.version
+            cached = self._cache.get(plural)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            path = f"/apis/networking.istio.io/{VERSIONS[plural]}/{plural}"
+            code, body = self.request("GET", path)
+            assert code == 200, body
+            self._cache[plural] = (version, body["items"])
+            return body["items"]
 
     def vs_spec(self) -> dict[str, Any] | None:
         """What the mesh front routes by: the chain's VirtualService as stored (by its label)."""
