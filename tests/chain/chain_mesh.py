@@ -187,14 +187,13 @@ class TierServer(_Server):
         for version, fault in self._faults():
             if not _header_matches(fault.get("headers") or [], headers):
                 continue
-            if "delay" in fault:
-                if hit(self._next(f"{version}/delay"), fraction(fault["delay"]["percentage"])):
-                    time.sleep(seconds(fault["delay"]["fixed_delay"]))
-            if "abort" in fault:
-                if hit(self._next(f"{version}/abort"), fraction(fault["abort"]["percentage"])):
-                    with self.lock:
-                        self.faulted += 1
-                    return fault["abort"]["http_status"], {}, b"fault filter abort"
+            delay, abort = fault.get("delay"), fault.get("abort")
+            if delay and hit(self._next(f"{version}/delay"), fraction(delay["percentage"])):
+                time.sleep(seconds(delay["fixed_delay"]))
+            if abort and hit(self._next(f"{version}/abort"), fraction(abort["percentage"])):
+                with self.lock:
+                    self.faulted += 1
+                return abort["http_status"], {}, b"fault filter abort"
         return None
 
     def handle(self, method, path, headers, body):
@@ -439,7 +438,7 @@ class MeshFront(_Server):
         excluded: set[int] = set()
         outgoing = {k: v for k, v in headers.items() if k not in ("host", "content-length")}
         result = (503, {}, b"no healthy upstream")
-        for attempt in range(tries):
+        for _ in range(tries):
             budget = [
                 t
                 for t in (per_try, None if deadline is None else deadline - time.monotonic())

@@ -92,8 +92,10 @@ class Cluster:
 
         return Kube(api_from_kubeconfig(str(self.kubeconfig)))
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return self.emulator.request(method, path, body)
+    def request(
+        self, method: str, path: str, body: Any = None, *, content_type: str = ""
+    ) -> tuple[int, Any]:
+        return self.emulator.request(method, path, body, content_type=content_type)
 
     def stored(self, plural: str, name: str, namespace: str = NAMESPACE, group: str = "") -> Any:
         group = group or "networking.istio.io/v1"

@@ -15,7 +15,7 @@ import uuid
 from fractions import Fraction
 
 import pytest
-from chainkit import HOSTS, SCHEMA, chain_spec
+from chainkit import SCHEMA, chain_spec
 
 from drillkit.chain import apply, routes
 from drillkit.chain.chaos import run_chaos
@@ -171,7 +171,7 @@ def test_production_split_unchanged_by_the_drill(cluster, front, production_fron
         spec["route"]["tiers"][tier]["weight"] = weight
     config = parse_chain_spec(spec).route
     # Production exists before any drill: the chain's route, no drill rule.
-    [_, (kind, vs)] = [(k, o) for k, o in routes.chain_objects(config, context_value=None)]
+    [_, (_, vs)] = routes.chain_objects(config, context_value=None)
     code, body = cluster.request(
         "POST", "/apis/networking.istio.io/v1/namespaces/checkout/virtualservices", vs
     )
