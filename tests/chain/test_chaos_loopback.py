@@ -468,3 +468,31 @@ def test_prometheus_outage_is_p3_and_the_answers_still_count(cluster, front, tie
         "CHAIN_FALLBACK_RATE_P1",
         "PROMETHEUS_NO_DATA",
     ]
+
+
+def test_a_concurrent_edit_during_a_drill_survives(cluster, front, production_front):
+    """A person re-weights production while the drill runs; the drill's teardown keeps it."""
+    d = drill(
+        cluster,
+        front,
+        requests=10,
+        replays=0,
+        phases=[{"name": "abort-20", "abort": {"percent": 20}}, {"name": "baseline"}],
+    )
+    path = "/apis/networking.istio.io/v1/namespaces/checkout/virtualservices/checkout-routing-chain"
+
+    def fault_and_edit(phase) -> None:
+        d.set_fault(phase)
+        if phase is not None and phase.name == "baseline":
+            stored = cluster.stored("virtualservices", "checkout-routing-chain")
+            for entry, weight in zip(stored["spec"]["http"][-1]["route"], (90, 10, 0), strict=True):
+                entry["weight"] = weight
+            code, body = cluster.request("PUT", path, stored)
+            assert code == 200, body
+
+    result, _ = d.run(set_fault=fault_and_edit)
+    assert [p["fallback_rate"]["count"] for p in result["phases"]] == [2, 0]
+    apply.remove_drill_rule(d.kube, d.route)
+    [rule] = cluster.stored("virtualservices", "checkout-routing-chain")["spec"]["http"]
+    assert [r["weight"] for r in rule["route"]] == [90, 10, 0]
+    assert split(production_front) == {"primary": 90, "secondary": 10}
