@@ -8,97 +8,14 @@ cluster) are what moves a request to the next tier. Rates are exact.
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.request
-import uuid
 from fractions import Fraction
 
 import pytest
-from chainkit import SCHEMA, chain_spec
+from chainkit import SCHEMA, Drill, chain_spec, drill
 
-from drillkit.chain import apply, routes
-from drillkit.chain.chaos import run_chaos
-from drillkit.chain.escalation import evaluate
 from drillkit.chain.prometheus import query_fallback_rate
-from drillkit.chain.spec import parse_chain_spec
-from drillkit.routing.context import sign_context
-from drillkit.routing.guard import ProductionGuard
 
 pytestmark = pytest.mark.k8s
-KEY = os.urandom(32)
-SPLIT = {"primary": 95, "secondary": 4, "static-cache": 1}
-
-
-class Drill:
-    def __init__(self, cluster, front, spec: dict) -> None:
-        self.spec = parse_chain_spec(spec)
-        self.route = self.spec.route
-        self.guard = ProductionGuard.from_spec(self.spec.production)
-        self.kube = cluster.kube()
-        self.cluster = cluster
-        self.front = front
-        self.drill_id = str(uuid.uuid4())
-        self.context = sign_context(
-            drill_id=self.drill_id, environment="drill", key=KEY, ttl_seconds=3600
-        )
-        self.applied = apply.apply_chain(
-            self.kube,
-            self.route,
-            guard=self.guard,
-            context_value=self.context,
-            drill_id=self.drill_id,
-            expires_at="2026-11-21T12:00:00Z",
-        )
-
-    def set_fault(self, phase) -> None:
-        apply.set_fault(
-            self.kube, self.route, guard=self.guard, context_value=self.context, phase=phase
-        )
-
-    def run(self, prometheus=None, set_fault=None) -> tuple[dict, dict]:
-        result = run_chaos(
-            self.spec.chaos,
-            budget=self.route.timeout,
-            context_value=self.context,
-            drill_id=self.drill_id,
-            set_fault=set_fault or self.set_fault,
-            prometheus=prometheus,
-        )
-        return result, evaluate(result, self.spec.escalation, self.route)
-
-
-def drill(cluster, front, *, phases=None, route=None, weights=None, **chaos) -> Drill:
-    spec = chain_spec(chaos={"url": front.url, **chaos})
-    if phases is not None:
-        spec["chaos"]["phases"] = phases
-    spec["route"].update(route or {})
-    for tier, weight in (weights or {}).items():
-        spec["route"]["tiers"][tier]["weight"] = weight
-    return Drill(cluster, front, spec)
-
-
-def get(front, headers: dict | None = None) -> tuple[int, str | None]:
-    request = urllib.request.Request(front.url + "/api/v1/quote", headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.headers.get("x-mesh-routing-tier")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("x-mesh-routing-tier")
-
-
-def split(front, n: int = 100) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for _ in range(n):
-        status, tier = get(front)
-        assert status == 200
-        counts[tier] = counts.get(tier, 0) + 1
-    return counts
-
-
-def production_rule(cluster) -> str:
-    stored = cluster.stored("virtualservices", "checkout-routing-chain")["spec"]["http"][-1]
-    return json.dumps(stored, sort_keys=True)
 
 
 @pytest.mark.parametrize(
@@ -153,69 +70,6 @@ def test_abort_at_the_primary_falls_back_by_retry(
     )
 
 
-def test_no_fault_no_fallback_whatever_production_split(cluster, front, production_front):
-    """The old chain copied production's weighted split into the drill rule: at 95/4/1, ~5% of
-    drill traffic 'fell back' with no fault at all, and escalation followed the weights."""
-    d = drill(cluster, front, requests=100, replays=0, phases=[{"name": "baseline"}], weights=SPLIT)
-    result, decision = d.run()
-    [phase] = result["phases"]
-    assert phase["tiers"] == {"primary": 100}
-    assert phase["fallback_rate"]["count"] == 0 and decision["severity"] is None
-    # Production callers still get the declared split: weights are a split, not a fallback.
-    assert split(production_front) == {"primary": 95, "secondary": 4, "static-cache": 1}
-
-
-def test_production_split_unchanged_by_the_drill(cluster, front, production_front):
-    spec = chain_spec(chaos={"url": front.url, "phases": [{"name": "baseline"}]})
-    for tier, weight in SPLIT.items():
-        spec["route"]["tiers"][tier]["weight"] = weight
-    config = parse_chain_spec(spec).route
-    # Production exists before any drill: the chain's route, no drill rule.
-    [_, (_, vs)] = routes.chain_objects(config, context_value=None)
-    code, body = cluster.request(
-        "POST", "/apis/networking.istio.io/v1/namespaces/checkout/virtualservices", vs
-    )
-    assert code == 201, body
-    before_rule = production_rule(cluster)
-    before = split(production_front)
-    d = drill(
-        cluster,
-        front,
-        requests=40,
-        replays=0,
-        weights=SPLIT,
-        phases=[
-            {"name": "abort-all", "abort": {"percent": 100}},
-            {"name": "delay", "delay": {"fixed": "400ms"}},
-        ],
-    )
-    during: list[dict] = []
-
-    def fault_and_measure(phase) -> None:
-        d.set_fault(phase)
-        during.append(split(production_front))
-
-    result, _ = d.run(set_fault=fault_and_measure)
-    assert [p["fallback_rate"]["percent"] for p in result["phases"]] == [100.0, 100.0]
-    assert before == {"primary": 95, "secondary": 4, "static-cache": 1}
-    assert during == [before] * 3  # both faults on, and after the last one was cleared
-    assert production_rule(cluster) == before_rule
-    assert {rule for ctx, rule, _ in production_front.seen} == {"production"}
-
-
-def test_retries_stay_in_the_chosen_weighted_cluster(cluster, front, production_front, tiers):
-    """Envoy semantics the old stand-in got wrong: a failing weighted cluster is retried in
-    place, never in the next weighted cluster."""
-    tiers["primary"].fail_ratio = Fraction(1)
-    drill(cluster, front, phases=[{"name": "baseline"}], weights={"primary": 50, "secondary": 50})
-    outcomes = [get(production_front) for _ in range(10)]
-    assert outcomes.count((200, "secondary")) == 5
-    assert outcomes.count((503, "primary")) == 5
-    # 5 requests to primary, 3 tries each (2 retries), then the 5xx reaches the caller. The
-    # ejected primary is still tried: a cluster without healthy hosts is in panic mode.
-    assert tiers["primary"].requests == 15
-
-
 def test_primary_5xx_falls_back_on_the_first_retry(cluster, front, tiers):
     tiers["primary"].fail_ratio = Fraction(1, 4)
     d = drill(
@@ -245,25 +99,6 @@ def test_static_cache_is_the_last_tier(cluster, front, tiers):
     [phase] = result["phases"]
     assert phase["tiers"] == {"secondary": 10, "static-cache": 10}
     assert phase["fallback_rate"]["count"] == 20 and decision["severity"] == "P1"
-
-
-def test_outlier_ejection_fails_over_without_retries(cluster, front, tiers):
-    """Five consecutive 5xx eject the primary; the aggregate's next priority takes the load."""
-    tiers["primary"].fail_ratio = Fraction(1)
-    d = drill(
-        cluster,
-        front,
-        requests=12,
-        replays=0,
-        concurrency=1,
-        phases=[{"name": "baseline"}],
-        route={"retries": {"attempts": 0, "per_try_timeout": "300ms"}},
-    )
-    result, _ = d.run()
-    [phase] = result["phases"]
-    assert phase["error_rate"]["count"] == 5  # no retry: each 5xx reaches the caller
-    assert phase["tiers"] == {"primary": 5, "secondary": 7}
-    assert tiers["primary"].requests == 5
 
 
 # The spec's ratios (timeout 3s, per-try 1s, delays 0.5/0.8/1.2s), scaled by 1/4.
@@ -308,25 +143,6 @@ def test_delay_phases_per_try_timeout_then_fallback_within_budget(
             assert phase["tiers"] == {"primary": 4}
             assert delay_ms <= phase["latency_ms"]["p50"] < 750
     assert decision["severity"] == "P1"  # a phase at 100% fallback
-
-
-def test_client_side_fault_turns_retries_and_timeouts_off(cluster, front, tiers):
-    """Why faults never go on the caller's route (Istio HTTPRoute.fault)."""
-    d = drill(cluster, front, phases=[{"name": "baseline"}])
-    vs = cluster.stored("virtualservices", "checkout-routing-chain")
-    drill_rule = vs["spec"]["http"][0]
-    drill_rule["fault"] = {"abort": {"httpStatus": 503, "percentage": {"value": 50}}}
-    tiers["primary"].delay = 0.5  # above the 300 ms per-try timeout
-    code, body = cluster.request(
-        "PUT",
-        "/apis/networking.istio.io/v1/namespaces/checkout/virtualservices/checkout-routing-chain",
-        vs,
-    )
-    assert code == 200, body
-    outcomes = [get(front, {"X-Drill-Context": d.context}) for _ in range(4)]
-    # Aborted ones are not retried; the others wait out the slow primary: no per-try timeout.
-    assert outcomes == [(200, "primary"), (503, None), (200, "primary"), (503, None)]
-    assert tiers["secondary"].requests == 0
 
 
 @pytest.mark.parametrize("invalid, severity", [(5, None), (6, "P2")])
@@ -379,15 +195,6 @@ def test_untagged_answers_are_not_guessed(cluster, front, tiers, monkeypatch):
     assert phase["untagged_rate"]["count"] == 5 and phase["fallback_rate"]["count"] == 0
     assert decision["severity"] == "P3"
     assert decision["reasons"][0]["code"] == "CHAIN_TIER_UNTAGGED"
-
-
-def test_only_the_signed_context_is_faulted(cluster, front):
-    d = drill(cluster, front, phases=[{"name": "abort-all", "abort": {"percent": 100}}])
-    d.set_fault(d.spec.chaos.phases[0])
-    for headers in ({}, {"X-Drill-Context": d.context + "x"}, {"X-Drill-Context": "v1.forged"}):
-        assert get(front, headers) == (200, "primary")
-    assert get(front, {"X-Drill-Context": d.context}) == (200, "secondary")
-    assert [rule for _, rule, _ in front.seen] == ["production"] * 3 + ["drill"]
 
 
 def test_the_deadline_bounds_the_drill(cluster, front):
@@ -468,31 +275,3 @@ def test_prometheus_outage_is_p3_and_the_answers_still_count(cluster, front, tie
         "CHAIN_FALLBACK_RATE_P1",
         "PROMETHEUS_NO_DATA",
     ]
-
-
-def test_a_concurrent_edit_during_a_drill_survives(cluster, front, production_front):
-    """A person re-weights production while the drill runs; the drill's teardown keeps it."""
-    d = drill(
-        cluster,
-        front,
-        requests=10,
-        replays=0,
-        phases=[{"name": "abort-20", "abort": {"percent": 20}}, {"name": "baseline"}],
-    )
-    path = "/apis/networking.istio.io/v1/namespaces/checkout/virtualservices/checkout-routing-chain"
-
-    def fault_and_edit(phase) -> None:
-        d.set_fault(phase)
-        if phase is not None and phase.name == "baseline":
-            stored = cluster.stored("virtualservices", "checkout-routing-chain")
-            for entry, weight in zip(stored["spec"]["http"][-1]["route"], (90, 10, 0), strict=True):
-                entry["weight"] = weight
-            code, body = cluster.request("PUT", path, stored)
-            assert code == 200, body
-
-    result, _ = d.run(set_fault=fault_and_edit)
-    assert [p["fallback_rate"]["count"] for p in result["phases"]] == [2, 0]
-    apply.remove_drill_rule(d.kube, d.route)
-    [rule] = cluster.stored("virtualservices", "checkout-routing-chain")["spec"]["http"]
-    assert [r["weight"] for r in rule["route"]] == [90, 10, 0]
-    assert split(production_front) == {"primary": 90, "secondary": 10}
