@@ -133,13 +133,6 @@ class Cluster:
             self._cache[plural] = (version, body["items"])
             return body["items"]
 
-    def vs_spec(self) -> dict[str, Any] | None:
-        """What the mesh front routes by: the chain's VirtualService as stored (by its label)."""
-        path = f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices"
-        code, body = self.request("GET", path + "?labelSelector=drillkit.io%2Frouting-chain")
-        assert code == 200, body
-        return body["items"][0]["spec"] if body["items"] else None
-
     def ensure_namespace(self, name: str) -> None:
         code, _ = self.request("GET", f"/api/v1/namespaces/{name}")
         if code == 404:
