@@ -1,8 +1,9 @@
-"""Loopback stand-ins for a routing chain: the caller's sidecar (``MeshFront``), each tier's pod
-with its sidecar's inbound filters (``TierServer``), and a fake Prometheus.
+"""Loopback stand-ins for a routing chain: the caller's sidecar (``MeshFront``) and each tier's pod
+with its sidecar's inbound filters (``TierServer``); the servers' plumbing is in ``loopback``.
 
-They implement documented Envoy and Istio behaviour and nothing else, reading the Istio objects
-(VirtualService, DestinationRule, EnvoyFilter) from the Kubernetes API emulator per request.
+They implement documented Envoy and Istio behaviour and nothing else, routing each request by the
+Istio objects (VirtualService, DestinationRule, EnvoyFilter) stored in the Kubernetes API
+emulator at that moment.
 Each behaviour cites its doc; ``Unsupported`` is raised for configuration this stand-in does not
 model, instead of guessing. Two deliberate simplifications, both keeping Envoy's shares: weighted
 clusters are picked by smooth weighted round robin instead of Envoy's random pick, and a fault's
@@ -91,8 +92,10 @@ class TierServer(Server):
         return found
 
     def _inbound_fault(self, headers: dict[str, str]):
-        """Envoy HTTP fault filter (fault_filter docs): applies only to requests matching its
-        ``headers`` (HTTPFault.headers); delay first, then abort, each on its percentage."""
+        """Envoy HTTP fault filter: "The fault injection filter can be applied selectively to
+        requests that match a set of headers specified in the fault filter config"
+        (HTTPFault.headers); each fault on its own percentage, the delay before the abort
+        (envoy fault_filter.cc decides the abort in postDelayInjection)."""
         for version, fault in self._faults():
             if not header_matches(fault.get("headers") or [], headers):
                 continue
@@ -253,8 +256,9 @@ class MeshFront(Server):
         return override, aggregates
 
     def _weighted(self, rule: dict[str, Any]) -> int:
-        """Envoy weighted clusters: ONE cluster per request, by weight (route_components
-        WeightedCluster); smooth weighted round robin gives the same shares, exactly."""
+        """Envoy weighted clusters: "The request is routed to one of the upstream clusters based
+        on weights assigned to each cluster" (RouteAction.weighted_clusters): ONE cluster per
+        request; smooth weighted round robin gives the same shares, exactly."""
         weights = [d.get("weight", 100 if len(rule["route"]) == 1 else 0) for d in rule["route"]]
         with self.lock:
             state = self.wrr.setdefault(rule.get("name", "?"), [0] * len(weights))
@@ -291,7 +295,10 @@ class MeshFront(Server):
         if override.get("cluster") in aggregates:
             clusters = aggregates[override["cluster"]]
             if len(rule["route"]) == 1:
-                destination = rule["route"][0]  # Istio renders its headers at route level
+                # One destination is rendered as route.cluster, not weighted_clusters: its headers
+                # have no per-cluster place, so they apply to every answer of the route (an
+                # assumption drillkit never relies on: the drill rule carries no headers).
+                destination = rule["route"][0]
         elif "cluster" in override:
             raise Unsupported(f"route to cluster {override['cluster']}")
         else:

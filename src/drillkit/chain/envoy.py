@@ -3,10 +3,11 @@ tiers for the drill rule only, and an HTTP fault filter at the primary's inbound
 
 Why this mechanism (each point from the projects' documentation):
 
-- A VirtualService's weighted destinations are a SPLIT, not a fallback. Envoy picks one weighted
-  cluster per request ("The upstream cluster is selected based on the weights", route_components
-  ``WeightedCluster``) and "all attempts try the same cluster list" (Envoy, priority group
-  cluster specifier, "Why this is needed"), so retries never reach another tier.
+- A VirtualService's weighted destinations are a SPLIT, not a fallback: "The request is routed
+  to one of the upstream clusters based on weights assigned to each cluster" (Envoy
+  ``RouteAction.weighted_clusters``), and weighted clusters "split the traffic across clusters,
+  but all attempts try the same cluster list" (Envoy, priority group cluster specifier, "Why this
+  is needed"), so retries never reach another tier.
 - An Envoy aggregate cluster is made for this: "An aggregate cluster allows you to set up
   failover between multiple upstream clusters ... The ordering of these clusters in the clusters
   list implicitly defines the fallback priority" (arch_overview/upstream/aggregate_cluster). Its
