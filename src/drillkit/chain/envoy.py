@@ -35,10 +35,10 @@ Why this mechanism (each point from the projects' documentation):
   timeouts stay on, so they are what the drill measures.
 
 Production's distribution does not change: the production rule is not touched, the EnvoyFilter
-merges into the route named ``drill`` only (matched by the exact signed context), and it adds
-clusters under new names. With ``route.drill_client`` the fallback filter applies only to the
-pods that send drill traffic, so outlier-detection state (kept per client proxy and cluster) of
-production callers never sees the drill's faults.
+merges into the route named ``drill`` only (matched by the exact signed context), and it adds a
+cluster under a new name. Outlier-detection state is kept per client proxy and cluster, so the
+drill's faults count only in the proxy that sends drill traffic (the drill's own pod, a sidecar
+of the mesh: SIDECAR_OUTBOUND); ``route.drill_client`` limits the filter to those pods.
 """
 
 from __future__ import annotations
