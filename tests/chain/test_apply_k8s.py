@@ -302,3 +302,39 @@ def test_gateway_api_http_route_is_stored_as_built(cluster):
     assert [r["name"] for r in stored["spec"]["rules"]] == ["production"]
     with pytest.raises(DrillError, match="only Istio can inject faults"):
         apply.set_fault(kube, config, guard=guard, context_value=CONTEXT, phase=PHASES[0])
+
+
+def test_faults_need_the_drill_rule_and_leave_a_foreign_filter_alone(cluster):
+    config, guard, kube, _ = setup(cluster)
+    apply.remove_drill_rule(kube, config)
+    with pytest.raises(RoutingError) as caught:
+        apply.set_fault(kube, config, guard=guard, context_value=CONTEXT, phase=PHASES[0])
+    assert caught.value.code == "CHAIN_NOT_APPLIED"
+    assert cluster.stored("envoyfilters", FAULT_NAME, group=EF_GROUP) is None
+    config, guard, kube, _ = setup(cluster)
+    foreign = {
+        "apiVersion": EF_GROUP,
+        "kind": "EnvoyFilter",
+        "metadata": {"name": FAULT_NAME, "namespace": NAMESPACE},
+        "spec": {"configPatches": []},
+    }
+    code, body = cluster.request(
+        "POST", f"/apis/{EF_GROUP}/namespaces/{NAMESPACE}/envoyfilters", foreign
+    )
+    assert code == 201, body
+    with pytest.raises(RoutingError) as caught:
+        apply.set_fault(kube, config, guard=guard, context_value=CONTEXT, phase=None)
+    assert caught.value.code == "CHAIN_NAME_TAKEN"
+    assert cluster.stored("envoyfilters", FAULT_NAME, group=EF_GROUP) is not None
+
+
+def test_spec_change_removes_what_the_built_object_no_longer_has():
+    built = {"metadata": {"labels": {"a": "1"}}, "spec": {"configPatches": [1]}}
+    stored = {
+        "metadata": {"labels": {"a": "1"}},
+        "spec": {"configPatches": [0], "workloadSelector": {"labels": {"app": "x"}}},
+    }
+    assert occ.spec_change(built)(stored) == {
+        "spec": {"workloadSelector": None, "configPatches": [1]}
+    }
+    assert occ.spec_change(built)({**stored, "spec": built["spec"]}) is None
