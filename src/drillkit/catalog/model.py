@@ -8,6 +8,7 @@ from typing import Any
 
 from drillkit.catalog.wal import ArchiveListing
 from drillkit.catalog.walindex import SegmentIndex
+from drillkit.pgbin import Installation
 from drillkit.timeutil import isoformat
 
 VERIFIED = "verified"
@@ -48,6 +49,7 @@ class BackupInfo:
     verification: Verification = field(default_factory=lambda: Verification("not_run"))
     problems: tuple[tuple[str, str], ...] = ()  # (finding code, sentence) that make it unusable
     format: str = "plain"  # pg_basebackup -Fp, or -Ft as tar | tar.gz (| tar.lz4 | tar.zst)
+    pg_major: int | None = None  # from PG_VERSION (the base directory or base.tar[.gz])
 
     def summary(self) -> dict[str, Any]:
         from drillkit.catalog.wal import format_lsn
@@ -62,6 +64,7 @@ class BackupInfo:
             "system_identifier": str(self.system_identifier) if self.system_identifier else None,
             "size_bytes": self.size_bytes,
             "format": self.format,
+            "pg_major": self.pg_major,
             "verification": self.verification.status,
         }
 
@@ -76,6 +79,10 @@ class CatalogSnapshot:
     archive: ArchiveListing
     segments: dict[str, SegmentIndex]
     taken_at: datetime
+    # PostgreSQL majors of its backups and WAL: the installation found, or why none was
+    # ((code, sentence): PG_BINARIES_MISSING, PG_MAJOR_UNSUPPORTED...); never the backup's fault.
+    installations: dict[int, Installation] = field(default_factory=dict)
+    missing_majors: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     def descriptor(self) -> dict[str, str]:
         return {"kind": self.kind, "path": self.location}
