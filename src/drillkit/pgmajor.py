@@ -52,14 +52,17 @@ def run(
     args: list[str],
     *,
     major: int | None,
+    as_server_user: bool = True,
     timeout: float | None = None,
     check: bool = True,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """``pgbin.run`` with ``major``'s binary, as the server's OS user."""
     if major is None:
-        return pgbin.run(name, args, timeout=timeout, check=check, env=env)
-    user = pgbin.os_user()
+        return pgbin.run(
+            name, args, as_server_user=as_server_user, timeout=timeout, check=check, env=env
+        )
+    user = pgbin.os_user() if as_server_user else None
     full_env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp", **(env or {})}
     kwargs: dict[str, object] = {}
     if user is not None:

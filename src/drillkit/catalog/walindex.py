@@ -12,9 +12,10 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
-from drillkit import pgbin
+from drillkit import pgbin, pgmajor
 from drillkit.catalog.wal import ArchiveListing, SegmentFile, parse_lsn
 from drillkit.state import read_json, state_dir, write_json_atomic
 
@@ -77,13 +78,12 @@ def parse_tablespaces(output: str) -> list[TablespaceRecord]:
     ]
 
 
-def _index_segment(path: Path) -> SegmentIndex:
-    result = pgbin.run(
-        "pg_waldump",
-        ["-r", "Transaction", "-r", "Tablespace", str(path)],
-        as_server_user=False,
-        check=False,
-    )
+def _index_segment(path: Path, major: int | None = None) -> SegmentIndex:
+    args = ["-r", "Transaction", "-r", "Tablespace", str(path)]
+    if major is None:
+        result = pgbin.run("pg_waldump", args, as_server_user=False, check=False)
+    else:  # pg_waldump reads only its own major's WAL
+        result = pgmajor.run("pg_waldump", args, major=major, as_server_user=False, check=False)
     error = None
     stderr = result.stderr.strip()
     # A record that continues into the next, missing file is the continuity check's business.
@@ -99,8 +99,11 @@ def _index_segment(path: Path) -> SegmentIndex:
 class WalIndex:
     """Per-archive cache of segment indexes, keyed by file name, size and mtime."""
 
-    def __init__(self, listing: ArchiveListing, *, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, listing: ArchiveListing, *, cache_dir: Path | None = None, major: int | None = None
+    ) -> None:
         self.listing = listing
+        self.major = major
         key = hashlib.sha256(str(listing.path.resolve()).encode()).hexdigest()[:16]
         self._cache_path = (cache_dir or state_dir() / "walindex") / f"{key}.json"
         self._segments: dict[str, SegmentIndex] = {}
@@ -133,7 +136,8 @@ class WalIndex:
         if todo:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 paths = [self.listing.path / s.name for s in todo]
-                for segment, index in zip(todo, pool.map(_index_segment, paths), strict=True):
+                indexed = pool.map(partial(_index_segment, major=self.major), paths)
+                for segment, index in zip(todo, indexed, strict=True):
                     self._segments[segment.name] = index
                     if callable(progress):
                         progress(segment.name)
