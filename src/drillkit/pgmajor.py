@@ -62,6 +62,27 @@ def run(
         return pgbin.run(
             name, args, as_server_user=as_server_user, timeout=timeout, check=check, env=env
         )
+    return run_binary(
+        bin_dir(major) / name,
+        args,
+        as_server_user=as_server_user,
+        timeout=timeout,
+        check=check,
+        env=env,
+    )
+
+
+def run_binary(
+    path: Path,
+    args: list[str],
+    *,
+    as_server_user: bool = True,
+    timeout: float | None = None,
+    check: bool = True,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``path`` (any PostgreSQL or backup tool) cleanly, as the server's OS user."""
+    name = path.name
     user = pgbin.os_user() if as_server_user else None
     full_env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp", **(env or {})}
     kwargs: dict[str, object] = {}
@@ -69,7 +90,7 @@ def run(
         kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     try:
         result = subprocess.run(
-            [str(bin_dir(major) / name), *args],
+            [str(path), *args],
             capture_output=True,
             text=True,
             timeout=timeout,

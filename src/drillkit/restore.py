@@ -21,7 +21,7 @@ _SERVICE = "restored-db"
 
 def restore_and_prove(
     *,
-    repo: Path,
+    catalog: dict[str, Any] | Path,
     target: str | None,
     policy: str,
     rpo: str,
@@ -29,10 +29,13 @@ def restore_and_prove(
     keep: bool,
     say: Say,
 ) -> dict[str, Any]:
-    """Restore ``repo`` to ``target`` and, given a scenario's truth.json, prove the rows."""
+    """Restore ``catalog`` (a local repository's path, or any catalog config) to ``target`` and,
+    given a scenario's truth.json, prove the rows."""
     moment = parse_target_time(target) if target else None
+    if isinstance(catalog, Path):
+        catalog = {"kind": "local", "path": str(catalog)}
     coordinate = drill.select(
-        {"kind": "local", "path": str(repo)},
+        catalog,
         policy=policy,
         target=moment,
         rpo=parse_duration(rpo, field="--rpo"),

@@ -2,19 +2,23 @@
 
 pgBackRest keeps WAL as ``archive/<stanza>/<db-version>-<db-id>/<first 16 hex of the segment>/
 <segment>-<sha1>[.gz|.lz4|.zst|.bz2]`` plus ``<tli>.history`` and ``<segment>.<offset>.backup``
-files (repository layout as listed by ``repo-ls``, https://pgbackrest.org/command.html#command-repo-ls;
-``archive-get`` finds a segment by that ``<segment>-<sha1>`` prefix and decompresses it,
-https://pgbackrest.org/command.html#command-archive-get). The view holds each listed segment
-fetched once with ``archive-get`` (keyed by the repository file name, which carries its SHA-1)
-and nothing the repository no longer holds, so a removed segment is a gap here too.
+files (the layout ``repo-ls`` lists: https://pgbackrest.org/command.html#command-repo-ls;
+recovery's ``archive-get`` finds a segment by its ``<segment>-<sha1>`` prefix). The view holds
+each listed segment once, keyed by its repository file name (which carries its SHA-1), and
+nothing the repository no longer holds, so a removed segment is a gap here too.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -59,6 +63,27 @@ def list_repository_archive(
     return found
 
 
+def _decompress(data: bytes, name: str) -> bytes:
+    """A repository file's content: pgBackRest compresses with gz, bz2, lz4 or zst."""
+    if name.endswith(".gz"):
+        return gzip.decompress(data)
+    if name.endswith(".bz2"):
+        return bz2.decompress(data)
+    for ext, tool in ((".lz4", "lz4"), (".zst", "zstd")):
+        if name.endswith(ext):
+            found = shutil.which(tool)
+            if found is None:
+                raise InvalidInputError(
+                    f"the archive holds {ext} WAL ({name}) and `{tool}` is not installed here: "
+                    f"install it (apt-get install {tool}) so drillkit can read that WAL"
+                )
+            out = subprocess.run([found, "-dc"], input=data, capture_output=True, check=False)
+            if out.returncode != 0:
+                raise ValueError(out.stderr.decode("utf-8", "replace").strip())
+            return out.stdout
+    return data
+
+
 def sync_view(
     config: PgBackRestConfig,
     archive_id: str,
@@ -67,7 +92,14 @@ def sync_view(
     *,
     say: Callable[[str], None] | None = None,
 ) -> dict[str, str]:
-    """Make ``view`` hold exactly the repository's WAL, as plain files; return the listing."""
+    """Make ``view`` hold exactly the repository's WAL, as plain files; return the listing.
+
+    Files come with ``repo-get`` (read-only, decrypts; https://pgbackrest.org/command.html
+    #command-repo-get) and are decompressed here: ``archive-get`` would read the production's
+    pg_control at pg1-path, which a drill host need not have (and should not touch). A segment
+    whose content does not match the SHA-1 in its name is left out, so continuity reports it.
+    """
+    say = say or (lambda _msg: None)
     wanted = list_repository_archive(config, archive_id, workdir)
     view.mkdir(parents=True, exist_ok=True)
     index: dict[str, str] = read_json(view / _INDEX) or {}
@@ -79,23 +111,27 @@ def sync_view(
         if entry.name != _INDEX and entry.name not in index:
             entry.unlink()
     fetch = sorted(name for name in wanted if name not in index)
-    incoming = workdir / "incoming"
-    incoming.mkdir(exist_ok=True)
-    from drillkit import pgbin
-
-    pgbin.give_to_server_user(incoming)
-    for name in fetch:
-        target = incoming / name
-        result = command.run(config, "archive-get", [name, str(target)], workdir=workdir)
-        if result.returncode != 0 or not target.exists():
-            # Listed but not fetchable: leave it out, so continuity names it as a gap.
-            if say:
-                say(f"pgbackrest archive-get {name} failed: {command.failure(result, 'it')}")
+    for count, name in enumerate(fetch, 1):
+        stored = wanted[name]
+        path = f"archive/{config.stanza}/{archive_id}/{stored}"
+        result = command.run(config, "repo-get", [path], workdir=workdir, raw=True)
+        if result.returncode != 0:
+            say(f"WAL {name}: {command.failure(result, 'pgbackrest repo-get')}")
             continue
-        shutil.move(str(target), view / name)
-        os.chmod(view / name, 0o644)
-        index[name] = wanted[name]
-        if say and len(index) % 16 == 0:
-            say(f"fetched {len(index)} of {len(wanted)} archived WAL files")
+        try:
+            data = _decompress(result.stdout, stored)
+        except (OSError, EOFError, ValueError, zlib.error) as exc:
+            say(f"WAL {name}: {stored} does not decompress ({exc}); left out of the plan")
+            continue
+        match = _SEGMENT_FILE_RE.match(stored.rpartition("/")[2])
+        if match and hashlib.sha1(data).hexdigest() != stored.rpartition("/")[2][25:65]:
+            say(f"WAL {name}: content does not match the SHA-1 in {stored}; left out of the plan")
+            continue
+        tmp = view / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, view / name)
+        index[name] = stored
+        if count % 16 == 0:
+            say(f"read {count} of {len(fetch)} archived WAL files")
     write_json_atomic(view / _INDEX, index)
     return wanted

@@ -21,7 +21,9 @@ from drillkit import pgbin
 from drillkit.catalog.credentials import current_environment
 from drillkit.exceptions import InvalidInputError, SandboxError
 
-READ_ONLY = frozenset({"info", "verify", "repo-ls", "restore", "archive-get", "version"})
+READ_ONLY = frozenset(
+    {"info", "verify", "repo-ls", "repo-get", "restore", "archive-get", "version"}
+)
 _STANZA_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _OPTION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:@=+,-]*$")
@@ -37,6 +39,7 @@ _OWNED = frozenset(
 )  # fmt: skip
 # Which private paths each command accepts (pgbackrest help <command> <option>, 2.45).
 _PATHS = {"info": ("lock",), "restore": ("lock", "spool"), "archive-get": ("lock",)}
+_PATHS["repo-get"] = ()
 _SECRET_WORDS = ("key", "pass", "secret", "token")
 BINARY = "pgbackrest"
 
@@ -168,7 +171,8 @@ def run(
     workdir: Path,
     timeout: float = 3600.0,
     console: str = "warn",
-) -> subprocess.CompletedProcess[str]:
+    raw: bool = False,
+) -> subprocess.CompletedProcess[Any]:
     """Run one read-only pgBackRest command as the server's OS user; no check of its code."""
     if command not in READ_ONLY:
         raise SandboxError(f"drillkit never runs `pgbackrest {command}` (it could write)")
@@ -189,7 +193,7 @@ def run(
         return subprocess.run(
             argv,
             capture_output=True,
-            text=True,
+            text=not raw,
             timeout=timeout,
             env=env,
             cwd="/",
@@ -199,8 +203,9 @@ def run(
         raise SandboxError(f"pgbackrest {command} did not finish within {timeout:.0f} s") from exc
 
 
-def failure(result: subprocess.CompletedProcess[str], what: str) -> str:
+def failure(result: subprocess.CompletedProcess[Any], what: str) -> str:
     """One sentence for a failed command (its own error lines; never the environment)."""
-    text = (result.stderr or result.stdout).strip()
+    text = result.stderr or result.stdout or ""
+    text = (text.decode("utf-8", "replace") if isinstance(text, bytes) else text).strip()
     lines = [line.strip() for line in text.splitlines() if "ERROR" in line or "HINT" in line]
     return f"{what} failed (exit code {result.returncode}): {' '.join(lines or [text])[-800:]}"
