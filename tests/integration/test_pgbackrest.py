@@ -26,26 +26,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def stanza(work_root: Path) -> tuple[Path, dict]:
-    from drillkit.scenario import create_scenario
-
-    directory = work_root / "scenario-pgbackrest"
-    options = ScenarioOptions(
-        tool="pgbackrest", batches=5, rows_per_batch=100, backups_after=(0, 2), initial_mb=2
-    )
-    truth = create_scenario(directory, options, say=lambda _m: None)
-    return directory, truth
-
-
 @pytest.fixture
-def repository(stanza, workdir: Path):
+def repository(pgbackrest_stanza, workdir: Path):
     """Factory: a copy of the stanza's repository with damage applied; its catalog config
     points pgBackRest at the copy through ``options`` (repo1-path)."""
     from drillkit.scenario_pgbackrest import apply_pgbackrest_damage
 
     def make(**damage) -> tuple[dict, dict, Path]:
-        directory, truth = stanza
+        directory, truth = pgbackrest_stanza
         subprocess.run(["cp", "-a", str(directory / "repo"), str(workdir / "repo")], check=True)
         truth = dict(truth)
         truth["damage"] = apply_pgbackrest_damage(

@@ -79,7 +79,7 @@ class PgBackRestConfig:
             if not _OPTION_RE.match(name):
                 raise InvalidInputError(f"catalog.options: {name!r} is not a pgBackRest option")
             bare = re.sub(r"^(repo|pg)\d+-", "", name)
-            if name in _OWNED or bare in _OWNED:
+            if name in _OWNED or re.match(r"^pg\d+-path$", name):
                 raise InvalidInputError(
                     f"catalog.options.{name} is set by drillkit (paths inside the sandbox, the "
                     "chosen backup, the recovery target): remove it"
