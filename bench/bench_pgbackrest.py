@@ -82,17 +82,24 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
     target = recovery_settings(coordinate)["recovery_target_time"]
     pgbackrest = shutil.which("pgbackrest") or "pgbackrest"
     bindir = pgmajor.bin_dir(int(coordinate["backup"]["major"]))
+    # archive-get refuses --spool-path without archive-async, and restore needs a writable one:
+    # a DBA sets the restore_command explicitly, as here.
+    common_args = [
+        f"--config={truth['config']}",
+        f"--stanza={truth['stanza']}",
+        f"--pg1-path={data}",
+        f"--lock-path={directory}",
+        f"--log-path={directory}",
+    ]
+    archive_get = " ".join([pgbackrest, *common_args, "archive-get", "%f", '"%p"'])
     started = time.perf_counter()
     try:
         pgmajor.run_binary(
             Path(pgbackrest),
             [
-                f"--config={truth['config']}",
-                f"--stanza={truth['stanza']}",
-                f"--pg1-path={data}",
-                f"--lock-path={directory}",
-                f"--log-path={directory}",
+                *common_args,
                 f"--spool-path={directory}",
+                f"--recovery-option=restore_command={archive_get}",
                 f"--set={coordinate['backup_id']}",
                 "--type=time",
                 f"--target={target}",
