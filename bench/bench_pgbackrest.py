@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import psycopg2
 
-from drillkit import pgbin, pgmajor
+from drillkit import pgbin
 from drillkit.catalog.registry import open_repository
 from drillkit.exceptions import DrillError
 from drillkit.pitr import select_coordinate
@@ -81,7 +81,7 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
     data = directory / "data"
     target = recovery_settings(coordinate)["recovery_target_time"]
     pgbackrest = shutil.which("pgbackrest") or "pgbackrest"
-    bindir = pgmajor.bin_dir(int(coordinate["backup"]["major"]))
+    pg = pgbin.for_major(int(coordinate["postgres"]["major"]))
     # archive-get refuses --spool-path without archive-async, and restore needs a writable one:
     # a DBA sets the restore_command explicitly, as here.
     common_args = [
@@ -94,9 +94,9 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
     archive_get = " ".join([pgbackrest, *common_args, "archive-get", "%f", '"%p"'])
     started = time.perf_counter()
     try:
-        pgmajor.run_binary(
-            Path(pgbackrest),
+        run_as_server_user(
             [
+                pgbackrest,
                 *common_args,
                 f"--spool-path={directory}",
                 f"--recovery-option=restore_command={archive_get}",
@@ -112,8 +112,8 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
         with (data / "postgresql.auto.conf").open("a") as conf:
             conf.write(f"listen_addresses = ''\nunix_socket_directories = '{directory}'\n")
         log = str(directory / "server.log")
-        pgmajor.run_binary(
-            bindir / "pg_ctl",
+        pg.run(
+            "pg_ctl",
             ["-D", str(data), "-l", log, "-w", "-t", str(int(TIMEOUT)), "start"],
             timeout=TIMEOUT + 30,
         )
@@ -129,11 +129,16 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
         took = time.perf_counter() - started
         max_id = max_orders(str(directory))
     finally:
-        pgmajor.run_binary(
-            bindir / "pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"], check=False
-        )
+        pg.run("pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
         common.remove_tree(directory)
     return took, max_id
+
+
+def run_as_server_user(argv: list[str], *, timeout: float) -> None:
+    user = pgbin.os_user()
+    ids = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+    env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
+    subprocess.run(argv, check=True, capture_output=True, timeout=timeout, env=env, cwd="/", **ids)
 
 
 def max_orders(host: str) -> int:

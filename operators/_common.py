@@ -21,6 +21,10 @@ from drillkit.spec import ScheduledSpec
 
 T = TypeVar("T")
 SIGNING_CONN_ID = "drillkit_signing"
+# A worker fleet says once where each PostgreSQL major's binaries are: the extra
+# {"postgres_bin_dirs": {"15": "/usr/lib/postgresql/15/bin"}} of this connection, or
+# [drillkit] postgres_bin_dirs (AIRFLOW__DRILLKIT__POSTGRES_BIN_DIRS) as JSON; a spec's own wins.
+POSTGRES_CONN_ID = "drillkit_postgres"
 
 
 def run_core(
@@ -157,3 +161,34 @@ def catalog_credentials(catalog: Mapping[str, Any] | None) -> Iterator[None]:
         mask_secret(value)
     with catalog_environment(env):
         yield
+
+
+def pg_settings(spec_bin_dirs: Any = None) -> Any:
+    """Where each PostgreSQL major's binaries are for this task (``drillkit.pgbin.PgSettings``):
+    the spec's ``postgres_bin_dirs`` over the ``drillkit_postgres`` connection's over the
+    ``[drillkit] postgres_bin_dirs`` config; discovery and the environment come after these."""
+    from airflow.sdk import BaseHook, conf
+
+    from drillkit.pgbin import PgSettings
+
+    layers = [
+        PgSettings.from_mapping(
+            conf.get("drillkit", "postgres_bin_dirs", fallback=None),
+            where="[drillkit] postgres_bin_dirs",
+        )
+    ]
+    try:
+        extra = BaseHook.get_connection(POSTGRES_CONN_ID).extra_dejson
+    except Exception:  # no such connection: nothing configured there
+        extra = {}
+    layers.append(
+        PgSettings.from_mapping(
+            extra.get("postgres_bin_dirs"),
+            where=f"connection {POSTGRES_CONN_ID} extra postgres_bin_dirs",
+        )
+    )
+    layers.append(PgSettings.from_mapping(spec_bin_dirs, where="spec postgres_bin_dirs"))
+    settings = layers[0]
+    for layer in layers[1:]:
+        settings = layer.merged(settings)
+    return settings

@@ -43,6 +43,7 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
         tablespace=args.tablespace,
         tool=args.tool,
         pg_bin_dir=args.pg_bin_dir,
+        pg_major=args.pg_major,
         backup_types=tuple(t for t in (args.backup_types or "").split(",") if t),
     )
     truth = create_scenario(Path(args.directory), options, say=_say)
@@ -98,7 +99,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     else:
         width = max([24, *(len(r["backup_id"]) for r in rows)])
         header = (
-            f"{'backup':<{width}} {'type':<4} {'size':>8} {'verification':<18} "
+            f"{'backup':<{width}} {'pg':>3} {'type':<4} {'size':>8} {'verification':<18} "
             f"{'restorable window (UTC)':<58}"
         )
         print(header)
@@ -106,15 +107,21 @@ def cmd_catalog(args: argparse.Namespace) -> int:
         for row in rows:
             window = f"{row['restorable_from']} .. {row['restorable_to']}" if row["usable"] else "-"
             size = f"{row['size_bytes'] / 2**20:.0f}M"
+            major = row["pg_major"] or "?"
             print(
-                f"{row['backup_id']:<{width}} {row['type']:<4} {size:>8} "
+                f"{row['backup_id']:<{width}} {major:>3} {row['type']:<4} {size:>8} "
                 f"{row['verification']:<18} {window}"
             )
             if row["depends_on"]:
                 print(f"{'':<{width}}   references: {', '.join(row['depends_on'])}")
             if row["problem"]:
                 print(f"{'':<24}   {row['code']}: {row['problem']}")
-    return EXIT_PASS if any(r["usable"] for r in rows) else EXIT_FAIL
+    if any(r["usable"] for r in rows):
+        return EXIT_PASS
+    from drillkit.findings import TOOL_CODES
+
+    # Backups this worker could not read are not judged: that is no FAIL.
+    return EXIT_UNVERIFIED if any(r["code"] in TOOL_CODES for r in rows) else EXIT_FAIL
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -199,6 +206,19 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this worker can drill; exit 0 when at least one PostgreSQL major is usable."""
+    from drillkit.doctor import diagnose, render
+    from drillkit.pgbin import PgSettings
+
+    settings = PgSettings.from_mapping(args.pg_bin_dirs, where="--pg-bin-dirs")
+    result = diagnose(settings)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    if result["usable_majors"] and result["os_user"]["reaches_sandbox_root"]:
+        return EXIT_PASS
+    return EXIT_UNVERIFIED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drillkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,7 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="pg_basebackup",
         help="pgbackrest: a stanza with full and incremental backups (PostgreSQL 15 default)",
     )
-    create.add_argument("--pg-bin-dir", default=None, help="pgbackrest: production binaries")
+    create.add_argument(
+        "--pg-bin-dir", default=None, help="PostgreSQL bin directory to build it with"
+    )
+    create.add_argument(
+        "--pg-major", type=int, default=None, help="PostgreSQL major, found as a drill finds it"
+    )
     create.add_argument(
         "--backup-types", default=None, help="pgbackrest: e.g. full,incr,diff (default full,incr..)"
     )
@@ -284,6 +309,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     gc.set_defaults(func=cmd_gc)
+
+    doctor = sub.add_parser(
+        "doctor", help="which PostgreSQL majors this worker can drill (exit 0: at least one)"
+    )
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument(
+        "--pg-bin-dirs", default=None, help='JSON {"15": "/usr/lib/postgresql/15/bin"} to check'
+    )
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -295,9 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_UNVERIFIED
     except (NoRestorableBackupError, SandboxError) as exc:
-        # The drill ran and the backups failed it: that is a finding, not a tooling problem.
+        # The drill ran and the backups failed it: that is a finding, not a tooling problem,
+        # unless what stopped it is a tool this worker lacks (never the backup's fault).
+        from drillkit.findings import TOOL_CODES
+
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return EXIT_UNVERIFIED if exc.code in TOOL_CODES else EXIT_FAIL
     except DrillError as exc:
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_UNVERIFIED

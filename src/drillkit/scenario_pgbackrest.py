@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from drillkit import pgbin, pgmajor
+from drillkit import pgbin
 from drillkit.exceptions import InvalidInputError
 from drillkit.scenario import (
     DATABASE,
@@ -34,13 +36,13 @@ STANZA = "demo"
 _LABEL_RE = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
 
 
-def _bin(options: ScenarioOptions) -> Path:
-    if options.pg_bin_dir:
-        path = Path(options.pg_bin_dir)
-        if not (path / "postgres").exists():
-            raise InvalidInputError(f"--pg-bin-dir {path} holds no postgres binary")
-        return path
-    return pgmajor.bin_dir(15)  # pgBackRest 2.45 (Debian 12) supports PostgreSQL up to 15
+def _installation(options: ScenarioOptions) -> pgbin.Installation:
+    from drillkit.scenario import scenario_installation
+
+    if options.pg_bin_dir is None and options.pg_major is None:
+        # pgBackRest 2.45 (Debian 12) supports PostgreSQL up to 15: not the embedded 18.
+        options = replace(options, pg_major=15)
+    return scenario_installation(options)
 
 
 def _config_text(directory: Path) -> str:
@@ -63,15 +65,30 @@ def _pgbackrest(config: Path, *args: str) -> None:
     binary = shutil.which("pgbackrest", path="/usr/bin:/bin:/usr/local/bin")
     if binary is None:
         raise InvalidInputError("pgbackrest is not installed: apt-get install pgbackrest")
-    pgmajor.run_binary(
-        Path(binary), [f"--config={config}", f"--stanza={STANZA}", *args], timeout=600
+    result = subprocess.run(
+        [binary, f"--config={config}", f"--stanza={STANZA}", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"},
+        cwd="/",
+        **_as_server_user(),  # type: ignore[arg-type]
     )
+    if result.returncode != 0:
+        raise InvalidInputError(
+            f"pgbackrest {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}"
+        )
+
+
+def _as_server_user() -> dict[str, object]:
+    user = pgbin.os_user()
+    return {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
 
 
 def create_pgbackrest_scenario(
     directory: Path, options: ScenarioOptions, *, say: Say = print
 ) -> dict[str, Any]:
-    bindir = _bin(options)
+    pg = _installation(options)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o755)
     pgbin.require_reachable(directory, "scenario directory")
@@ -82,10 +99,8 @@ def create_pgbackrest_scenario(
     config = directory / "pgbackrest.conf"
     config.write_text(_config_text(directory))
     os.chmod(config, 0o644)
-    say(f"production: initdb {prod} ({bindir})")
-    pgmajor.run_binary(
-        bindir / "initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"]
-    )
+    say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
+    pg.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
     with (prod / "postgresql.conf").open("a") as conf:
         conf.write(
             f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
@@ -93,10 +108,7 @@ def create_pgbackrest_scenario(
             f"archive_command = 'pgbackrest --config={config} --stanza={STANZA} archive-push %p'\n"
             "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
         )
-    pg_ctl = bindir / "pg_ctl"
-    pgmajor.run_binary(
-        pg_ctl, ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"]
-    )
+    pg.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
@@ -104,6 +116,7 @@ def create_pgbackrest_scenario(
         "tool": "pgbackrest",
         "stanza": STANZA,
         "config": str(config),
+        "postgres": pg.describe(),
     }
     types = list(options.backup_types) or ["full"] + ["incr"] * (len(options.backups_after) - 1)
     if len(types) != len(options.backups_after) or types[0] != "full":
@@ -169,7 +182,7 @@ def create_pgbackrest_scenario(
         truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
         truth["filler_relation"] = _sql(sock, "select pg_relation_filepath('filler')")[0][0]
     finally:
-        pgmajor.run_binary(pg_ctl, ["-D", str(prod), "-m", "fast", "-w", "stop"], check=False)
+        pg.run("pg_ctl", ["-D", str(prod), "-m", "fast", "-w", "stop"], check=False)
     truth["damage"] = apply_pgbackrest_damage(directory, truth, options, say)
     truth["targets"] = _suggested_targets(truth)
     if not options.keep_production:
@@ -179,6 +192,7 @@ def create_pgbackrest_scenario(
     write_drill_spec(
         directory,
         name=options.drill_name,
+        postgres_bin_dirs={pg.major: str(pg.bindir)} if pg.source == "pg_bin_dir" else None,
         catalog={"kind": "pgbackrest", "stanza": STANZA, "config": str(config)},
     )
     say(f"scenario ready: stanza {STANZA} in {repo} ({len(truth['backups'])} backups)")

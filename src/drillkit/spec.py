@@ -50,6 +50,7 @@ _TOP_KEYS = {
     "report": "{path: DIR or URL} where reports are written",
     "routes": "{kind: manifest|istio|gateway_api, ...} how drill traffic reaches the sandbox",
     "kubernetes_conn_id": "Airflow connection of the cluster (default kubernetes_default)",
+    "postgres_bin_dirs": "{15: /usr/lib/postgresql/15/bin, ...} each major's binaries (optional)",
 }
 _TIER_KEYS = {"name", "sandbox", "select", "backup", "timeout"}
 _SANDBOX_KEYS = {"kind", "port", "shared_buffers", "superuser"}
@@ -104,6 +105,8 @@ class DrillSpec(ScheduledSpec):
     report: dict[str, Any] = field(default_factory=dict)
     routes: dict[str, Any] = field(default_factory=dict)
     kubernetes_conn_id: str = "kubernetes_default"
+    # {major: bin dir}; keys are str in the DAG (Airflow serializes operator args as JSON).
+    postgres_bin_dirs: dict[str, str] = field(default_factory=dict)
 
 
 def is_chain_spec(data: Any) -> bool:
@@ -326,6 +329,12 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
         )
     except InvalidInputError as exc:
         raise _fail(source, exc.details.get("path", "routes"), str(exc).split(": ", 1)[-1]) from exc
+    from drillkit.pgmajors import parse_bin_dirs
+
+    try:
+        bin_dirs = parse_bin_dirs(top.get("postgres_bin_dirs"), where="postgres_bin_dirs")
+    except InvalidInputError as exc:
+        raise _fail(source, "postgres_bin_dirs", str(exc).split(": ", 1)[-1]) from exc
     return DrillSpec(
         name=name,
         source=source,
@@ -344,6 +353,7 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
         report=report,
         routes=routes,
         kubernetes_conn_id=conn_id,
+        postgres_bin_dirs={str(k): v for k, v in bin_dirs.items()},
     )
 
 

@@ -82,7 +82,7 @@ def test_pitr_between_batches_from_the_full_and_from_the_incremental(repository)
         coordinate = _select(catalog, target["target"])
         assert coordinate["backup_id"] == expected_backup
         assert coordinate["backup"]["tool"] == "pgbackrest"
-        assert coordinate["backup"]["major"] == 15
+        assert coordinate["backup"]["pg_major"] == 15 and coordinate["postgres"]["major"] == 15
         assert coordinate["catalog"]["kind"] == "pgbackrest"
         record = _restore(catalog, coordinate)
         try:

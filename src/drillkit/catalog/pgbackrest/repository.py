@@ -31,7 +31,8 @@ from drillkit.catalog.wal import (
     read_segment_header,
 )
 from drillkit.catalog.walindex import WalIndex
-from drillkit.exceptions import BackupError, InvalidInputError
+from drillkit.exceptions import BackupError, InvalidInputError, ToolMissingError
+from drillkit.pgbin import Installation, PgSettings, for_major
 from drillkit.state import state_dir
 from drillkit.timeutil import utcnow
 
@@ -51,8 +52,9 @@ class PgBackRestCatalog:
 
     kind = "pgbackrest"
 
-    def __init__(self, *, config: PgBackRestConfig) -> None:
+    def __init__(self, *, config: PgBackRestConfig, postgres: PgSettings | None = None) -> None:
         self.config = config
+        self.postgres = postgres or PgSettings()
 
     select = select_from_snapshot
 
@@ -115,7 +117,13 @@ class PgBackRestCatalog:
                 )
                 backups = [replace(b, verification=verified[b.backup_id]) for b in backups]
             backups = _refuse_broken_references(backups)
-        index = WalIndex(archive, major=major)
+        installations: dict[int, Installation] = {}
+        missing: dict[int, tuple[str, str]] = {}
+        try:
+            installations[major] = for_major(major, self.postgres)
+        except ToolMissingError as exc:  # the worker's fault, never the backup's
+            missing[major] = (exc.code, str(exc))
+        index = WalIndex(archive, installations=installations, default_major=major)
         index.build(progress=lambda name: say(f"indexed WAL segment {name}"))
         return CatalogSnapshot(
             kind=self.kind,
@@ -125,6 +133,8 @@ class PgBackRestCatalog:
             segments=index.as_mapping(),
             taken_at=utcnow(),
             config=self.config.descriptor(),
+            installations=installations,
+            missing_majors=missing,
         )
 
     def _backup(
@@ -174,7 +184,7 @@ class PgBackRestCatalog:
             format="pgbackrest",
             problems=tuple(problems),
             tool="pgbackrest",
-            major=major,
+            pg_major=major,
             type=str(raw.get("type") or "full"),
             depends_on=tuple(raw.get("reference") or ()),
         )
@@ -237,13 +247,7 @@ class PgBackRestCatalog:
                 '"%p"',
             ]
         )
-        backup = coordinate.get("backup") or {}
-        major = backup.get("major")
-        return Materialised(
-            restore_command=archive_get,
-            major=int(major) if isinstance(major, int) else None,
-            environment=command.server_environment(),
-        )
+        return Materialised(restore_command=archive_get, environment=command.server_environment())
 
 
 def _drop_generated_settings(path: Path) -> None:
@@ -299,8 +303,10 @@ def _refuse_broken_references(backups: list[BackupInfo]) -> list[BackupInfo]:
     return out
 
 
-def from_config(config: Mapping[str, Any]) -> PgBackRestCatalog:
-    return PgBackRestCatalog(config=PgBackRestConfig.parse(config))
+def from_config(
+    config: Mapping[str, Any], *, postgres: PgSettings | None = None
+) -> PgBackRestCatalog:
+    return PgBackRestCatalog(config=PgBackRestConfig.parse(config), postgres=postgres)
 
 
 __all__ = ["PgBackRestCatalog", "from_config"]
