@@ -93,7 +93,9 @@ def create_pgbackrest_scenario(
     os.chmod(directory, 0o755)
     pgbin.require_reachable(directory, "scenario directory")
     repo, prod, sock = directory / "repo", directory / "production", directory / "run"
-    for path in (directory, repo, sock, directory / "pgbackrest"):
+    tablespace = directory / "production-tablespace"
+    extra = [tablespace] if options.tablespace else []
+    for path in (directory, repo, sock, directory / "pgbackrest", *extra):
         path.mkdir(parents=True, exist_ok=True)
         pgbin.give_to_server_user(path)
     config = directory / "pgbackrest.conf"
@@ -133,6 +135,15 @@ def create_pgbackrest_scenario(
             "create table heartbeat (at timestamptz primary key default clock_timestamp());"
             "create table filler (id int, blob text)",
         )
+        if options.tablespace:
+            # Created before the full backup: pgBackRest backs it up; a restore maps it.
+            _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
+            _sql(
+                sock,
+                "create table ledger (id int primary key, note text) tablespace side;"
+                "insert into ledger select g, md5(g::text) from generate_series(1, 500) g",
+            )
+            truth["tablespace"] = {"name": "side", "path": str(tablespace), "table": "ledger"}
         if options.initial_mb:
             say(f"production: loading {options.initial_mb} MiB")
             _sql(
@@ -187,6 +198,7 @@ def create_pgbackrest_scenario(
     truth["targets"] = _suggested_targets(truth)
     if not options.keep_production:
         shutil.rmtree(prod, ignore_errors=True)
+        shutil.rmtree(tablespace, ignore_errors=True)
     shutil.rmtree(sock, ignore_errors=True)
     write_json_atomic(directory / "truth.json", truth)
     write_drill_spec(

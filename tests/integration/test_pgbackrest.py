@@ -175,3 +175,33 @@ def test_a_target_past_the_archive_is_refused(repository):
         _select(catalog, past)
     assert "TARGET_AFTER_ARCHIVE_END" in {c["code"] for c in refused.value.details["candidates"]}
     assert tree_digest(repo) == before
+
+
+def test_a_tablespace_is_restored_inside_the_sandbox(work_root: Path):
+    """pgBackRest restores tablespaces to their original paths unless mapped: drillkit maps
+    them all under the sandbox (--tablespace-map-all); production's path is never written."""
+    from drillkit.scenario import create_scenario
+
+    directory = work_root / "scenario-pgbackrest-tablespace"
+    options = ScenarioOptions(
+        tool="pgbackrest", batches=2, rows_per_batch=50, backups_after=(0,), initial_mb=0,
+        tablespace=True,
+    )  # fmt: skip
+    truth = create_scenario(directory, options, say=lambda _m: None)
+    production_path = Path(truth["tablespace"]["path"])
+    assert not production_path.exists()  # the scenario removed production's tablespace
+    catalog = {"kind": "pgbackrest", "stanza": truth["stanza"], "config": truth["config"]}
+    before = tree_digest(directory / "repo")
+    record = _restore(catalog, _select(catalog, None))
+    try:
+        endpoint = record["endpoints"]["postgres"]
+        ((location,),) = query(
+            endpoint,
+            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'side'",
+        )
+        assert location.startswith(record["path"] + "/"), location
+        assert query(endpoint, "select count(*) from ledger") == [(500,)]
+        assert not production_path.exists()
+    finally:
+        drill.teardown(record, keep=False, keep_ttl=timedelta(0))
+    assert tree_digest(directory / "repo") == before
