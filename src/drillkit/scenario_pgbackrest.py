@@ -25,7 +25,7 @@ from drillkit.scenario import (
     _flip_tuple_bytes,
     _sql,
     _suggested_targets,
-    _switch,
+    _wait_archived,
     write_drill_spec,
 )
 from drillkit.state import write_json_atomic
@@ -45,6 +45,15 @@ def _installation(options: ScenarioOptions) -> pgbin.Installation:
     return scenario_installation(options)
 
 
+def _switch(sock: Path) -> str:
+    """scenario._switch with a longer wait: archive-push compresses each segment, and after a
+    large load its queue takes minutes to drain on a busy machine."""
+    _sql(sock, "insert into heartbeat default values")
+    segment = str(_sql(sock, "select pg_walfile_name(pg_switch_wal())")[0][0])
+    _wait_archived(sock, segment, timeout=1800.0)
+    return segment
+
+
 def _config_text(directory: Path) -> str:
     return (
         "[global]\n"
@@ -54,6 +63,7 @@ def _config_text(directory: Path) -> str:
         f"lock-path={directory / 'pgbackrest'}\n"
         "start-fast=y\n"
         "compress-type=gz\n"
+        "compress-level=1\n"
         f"[{STANZA}]\n"
         f"pg1-path={directory / 'production'}\n"
         f"pg1-socket-path={directory / 'run'}\n"
