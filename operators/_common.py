@@ -7,7 +7,8 @@ under ``error`` first, so the tier's gate can tell *why* the tier failed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -130,6 +131,36 @@ def as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+@contextmanager
+def catalog_credentials(catalog: Mapping[str, Any] | None) -> Iterator[None]:
+    """Run the core with the catalog connection's credentials in the tools' environment only.
+
+    ``pgbackrest_conn_id`` names an Airflow connection: login/password (the S3 key and secret
+    unless its extra says ``login_option``/``password_option``) and extra options reach
+    pgBackRest as ``PGBACKREST_*`` variables, never argv, logs or XCom (values are masked).
+    """
+    from drillkit.catalog.credentials import catalog_environment, pgbackrest_environment
+
+    conn_id = (catalog or {}).get("pgbackrest_conn_id")
+    if not conn_id:
+        yield
+        return
+    from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
+
+    conn = BaseHook.get_connection(str(conn_id))
+    env = pgbackrest_environment(
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra_dejson or {},
+        repo=int((catalog or {}).get("repo") or 1),
+    )
+    for value in env.values():
+        mask_secret(value)
+    with catalog_environment(env):
+        yield
 
 
 def pg_settings(spec_bin_dirs: Any = None) -> Any:

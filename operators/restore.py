@@ -8,7 +8,13 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
-from drillkit.operators._common import as_bool, pg_settings, run_core, run_identity
+from drillkit.operators._common import (
+    as_bool,
+    catalog_credentials,
+    pg_settings,
+    run_core,
+    run_identity,
+)
 from drillkit.operators.telemetry import record_transition
 
 from drillkit import drill
@@ -88,16 +94,17 @@ class PITRSelectOperator(BaseOperator):
                 spec_target=self.default_target,
                 logical_date=context.get("logical_date"),
             )
-            coordinate = drill.select(
-                self.catalog,
-                policy="pinned" if pinned else self.policy,
-                target=target,
-                rpo=timedelta(seconds=self.rpo_seconds),
-                exclude=exclude,
-                pinned=pinned,
-                say=self.log.info,
-                postgres=pg_settings(self.postgres_bin_dirs),
-            )
+            with catalog_credentials(self.catalog):
+                coordinate = drill.select(
+                    self.catalog,
+                    policy="pinned" if pinned else self.policy,
+                    target=target,
+                    rpo=timedelta(seconds=self.rpo_seconds),
+                    exclude=exclude,
+                    pinned=pinned,
+                    say=self.log.info,
+                    postgres=pg_settings(self.postgres_bin_dirs),
+                )
             return {**coordinate, "tier": self.tier}
 
         coordinate = run_core(context, select)
@@ -154,17 +161,19 @@ class ProvisionSandboxOperator(BaseOperator):
 
         def provision() -> dict[str, Any]:
             # Everything inside run_core: the execution timeout may fire at any line.
-            return drill.provision(
-                context["ti"].xcom_pull(task_ids=self.coordinate_task_id),
-                sandbox=self.sandbox,
-                drill=self.drill,
-                drill_id=drill_id,
-                sandbox_id=drill.sandbox_id_for(self.drill, dag_id, run_id, self.tier),
-                ttl=timedelta(seconds=self.ttl_seconds),
-                dry_run=as_bool(self.dry_run),
-                say=self.log.info,
-                postgres=pg_settings(self.postgres_bin_dirs),
-            )
+            coordinate = context["ti"].xcom_pull(task_ids=self.coordinate_task_id)
+            with catalog_credentials((coordinate or {}).get("catalog")):
+                return drill.provision(
+                    coordinate,
+                    sandbox=self.sandbox,
+                    drill=self.drill,
+                    drill_id=drill_id,
+                    sandbox_id=drill.sandbox_id_for(self.drill, dag_id, run_id, self.tier),
+                    ttl=timedelta(seconds=self.ttl_seconds),
+                    dry_run=as_bool(self.dry_run),
+                    say=self.log.info,
+                    postgres=pg_settings(self.postgres_bin_dirs),
+                )
 
         record = run_core(
             context,

@@ -87,6 +87,19 @@ def tar_scenario(work_root: Path) -> tuple[Path, dict]:
 
 
 @pytest.fixture(scope="session")
+def pgbackrest_stanza(work_root: Path) -> tuple[Path, dict]:
+    """A pgBackRest stanza on PostgreSQL 15: full after batch 0, incremental after batch 2."""
+    from drillkit.scenario import ScenarioOptions, create_scenario
+
+    directory = work_root / "scenario-pgbackrest"
+    options = ScenarioOptions(
+        tool="pgbackrest", batches=5, rows_per_batch=100, backups_after=(0, 2), initial_mb=2
+    )
+    truth = create_scenario(directory, options, say=lambda _m: None)
+    return directory, truth
+
+
+@pytest.fixture(scope="session")
 def pg15_scenario(work_root: Path) -> tuple[Path, dict]:
     """A scenario built with PostgreSQL 15's own binaries (Debian's postgresql-15, which
     `make test` installs): 4 batches, backups after batches 0 and 2."""

@@ -41,21 +41,39 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
         keep_production=args.keep_production,
         backup_format=args.backup_format,
         tablespace=args.tablespace,
+        tool=args.tool,
         pg_bin_dir=args.pg_bin_dir,
         pg_major=args.pg_major,
+        backup_types=tuple(t for t in (args.backup_types or "").split(",") if t),
     )
     truth = create_scenario(Path(args.directory), options, say=_say)
     print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
     return EXIT_PASS
 
 
-def catalog_rows(repo: str, *, verify: bool) -> list[dict[str, Any]]:
+def catalog_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The catalog the command names: a local repository path, or ``--stanza`` (pgBackRest)."""
+    if getattr(args, "stanza", None):
+        config: dict[str, Any] = {"kind": "pgbackrest", "stanza": args.stanza}
+        if args.config:
+            config["config"] = str(Path(args.config).absolute())
+        return config
+    if not args.repo:
+        raise InvalidInputError(
+            "name a repository: a local one's path (base/ and wal/), or --stanza NAME "
+            "[--config pgbackrest.conf] for a pgBackRest stanza"
+        )
+    return {"kind": "local", "path": args.repo}
+
+
+def catalog_rows(catalog: dict[str, Any] | str, *, verify: bool) -> list[dict[str, Any]]:
     """One row per backup: verification and the window of targets it can restore to."""
-    from drillkit.catalog import LocalCatalog
+    from drillkit.catalog.registry import open_repository
     from drillkit.pitr import evaluate
     from drillkit.timeutil import isoformat
 
-    snapshot = LocalCatalog(repo).snapshot(verify=verify, progress=_say)
+    config = {"kind": "local", "path": catalog} if isinstance(catalog, str) else catalog
+    snapshot = open_repository(config).snapshot(verify=verify, progress=_say)
     rows = []
     for backup in sorted(snapshot.backups, key=lambda b: b.stop_lsn):
         ev = evaluate(snapshot, backup, target=None, rpo=timedelta(0), require_verified=verify)
@@ -75,12 +93,13 @@ def catalog_rows(repo: str, *, verify: bool) -> list[dict[str, Any]]:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    rows = catalog_rows(args.repo, verify=not args.no_verify)
+    rows = catalog_rows(catalog_config(args), verify=not args.no_verify)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
+        width = max([24, *(len(r["backup_id"]) for r in rows)])
         header = (
-            f"{'backup':<24} {'pg':>3} {'size':>8} {'verification':<18} "
+            f"{'backup':<{width}} {'pg':>3} {'type':<4} {'size':>8} {'verification':<18} "
             f"{'restorable window (UTC)':<58}"
         )
         print(header)
@@ -89,7 +108,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             window = f"{row['restorable_from']} .. {row['restorable_to']}" if row["usable"] else "-"
             size = f"{row['size_bytes'] / 2**20:.0f}M"
             major = row["pg_major"] or "?"
-            print(f"{row['backup_id']:<24} {major:>3} {size:>8} {row['verification']:<18} {window}")
+            print(
+                f"{row['backup_id']:<{width}} {major:>3} {row['type']:<4} {size:>8} "
+                f"{row['verification']:<18} {window}"
+            )
+            if row["depends_on"]:
+                print(f"{'':<{width}}   references: {', '.join(row['depends_on'])}")
             if row["problem"]:
                 print(f"{'':<24}   {row['code']}: {row['problem']}")
     if any(r["usable"] for r in rows):
@@ -105,7 +129,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from drillkit.restore import restore_and_prove
 
     result = restore_and_prove(
-        repo=Path(args.repo),
+        catalog=catalog_config(args),
         target=args.target_time,
         policy=args.policy,
         rpo=args.rpo,
@@ -223,21 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
         "--tablespace", action="store_true", help="keep a table in a user tablespace"
     )
     create.add_argument(
+        "--tool",
+        choices=["pg_basebackup", "pgbackrest"],
+        default="pg_basebackup",
+        help="pgbackrest: a stanza with full and incremental backups (PostgreSQL 15 default)",
+    )
+    create.add_argument(
         "--pg-bin-dir", default=None, help="PostgreSQL bin directory to build it with"
     )
     create.add_argument(
         "--pg-major", type=int, default=None, help="PostgreSQL major, found as a drill finds it"
     )
+    create.add_argument(
+        "--backup-types", default=None, help="pgbackrest: e.g. full,incr,diff (default full,incr..)"
+    )
     create.set_defaults(func=cmd_scenario_create)
 
     catalog = sub.add_parser("catalog", help="list backups, verification and restore windows")
-    catalog.add_argument("repo")
+    catalog.add_argument("repo", nargs="?", help="a local repository (base/ and wal/)")
+    catalog.add_argument("--stanza", default=None, help="a pgBackRest stanza instead of a path")
+    catalog.add_argument("--config", default=None, help="its pgbackrest.conf")
     catalog.add_argument("--json", action="store_true")
     catalog.add_argument("--no-verify", action="store_true", help="skip pg_verifybackup")
     catalog.set_defaults(func=cmd_catalog)
 
     restore = sub.add_parser("restore", help="restore to a target time with the core and prove it")
-    restore.add_argument("repo")
+    restore.add_argument("repo", nargs="?", help="a local repository (base/ and wal/)")
+    restore.add_argument("--stanza", default=None, help="a pgBackRest stanza instead of a path")
+    restore.add_argument("--config", default=None, help="its pgbackrest.conf")
     restore.add_argument("--target-time", default=None, help="ISO 8601 with zone; default newest")
     restore.add_argument("--policy", default="latest")
     restore.add_argument("--rpo", default="0s")

@@ -72,33 +72,16 @@ def select(
     """Choose a tier's coordinate. With ``checksum_gate`` (drill tiers) a backup that failed
     verification is still chosen, so its tier visibly fails the gate and falls back.
     ``postgres``: where each major's binaries are (the ``postgres_bin_dirs`` setting)."""
-    if catalog.get("kind") == "cnpg":
-        from drillkit.k8s.catalog import select_cnpg
-        from drillkit.k8s.client import current
+    from drillkit.catalog.registry import open_catalog
 
-        return select_cnpg(
-            current(),
-            catalog,
-            target=target,
-            policy=policy,
-            rpo=rpo,
-            exclude=exclude,
-            pinned=pinned,
-        )
-    from drillkit.catalog import LocalCatalog
-    from drillkit.pitr import select_coordinate
-
-    if catalog.get("kind", "local") != "local":
-        raise InvalidInputError(f"catalog kind {catalog.get('kind')!r} is not supported here")
-    snapshot = LocalCatalog(str(catalog["path"]), postgres=postgres).snapshot(progress=say)
-    return select_coordinate(
-        snapshot,
-        target=target,
+    return open_catalog(catalog, postgres=postgres).select(
         policy=policy,
+        target=target,
         rpo=rpo,
         exclude=exclude,
         pinned=pinned,
         checksum_gate=checksum_gate,
+        say=say,
     )
 
 

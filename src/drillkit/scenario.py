@@ -48,6 +48,8 @@ class ScenarioOptions:
     # plain: pg_basebackup -Fp; tar / tar.gz: -Ft (gzip with -z) with WAL streamed into pg_wal.tar
     backup_format: str = "plain"
     tablespace: bool = False  # a table in a user tablespace outside the data directory
+    tool: str = "pg_basebackup"  # or pgbackrest (a stanza with full + incremental backups)
+    backup_types: tuple[str, ...] = ()  # pgbackrest: full|diff|incr per backup (full, incr...)
     # Which PostgreSQL: a bin directory, or a major found like a drill finds it (default: the
     # embedded wheel's 18). Every tool of the scenario comes from that one installation.
     pg_bin_dir: str | None = None
@@ -125,6 +127,12 @@ def create_scenario(
         raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
     if max(options.backups_after) >= options.batches:
         raise InvalidInputError("backups_after must name batches below the batch count")
+    if options.tool == "pgbackrest":
+        from drillkit.scenario_pgbackrest import create_pgbackrest_scenario
+
+        return create_pgbackrest_scenario(directory, options, say=say)
+    if options.tool != "pg_basebackup":
+        raise InvalidInputError(f"--tool {options.tool!r} is not one of pg_basebackup, pgbackrest")
     if options.backup_format not in BACKUP_FORMATS:
         raise InvalidInputError(
             f"backup format {options.backup_format!r} is not one of {', '.join(BACKUP_FORMATS)}"
@@ -329,7 +337,11 @@ def _rewrite_member(archive: Path, name: str, change: Callable[[bytes], bytes]) 
 
 
 def write_drill_spec(
-    directory: Path, *, name: str, postgres_bin_dirs: dict[int, str] | None = None
+    directory: Path,
+    *,
+    name: str,
+    postgres_bin_dirs: dict[int, str] | None = None,
+    catalog: dict[str, Any] | None = None,
 ) -> Path:
     """A ready drill spec for the scenario: three tiers, SQL, PITR (both ways) and integrity;
     ``postgres_bin_dirs`` when the scenario's binaries are where discovery would not look."""
@@ -337,7 +349,7 @@ def write_drill_spec(
         "drill": name,
         "description": f"Restore drill of the scenario in {directory}",
         "schedule": None,
-        "catalog": {"kind": "local", "path": str(directory / "repo")},
+        "catalog": catalog or {"kind": "local", "path": str(directory / "repo")},
         "target": "latest",
         "rpo": "0s",
         "rto": "10m",

@@ -22,7 +22,8 @@ CHAIN_KIND = "routing_chain"  # a routing-chain drill (drillkit.chain.spec), not
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SANDBOX_KINDS = ("local", "kubernetes")
-CATALOG_KINDS = ("local", "cnpg")
+CATALOG_KINDS = ("local", "cnpg", "pgbackrest")
+PGBACKREST_KEYS = {"kind", "stanza", "config", "repo", "options", "pgbackrest_conn_id"}
 # The DAG-level fields every spec kind shares (drill specs here, routing chains in drillkit.chain).
 SCHEDULING_KEYS = {
     "description": "free text shown in the Airflow UI",
@@ -237,11 +238,19 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     catalog = dict(_mapping(top.get("catalog"), source, "catalog"))
     if catalog.get("kind") == "cnpg":
         _kubernetes_part("parse_catalog", catalog, source, "catalog")
+    elif catalog.get("kind") == "pgbackrest":
+        _unknown(catalog, PGBACKREST_KEYS, source, "catalog")
+        from drillkit.catalog.registry import open_catalog
+
+        try:
+            open_catalog(catalog)  # the kind's own validation (no I/O)
+        except InvalidInputError as exc:
+            raise _fail(source, "catalog", str(exc)) from exc
     else:
         _unknown(catalog, {"kind", "path"}, source, "catalog")
     if catalog.get("kind", "local") not in CATALOG_KINDS:
         raise _fail(source, "catalog.kind", f"use one of {', '.join(CATALOG_KINDS)}")
-    if catalog.get("kind") != "cnpg" and (
+    if catalog.get("kind", "local") == "local" and (
         not isinstance(catalog.get("path"), str) or not catalog["path"]
     ):
         raise _fail(source, "catalog.path", "required: the repository (base/ and wal/) path")

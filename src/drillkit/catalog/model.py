@@ -50,6 +50,9 @@ class BackupInfo:
     problems: tuple[tuple[str, str], ...] = ()  # (finding code, sentence) that make it unusable
     format: str = "plain"  # pg_basebackup -Fp, or -Ft as tar | tar.gz (| tar.lz4 | tar.zst)
     pg_major: int | None = None  # from PG_VERSION (the base directory or base.tar[.gz])
+    tool: str = "pg_basebackup"  # what took it: pg_basebackup | pgbackrest | ...
+    type: str = "full"  # full | diff | incr
+    depends_on: tuple[str, ...] = ()  # backups whose files this one needs (diff/incr)
 
     def summary(self) -> dict[str, Any]:
         from drillkit.catalog.wal import format_lsn
@@ -66,6 +69,9 @@ class BackupInfo:
             "format": self.format,
             "pg_major": self.pg_major,
             "verification": self.verification.status,
+            "tool": self.tool,
+            "type": self.type,
+            "depends_on": list(self.depends_on),
         }
 
 
@@ -79,10 +85,12 @@ class CatalogSnapshot:
     archive: ArchiveListing
     segments: dict[str, SegmentIndex]
     taken_at: datetime
+    # How to open this catalog again (a coordinate carries it to the sandbox): never secrets.
+    config: dict[str, Any] | None = None
     # PostgreSQL majors of its backups and WAL: the installation found, or why none was
     # ((code, sentence): PG_BINARIES_MISSING, PG_MAJOR_UNSUPPORTED...); never the backup's fault.
     installations: dict[int, Installation] = field(default_factory=dict)
     missing_majors: dict[int, tuple[str, str]] = field(default_factory=dict)
 
-    def descriptor(self) -> dict[str, str]:
-        return {"kind": self.kind, "path": self.location}
+    def descriptor(self) -> dict[str, Any]:
+        return dict(self.config) if self.config else {"kind": self.kind, "path": self.location}

@@ -22,7 +22,8 @@ from typing import Any
 import psycopg2
 
 from drillkit import pgbin
-from drillkit.catalog.tarformat import PLAIN, backup_format
+from drillkit.catalog.protocol import BackupRepository
+from drillkit.catalog.registry import open_repository
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 from drillkit.exceptions import (
     DrillError,
@@ -32,8 +33,6 @@ from drillkit.exceptions import (
     SandboxStartError,
 )
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
-from drillkit.sandbox.copy import copy_backup
-from drillkit.sandbox.untar import extract_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
@@ -153,18 +152,14 @@ class LocalSandboxBackend:
         sandbox_id: str | None = None,
     ) -> dict[str, Any]:
         settings = recovery_settings(coordinate)
-        backup = Path(str(coordinate.get("backup_path")))
-        archive = Path(str(coordinate.get("archive")))
-        fmt = backup_format(backup)
-        if fmt is None:
-            raise InvalidInputError(
-                f"backup {backup} is not a base backup directory (no backup_label, no base.tar)"
-            )
-        if not archive.is_dir():
-            raise InvalidInputError(f"WAL archive {archive} does not exist")
-        pgbin.require_reachable(archive, "WAL archive")
+        repository = open_repository(
+            coordinate.get("catalog") or {"kind": "local"}, postgres=self.postgres
+        )
+        repository.check_restorable(coordinate)
         # The backup's own major on this worker (may differ from the one that selected it).
-        installation = pgbin.for_major(backup_major(coordinate, backup), self.postgres)
+        installation = pgbin.for_major(
+            backup_major(coordinate, Path(str(coordinate.get("backup_path")))), self.postgres
+        )
         sandbox_id = sandbox_id or new_sandbox_id(name)
         directory = self.path(sandbox_id)
         if directory.exists():
@@ -198,7 +193,9 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(directory, socket_dir, backup, fmt, archive, settings, port, installation)
+            self._restore(
+                directory, socket_dir, repository, coordinate, settings, port, installation
+            )
             achieved = self._wait_promoted(directory, socket_dir, port)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
@@ -233,9 +230,8 @@ class LocalSandboxBackend:
         self,
         directory: Path,
         socket_dir: Path,
-        backup: Path,
-        fmt: str,
-        archive: Path,
+        repository: BackupRepository,
+        coordinate: dict[str, Any],
         settings: dict[str, str],
         port: int,
         installation: pgbin.Installation,
@@ -243,12 +239,9 @@ class LocalSandboxBackend:
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
-        if fmt == PLAIN:
-            self.say(f"copying backup {backup.name} into {data}")
-            copy_backup(backup, data, owner=owner, progress=self._copy_progress)
-        else:
-            self.say(f"extracting backup {backup.name} ({fmt}) into {data}")
-            extract_backup(backup, data, owner=owner, progress=self._extract_progress, say=self.say)
+        materialised = repository.materialise(
+            coordinate, data, workdir=directory, owner=owner, say=self.say
+        )
         socket_dir.mkdir(mode=0o700, exist_ok=True)
         if owner:
             os.chown(socket_dir, *owner)
@@ -260,7 +253,7 @@ class LocalSandboxBackend:
         hba.write_text("\n".join(hba_lines) + "\n")
         if not (data / "postgresql.conf").exists():  # Debian-style servers keep it in /etc
             (data / "postgresql.conf").write_text("")
-        restore = f'cp "{archive}/%f" "%p"'
+        restore = materialised.restore_command
         config = {
             "listen_addresses": "127.0.0.1" if self.port is not None else "",
             "port": str(port),
@@ -313,17 +306,10 @@ class LocalSandboxBackend:
             ],
             check=False,
             timeout=self.start_timeout + 30,
+            env=dict(materialised.environment),
         )
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
-
-    def _copy_progress(self, done: int, total: int) -> None:
-        if total:
-            self.say(f"copied {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
-
-    def _extract_progress(self, done: int, total: int) -> None:
-        if total:
-            self.say(f"extracted {done / 2**20:.0f} of {total / 2**20:.0f} MiB of archives")
 
     def _log_tail(self, directory: Path, lines: int = 12) -> str:
         try:
