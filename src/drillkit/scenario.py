@@ -292,13 +292,13 @@ def _rewrite_member(archive: Path, name: str, change: Callable[[bytes], bytes]) 
     return size
 
 
-def write_drill_spec(directory: Path, *, name: str) -> Path:
+def write_drill_spec(directory: Path, *, name: str, catalog: dict[str, Any] | None = None) -> Path:
     """A ready drill spec for the scenario: three tiers, SQL, PITR (both ways) and integrity."""
     spec = {
         "drill": name,
         "description": f"Restore drill of the scenario in {directory}",
         "schedule": None,
-        "catalog": {"kind": "local", "path": str(directory / "repo")},
+        "catalog": catalog or {"kind": "local", "path": str(directory / "repo")},
         "target": "latest",
         "rpo": "0s",
         "rto": "10m",
