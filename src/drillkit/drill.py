@@ -69,33 +69,16 @@ def select(
 ) -> dict[str, Any]:
     """Choose a tier's coordinate. With ``checksum_gate`` (drill tiers) a backup that failed
     verification is still chosen, so its tier visibly fails the gate and falls back."""
-    if catalog.get("kind") == "cnpg":
-        from drillkit.k8s.catalog import select_cnpg
-        from drillkit.k8s.client import current
+    from drillkit.catalog.registry import open_catalog
 
-        return select_cnpg(
-            current(),
-            catalog,
-            target=target,
-            policy=policy,
-            rpo=rpo,
-            exclude=exclude,
-            pinned=pinned,
-        )
-    from drillkit.catalog import LocalCatalog
-    from drillkit.pitr import select_coordinate
-
-    if catalog.get("kind", "local") != "local":
-        raise InvalidInputError(f"catalog kind {catalog.get('kind')!r} is not supported here")
-    snapshot = LocalCatalog(str(catalog["path"])).snapshot(progress=say)
-    return select_coordinate(
-        snapshot,
-        target=target,
+    return open_catalog(catalog).select(
         policy=policy,
+        target=target,
         rpo=rpo,
         exclude=exclude,
         pinned=pinned,
         checksum_gate=checksum_gate,
+        say=say,
     )
 
 

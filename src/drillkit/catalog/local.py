@@ -5,11 +5,13 @@ Read-only: caches live in drillkit's state directory, never in the repository.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from drillkit.catalog.backups import read_backup
 from drillkit.catalog.model import BackupInfo, CatalogSnapshot
+from drillkit.catalog.protocol import Materialised, select_from_snapshot
 from drillkit.catalog.verify import verify_backup
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, read_segment_header
 from drillkit.catalog.walindex import WalIndex
@@ -91,6 +93,63 @@ class LocalCatalog:
             segments=index.as_mapping(),
             taken_at=utcnow(),
         )
+
+    select = select_from_snapshot
+
+    def check_restorable(self, coordinate: Mapping[str, Any]) -> None:
+        from drillkit import pgbin
+        from drillkit.catalog.tarformat import backup_format
+
+        backup = Path(str(coordinate.get("backup_path")))
+        archive = Path(str(coordinate.get("archive")))
+        if backup_format(backup) is None:
+            raise InvalidInputError(
+                f"backup {backup} is not a base backup directory (no backup_label, no base.tar)"
+            )
+        if not archive.is_dir():
+            raise InvalidInputError(f"WAL archive {archive} does not exist")
+        pgbin.require_reachable(archive, "WAL archive")
+
+    def materialise(
+        self,
+        coordinate: Mapping[str, Any],
+        data: Path,
+        *,
+        workdir: Path,
+        owner: tuple[int, int] | None,
+        say: Progress,
+    ) -> Materialised:
+        """Copy (plain) or extract (tar) the backup; recovery copies WAL from the archive."""
+        from drillkit.catalog.tarformat import PLAIN, backup_format
+        from drillkit.sandbox.copy import copy_backup
+        from drillkit.sandbox.untar import extract_backup
+
+        del workdir  # nothing of the tool's own: the copy is plain files
+        backup = Path(str(coordinate.get("backup_path")))
+        archive = Path(str(coordinate.get("archive")))
+        fmt = backup_format(backup)
+
+        def copied(done: int, total: int) -> None:
+            if total:
+                say(f"copied {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
+
+        def extracted(done: int, total: int) -> None:
+            if total:
+                say(f"extracted {done / 2**20:.0f} of {total / 2**20:.0f} MiB of archives")
+
+        if fmt == PLAIN:
+            say(f"copying backup {backup.name} into {data}")
+            copy_backup(backup, data, owner=owner, progress=copied)
+        else:
+            say(f"extracting backup {backup.name} ({fmt}) into {data}")
+            extract_backup(backup, data, owner=owner, progress=extracted, say=say)
+        return Materialised(restore_command=f'cp "{archive}/%f" "%p"')
+
+
+def from_config(config: Mapping[str, Any]) -> LocalCatalog:
+    """``{kind: local, path: DIR}``; a coordinate without ``path`` still materialises from its
+    own ``backup_path`` and ``archive``."""
+    return LocalCatalog(str(config.get("path") or "."))
 
 
 def _with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:

@@ -48,6 +48,10 @@ class BackupInfo:
     verification: Verification = field(default_factory=lambda: Verification("not_run"))
     problems: tuple[tuple[str, str], ...] = ()  # (finding code, sentence) that make it unusable
     format: str = "plain"  # pg_basebackup -Fp, or -Ft as tar | tar.gz (| tar.lz4 | tar.zst)
+    tool: str = "pg_basebackup"  # what took it: pg_basebackup | pgbackrest | ...
+    major: int | None = None  # PostgreSQL major version of the backed-up cluster, when known
+    type: str = "full"  # full | diff | incr
+    depends_on: tuple[str, ...] = ()  # backups whose files this one needs (diff/incr)
 
     def summary(self) -> dict[str, Any]:
         from drillkit.catalog.wal import format_lsn
@@ -63,6 +67,10 @@ class BackupInfo:
             "size_bytes": self.size_bytes,
             "format": self.format,
             "verification": self.verification.status,
+            "tool": self.tool,
+            "major": self.major,
+            "type": self.type,
+            "depends_on": list(self.depends_on),
         }
 
 
@@ -76,6 +84,8 @@ class CatalogSnapshot:
     archive: ArchiveListing
     segments: dict[str, SegmentIndex]
     taken_at: datetime
+    # How to open this catalog again (a coordinate carries it to the sandbox): never secrets.
+    config: dict[str, Any] | None = None
 
-    def descriptor(self) -> dict[str, str]:
-        return {"kind": self.kind, "path": self.location}
+    def descriptor(self) -> dict[str, Any]:
+        return dict(self.config) if self.config else {"kind": self.kind, "path": self.location}

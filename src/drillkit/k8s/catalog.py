@@ -321,3 +321,41 @@ def select_cnpg(
         exclude=exclude,
         pinned=pinned,
     )
+
+
+class CnpgCatalog:
+    """Catalog ``kind: cnpg``: selection from Backup objects; CloudNativePG restores them itself
+    (a kubernetes sandbox), so this is a Catalog, not a BackupRepository."""
+
+    kind = "cnpg"
+
+    def __init__(self, *, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+
+    def select(
+        self,
+        *,
+        policy: str,
+        target: datetime | None,
+        rpo: timedelta,
+        exclude: list[str],
+        pinned: str | None,
+        checksum_gate: bool = True,
+        say: Any = None,
+    ) -> dict[str, Any]:
+        from drillkit.k8s.client import current
+
+        del checksum_gate, say  # Backup objects carry nothing to verify (the coordinate says so)
+        return select_cnpg(
+            current(),
+            self.config,
+            target=target,
+            policy=policy,
+            rpo=rpo,
+            exclude=exclude,
+            pinned=pinned,
+        )
+
+
+def from_config(config: Mapping[str, Any]) -> CnpgCatalog:
+    return CnpgCatalog(config=config)

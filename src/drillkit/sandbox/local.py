@@ -20,8 +20,9 @@ from typing import Any
 
 import psycopg2
 
-from drillkit import pgbin
-from drillkit.catalog.tarformat import PLAIN, backup_format
+from drillkit import pgbin, pgmajor
+from drillkit.catalog.protocol import BackupRepository
+from drillkit.catalog.registry import open_repository
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 from drillkit.exceptions import (
     InvalidInputError,
@@ -30,12 +31,11 @@ from drillkit.exceptions import (
     SandboxStartError,
 )
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
-from drillkit.sandbox.copy import copy_backup
-from drillkit.sandbox.untar import extract_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
 _LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
+_MAJOR_FILE = "major.json"  # the restored cluster's major, when not drillkit's default one
 _SOCKET_MAX = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 Say = Callable[[str], None]
 
@@ -149,16 +149,8 @@ class LocalSandboxBackend:
         sandbox_id: str | None = None,
     ) -> dict[str, Any]:
         settings = recovery_settings(coordinate)
-        backup = Path(str(coordinate.get("backup_path")))
-        archive = Path(str(coordinate.get("archive")))
-        fmt = backup_format(backup)
-        if fmt is None:
-            raise InvalidInputError(
-                f"backup {backup} is not a base backup directory (no backup_label, no base.tar)"
-            )
-        if not archive.is_dir():
-            raise InvalidInputError(f"WAL archive {archive} does not exist")
-        pgbin.require_reachable(archive, "WAL archive")
+        repository = open_repository(coordinate.get("catalog") or {"kind": "local"})
+        repository.check_restorable(coordinate)
         sandbox_id = sandbox_id or new_sandbox_id(name)
         directory = self.path(sandbox_id)
         if directory.exists():
@@ -191,7 +183,7 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(directory, socket_dir, backup, fmt, archive, settings, port)
+            self._restore(directory, socket_dir, repository, coordinate, settings, port)
             achieved = self._wait_promoted(directory, socket_dir, port)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
@@ -226,21 +218,17 @@ class LocalSandboxBackend:
         self,
         directory: Path,
         socket_dir: Path,
-        backup: Path,
-        fmt: str,
-        archive: Path,
+        repository: BackupRepository,
+        coordinate: dict[str, Any],
         settings: dict[str, str],
         port: int,
     ) -> None:
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
-        if fmt == PLAIN:
-            self.say(f"copying backup {backup.name} into {data}")
-            copy_backup(backup, data, owner=owner, progress=self._copy_progress)
-        else:
-            self.say(f"extracting backup {backup.name} ({fmt}) into {data}")
-            extract_backup(backup, data, owner=owner, progress=self._extract_progress, say=self.say)
+        materialised = repository.materialise(
+            coordinate, data, workdir=directory, owner=owner, say=self.say
+        )
         socket_dir.mkdir(mode=0o700, exist_ok=True)
         if owner:
             os.chown(socket_dir, *owner)
@@ -252,7 +240,7 @@ class LocalSandboxBackend:
         hba.write_text("\n".join(hba_lines) + "\n")
         if not (data / "postgresql.conf").exists():  # Debian-style servers keep it in /etc
             (data / "postgresql.conf").write_text("")
-        restore = f'cp "{archive}/%f" "%p"'
+        restore = materialised.restore_command
         config = {
             "listen_addresses": "127.0.0.1" if self.port is not None else "",
             "port": str(port),
@@ -289,7 +277,10 @@ class LocalSandboxBackend:
             if owner:
                 os.chown(path, *owner)
         self.say("starting PostgreSQL and replaying WAL")
-        result = pgbin.run(
+        if materialised.major is not None:
+            # stop_server and teardown find the right pg_ctl again from here
+            write_json_atomic(directory / _MAJOR_FILE, {"major": materialised.major})
+        result = pgmajor.run(
             "pg_ctl",
             [
                 "-D",
@@ -301,19 +292,13 @@ class LocalSandboxBackend:
                 str(int(self.start_timeout)),
                 "start",
             ],
+            major=materialised.major,
             check=False,
             timeout=self.start_timeout + 30,
+            env=dict(materialised.environment),
         )
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
-
-    def _copy_progress(self, done: int, total: int) -> None:
-        if total:
-            self.say(f"copied {done / 2**20:.0f} of {total / 2**20:.0f} MiB")
-
-    def _extract_progress(self, done: int, total: int) -> None:
-        if total:
-            self.say(f"extracted {done / 2**20:.0f} of {total / 2**20:.0f} MiB of archives")
 
     def _log_tail(self, directory: Path, lines: int = 12) -> str:
         try:
@@ -395,7 +380,10 @@ def stop_server(data: Path) -> bool:
     pid_file = data / "postmaster.pid"
     if not pid_file.exists():
         return False
-    result = pgbin.run("pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
+    major = (read_json(data.parent / _MAJOR_FILE) or {}).get("major")
+    result = pgmajor.run(
+        "pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"], major=major, check=False
+    )
     if result.returncode != 0 and pid_file.exists():
         try:
             pid = int(pid_file.read_text().split()[0])

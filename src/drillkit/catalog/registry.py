@@ -1,0 +1,49 @@
+"""Catalog kinds: ``kind -> module``. A module exposes ``from_config(config) -> Catalog``.
+
+Adding a kind is one module plus one line here (or ``register`` from a plugin); the drill flow
+never branches on the kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from drillkit.catalog.protocol import BackupRepository, Catalog
+from drillkit.exceptions import InvalidInputError
+
+KINDS: dict[str, str] = {
+    "local": "drillkit.catalog.local",
+    "pgbackrest": "drillkit.catalog.pgbackrest",
+    "cnpg": "drillkit.k8s.catalog",
+}
+
+
+def register(kind: str, module: str) -> None:
+    """Make catalog ``kind`` available; ``module`` is imported when a catalog is opened."""
+    KINDS[kind] = module
+
+
+def open_catalog(config: Mapping[str, Any]) -> Catalog:
+    """The catalog a spec's (or a coordinate's) ``catalog`` mapping describes; no I/O."""
+    kind = str(config.get("kind") or "local")
+    module_name = KINDS.get(kind)
+    if module_name is None:
+        raise InvalidInputError(
+            f"catalog kind {kind!r} is not supported; use one of {', '.join(sorted(KINDS))}"
+        )
+    module = importlib.import_module(module_name)
+    catalog: Catalog = module.from_config(config)
+    return catalog
+
+
+def open_repository(config: Mapping[str, Any]) -> BackupRepository:
+    """A catalog whose backups restore into a local sandbox, or a clear refusal."""
+    catalog = open_catalog(config)
+    if not isinstance(catalog, BackupRepository):
+        raise InvalidInputError(
+            f"catalog kind {catalog.kind!r} restores through its own platform, not into a local "
+            "sandbox: pair it with its sandbox kind (cnpg: kind kubernetes)"
+        )
+    return catalog
