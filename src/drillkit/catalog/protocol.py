@@ -30,6 +30,9 @@ class Materialised:
     major: int | None = None  # the PostgreSQL major the data directory belongs to
     environment: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Findings of the restore itself ({code, severity, message}), e.g. BACKUP_UNVERIFIABLE when
+    # the restored copy has no manifest to verify: the sandbox record carries them to the gate.
+    findings: tuple[Mapping[str, str], ...] = ()
 
 
 class Catalog(Protocol):

@@ -21,7 +21,7 @@ from typing import Any
 import psycopg2
 
 from drillkit import pgbin, pgmajor
-from drillkit.catalog.protocol import BackupRepository
+from drillkit.catalog.protocol import BackupRepository, Materialised
 from drillkit.catalog.registry import open_repository
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 from drillkit.exceptions import (
@@ -183,7 +183,9 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(directory, socket_dir, repository, coordinate, settings, port)
+            materialised = self._restore(
+                directory, socket_dir, repository, coordinate, settings, port
+            )
             achieved = self._wait_promoted(directory, socket_dir, port)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
@@ -207,6 +209,8 @@ class LocalSandboxBackend:
             },
             restore_seconds=round(restore_seconds, 3),
             achieved_recovery_point=achieved or coordinate.get("recovery_point"),
+            # What the restore itself found (e.g. no manifest to verify against): for the gate.
+            findings=[dict(f) for f in materialised.findings],
             achieved_recovery_point_source="pg_last_xact_replay_timestamp"
             if achieved
             else "backup end (no transaction replayed)",
@@ -222,7 +226,7 @@ class LocalSandboxBackend:
         coordinate: dict[str, Any],
         settings: dict[str, str],
         port: int,
-    ) -> None:
+    ) -> Materialised:
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
@@ -299,6 +303,7 @@ class LocalSandboxBackend:
         )
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
+        return materialised
 
     def _log_tail(self, directory: Path, lines: int = 12) -> str:
         try:
