@@ -22,7 +22,7 @@ CHAIN_KIND = "routing_chain"  # a routing-chain drill (drillkit.chain.spec), not
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SANDBOX_KINDS = ("local", "kubernetes")
-CATALOG_KINDS = ("local", "cnpg")
+CATALOG_KINDS = ("local", "cnpg", "barman_cloud")
 # The DAG-level fields every spec kind shares (drill specs here, routing chains in drillkit.chain).
 SCHEDULING_KEYS = {
     "description": "free text shown in the Airflow UI",
@@ -148,6 +148,16 @@ def _mapping(value: Any, source: str, path: str) -> Mapping[str, Any]:
     return value
 
 
+def _registered_catalog(catalog: Mapping[str, Any], source: str) -> None:
+    """A kind with its own module validates its own keys (``from_config``: no I/O)."""
+    from drillkit.catalog.registry import open_catalog
+
+    try:
+        open_catalog(catalog)
+    except InvalidInputError as exc:
+        raise _fail(source, "catalog", str(exc)) from exc
+
+
 def _unknown(data: Mapping[str, Any], allowed: set[str] | dict[str, str], source: str, path: str):
     unknown = sorted(set(map(str, data)) - set(allowed))
     if unknown:
@@ -234,11 +244,13 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     catalog = dict(_mapping(top.get("catalog"), source, "catalog"))
     if catalog.get("kind") == "cnpg":
         _kubernetes_part("parse_catalog", catalog, source, "catalog")
-    else:
+    elif catalog.get("kind", "local") == "local":
         _unknown(catalog, {"kind", "path"}, source, "catalog")
     if catalog.get("kind", "local") not in CATALOG_KINDS:
         raise _fail(source, "catalog.kind", f"use one of {', '.join(CATALOG_KINDS)}")
-    if catalog.get("kind") != "cnpg" and (
+    if catalog.get("kind", "local") not in ("local", "cnpg"):
+        _registered_catalog(catalog, source)
+    elif catalog.get("kind") != "cnpg" and (
         not isinstance(catalog.get("path"), str) or not catalog["path"]
     ):
         raise _fail(source, "catalog.path", "required: the repository (base/ and wal/) path")
