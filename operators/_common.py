@@ -39,8 +39,9 @@ def run_core(
     ti = context["ti"]
     limit: timedelta | None = context["task"].execution_timeout
     started = time.monotonic()
-    from drillkit.barman.credentials import using_resolver
     from drillkit.operators.aws import aws_connection_env
+
+    from drillkit.barman.credentials import using_resolver
 
     try:
         # A catalog's aws_conn_id resolves through Airflow's connections inside the core call.
