@@ -6,7 +6,7 @@ The same stages as a drill tier: select, provision, route, check (pitr + integri
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ _SERVICE = "restored-db"
 
 def restore_and_prove(
     *,
-    repo: Path,
+    repo: Path | None = None,
+    catalog: Mapping[str, Any] | None = None,
     target: str | None,
     policy: str,
     rpo: str,
@@ -29,10 +30,11 @@ def restore_and_prove(
     keep: bool,
     say: Say,
 ) -> dict[str, Any]:
-    """Restore ``repo`` to ``target`` and, given a scenario's truth.json, prove the rows."""
+    """Restore ``repo`` (or any ``catalog``) to ``target`` and, given a scenario's truth.json,
+    prove the rows."""
     moment = parse_target_time(target) if target else None
     coordinate = drill.select(
-        {"kind": "local", "path": str(repo)},
+        catalog or {"kind": "local", "path": str(repo)},
         policy=policy,
         target=moment,
         rpo=parse_duration(rpo, field="--rpo"),
