@@ -69,8 +69,12 @@ def test_drill_run_falls_back_and_never_writes_to_the_store(
 
     # Credentials never land in what drillkit writes: report, Airflow home (XCom, task logs),
     # state, sandboxes, the scenario directory, stdout and stderr.
+    # The search itself works: the server's request log holds the (public) access key id.
+    access_key = CREDENTIALS["AWS_ACCESS_KEY_ID"].encode()
+    assert _files_holding([object_store.log_path], access_key) == [str(object_store.log_path)]
     secret = CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode()
     roots = [report, home, Path(os.environ["DRILLKIT_STATE_DIR"]), directory]
     roots.append(Path(os.environ["DRILLKIT_SANDBOX_ROOT"]))
-    assert _files_holding(roots, secret) == []
-    assert secret.decode() not in result.stdout + result.stderr
+    for needle in (secret, access_key):
+        assert _files_holding(roots, needle) == []
+        assert needle.decode() not in result.stdout + result.stderr

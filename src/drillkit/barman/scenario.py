@@ -234,6 +234,8 @@ def create_barman_scenario(
                 "insert into filler select g, repeat(md5(g::text), 8) "
                 f"from generate_series(1, {options.initial_mb * 3600}) g",
             )
+            # One barman-cloud-wal-archive process per segment: a large load archives slowly.
+            _switch(sock, timeout=max(60.0, options.initial_mb * 2.0))
         truth["batches"], truth["backups"] = [], []
         next_id = 1
         for batch in range(options.batches):
