@@ -35,6 +35,8 @@ _TOOLS = (
 )
 # What barman-cloud-* import at run time: barman, its requirements and the cloud extra (boto3).
 _REQUIRED = ("barman", "psycopg2", "python-dateutil", "boto3")
+# psycopg2-binary installs over psycopg2's files (same package): its bundled libs come along.
+_OPTIONAL = ("psycopg2-binary",)
 _REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9_.-]+)")
 # Environment the tools may see: the AWS credential chain and nothing else of ours.
 AWS_ENV = (
@@ -55,6 +57,11 @@ def _closure() -> list[md.Distribution]:
     without optional extras)."""
     seen: dict[str, md.Distribution] = {}
     todo = list(_REQUIRED)
+    for name in _OPTIONAL:
+        try:
+            seen[name] = md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
     while todo:
         name = todo.pop()
         key = name.lower().replace("_", "-")
