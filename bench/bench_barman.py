@@ -148,6 +148,11 @@ def main() -> int:
         return bench(work, store, args.size_mb, max(1, args.runs))
     except (DrillError, OSError, subprocess.SubprocessError, psycopg2.Error) as exc:
         common.say(f"bench could not measure: {type(exc).__name__}: {exc}")
+        log = work / "scenario" / "production.log"
+        if log.exists():
+            common.say(
+                "production.log (last lines):\n" + "\n".join(log.read_text().splitlines()[-15:])
+            )
         return 2
     finally:
         for leftover in (work / "sandboxes").glob("*/data"):

@@ -57,6 +57,9 @@ class BarmanScenarioOptions:
     interrupted_backup: bool = False  # a backup killed after it registered (status STARTED)
     drill_name: str = "demo"
     keep_production: bool = False
+    # barman-cloud-wal-archive is one Python process per segment, and PostgreSQL waits 60 s
+    # after three failed attempts: a busy machine needs more than the local scenario's minute.
+    archive_wait: float = 300.0
 
 
 def _writer_client(endpoint_url: str, credentials: Mapping[str, str]) -> Any:
@@ -235,7 +238,7 @@ def create_barman_scenario(
                 f"from generate_series(1, {options.initial_mb * 3600}) g",
             )
             # One barman-cloud-wal-archive process per segment: a large load archives slowly.
-            _switch(sock, timeout=max(60.0, options.initial_mb * 2.0))
+            _switch(sock, timeout=max(options.archive_wait, options.initial_mb * 2.0))
         truth["batches"], truth["backups"] = [], []
         next_id = 1
         for batch in range(options.batches):
@@ -248,7 +251,7 @@ def create_barman_scenario(
             committed = _sql(
                 sock, f"select pg_xact_commit_timestamp(xmin) from orders where id = {last}"
             )[0][0]
-            segment = _switch(sock)
+            segment = _switch(sock, timeout=options.archive_wait)
             truth["batches"].append(
                 {
                     "batch": batch,
@@ -264,14 +267,14 @@ def create_barman_scenario(
             if batch in options.backups_after:
                 backup_id = _take_backup(options, sock, dest, reader, creds)
                 say(f"production: barman-cloud-backup {backup_id}")
-                _switch(sock)
+                _switch(sock, timeout=options.archive_wait)
                 truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
                 time.sleep(options.pause)
         if options.interrupted_backup:
             backup_id = _interrupt_backup(options, sock, dest, reader, creds)
             say(f"production: barman-cloud-backup {backup_id} killed after it started")
             truth["interrupted_backup"] = backup_id
-        _switch(sock)
+        _switch(sock, timeout=options.archive_wait)
         truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
         truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
     finally:
