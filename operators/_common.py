@@ -7,7 +7,8 @@ under ``error`` first, so the tier's gate can tell *why* the tier failed.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
@@ -20,6 +21,10 @@ from drillkit.spec import ScheduledSpec
 
 T = TypeVar("T")
 SIGNING_CONN_ID = "drillkit_signing"
+# A worker fleet says once where each PostgreSQL major's binaries are: the extra
+# {"postgres_bin_dirs": {"15": "/usr/lib/postgresql/15/bin"}} of this connection, or
+# [drillkit] postgres_bin_dirs (AIRFLOW__DRILLKIT__POSTGRES_BIN_DIRS) as JSON; a spec's own wins.
+POSTGRES_CONN_ID = "drillkit_postgres"
 
 
 def run_core(
@@ -132,3 +137,64 @@ def as_bool(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("1", "true", "yes", "on")
     return bool(value)
+
+
+@contextmanager
+def catalog_credentials(catalog: Mapping[str, Any] | None) -> Iterator[None]:
+    """Run the core with the catalog connection's credentials in the tools' environment only.
+
+    ``pgbackrest_conn_id`` names an Airflow connection: login/password (the S3 key and secret
+    unless its extra says ``login_option``/``password_option``) and extra options reach
+    pgBackRest as ``PGBACKREST_*`` variables, never argv, logs or XCom (values are masked).
+    """
+    from drillkit.catalog.credentials import catalog_environment, pgbackrest_environment
+
+    conn_id = (catalog or {}).get("pgbackrest_conn_id")
+    if not conn_id:
+        yield
+        return
+    from airflow.sdk import BaseHook
+    from airflow.sdk.log import mask_secret
+
+    conn = BaseHook.get_connection(str(conn_id))
+    env = pgbackrest_environment(
+        login=conn.login,
+        password=conn.password,
+        extra=conn.extra_dejson or {},
+        repo=int((catalog or {}).get("repo") or 1),
+    )
+    for value in env.values():
+        mask_secret(value)
+    with catalog_environment(env):
+        yield
+
+
+def pg_settings(spec_bin_dirs: Any = None) -> Any:
+    """Where each PostgreSQL major's binaries are for this task (``drillkit.pgbin.PgSettings``):
+    the spec's ``postgres_bin_dirs`` over the ``drillkit_postgres`` connection's over the
+    ``[drillkit] postgres_bin_dirs`` config; discovery and the environment come after these."""
+    from airflow.sdk import BaseHook, conf
+
+    from drillkit.pgbin import PgSettings
+
+    layers = [
+        PgSettings.from_mapping(
+            conf.get("drillkit", "postgres_bin_dirs", fallback=None),
+            where="[drillkit] postgres_bin_dirs",
+        )
+    ]
+    try:
+        extra = BaseHook.get_connection(POSTGRES_CONN_ID).extra_dejson
+    except Exception:  # no such connection: nothing configured there
+        extra = {}
+    layers.append(
+        PgSettings.from_mapping(
+            extra.get("postgres_bin_dirs"),
+            where=f"connection {POSTGRES_CONN_ID} extra postgres_bin_dirs",
+        )
+    )
+    layers.append(PgSettings.from_mapping(spec_bin_dirs, where="spec postgres_bin_dirs"))
+    settings = layers[0]
+    for layer in layers[1:]:
+        settings = layer.merged(settings)
+    return settings

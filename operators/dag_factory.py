@@ -153,6 +153,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     tier_backup=tier.backup,
                     exclude_from=list(gate_ids),
                     rpo_seconds=spec.rpo.total_seconds(),
+                    postgres_bin_dirs=spec.postgres_bin_dirs,
                 )
                 provision = provision_cls(
                     **k8s_args,
@@ -163,6 +164,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     tier=tier.name,
                     ttl_seconds=ttl,
                     execution_timeout=tier.timeout,
+                    postgres_bin_dirs=spec.postgres_bin_dirs,
                 )
                 ready = SandboxReadySensor(
                     task_id="sandbox_ready",

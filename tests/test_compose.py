@@ -164,3 +164,15 @@ def test_the_dockerfile_installs_the_locked_provider_on_the_same_airflow():
     assert "plugins" not in dockerfile.replace("drillkit.plugins", "")  # never a plugins folder
     ignored = (REPO / "docker" / "Dockerfile.dockerignore").read_text().split()
     assert {".venv", ".git", "docker/drillkit.env", "**/*.egg-info"} <= set(ignored)
+
+
+def test_the_image_installs_every_major_drillkit_drills():
+    from drillkit.pgmajors import DRILLED_MAJORS
+
+    dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    majors = re.search(r'^ARG PG_MAJORS="([0-9 ]+)"$', dockerfile, re.MULTILINE)
+    assert majors is not None
+    assert tuple(int(m) for m in majors.group(1).split()) == DRILLED_MAJORS
+    assert "apt.postgresql.org/pub/repos/apt" in dockerfile  # PGDG: Debian ships only one major
+    assert "create_main_cluster = false" in dockerfile
+    assert "USER airflow" in dockerfile

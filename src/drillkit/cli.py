@@ -43,6 +43,10 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
         keep_production=args.keep_production,
         backup_format=args.backup_format,
         tablespace=args.tablespace,
+        tool=args.tool,
+        pg_bin_dir=args.pg_bin_dir,
+        pg_major=args.pg_major,
+        backup_types=tuple(t for t in (args.backup_types or "").split(",") if t),
     )
     truth = create_scenario(Path(args.directory), options, say=_say)
     print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
@@ -84,13 +88,29 @@ def _barman_scenario(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
-def catalog_rows(repo: str, *, verify: bool) -> list[dict[str, Any]]:
+def catalog_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The catalog the command names: a local repository path, or ``--stanza`` (pgBackRest)."""
+    if getattr(args, "stanza", None):
+        config: dict[str, Any] = {"kind": "pgbackrest", "stanza": args.stanza}
+        if args.config:
+            config["config"] = str(Path(args.config).absolute())
+        return config
+    if not args.repo:
+        raise InvalidInputError(
+            "name a repository: a local one's path (base/ and wal/), or --stanza NAME "
+            "[--config pgbackrest.conf] for a pgBackRest stanza"
+        )
+    return {"kind": "local", "path": args.repo}
+
+
+def catalog_rows(catalog: dict[str, Any] | str, *, verify: bool) -> list[dict[str, Any]]:
     """One row per backup: verification and the window of targets it can restore to."""
-    from drillkit.catalog import LocalCatalog
+    from drillkit.catalog.registry import open_repository
     from drillkit.pitr import evaluate
     from drillkit.timeutil import isoformat
 
-    snapshot = LocalCatalog(repo).snapshot(verify=verify, progress=_say)
+    config = {"kind": "local", "path": catalog} if isinstance(catalog, str) else catalog
+    snapshot = open_repository(config).snapshot(verify=verify, progress=_say)
     rows = []
     for backup in sorted(snapshot.backups, key=lambda b: b.stop_lsn):
         ev = evaluate(snapshot, backup, target=None, rpo=timedelta(0), require_verified=verify)
@@ -110,20 +130,35 @@ def catalog_rows(repo: str, *, verify: bool) -> list[dict[str, Any]]:
 
 
 def cmd_catalog(args: argparse.Namespace) -> int:
-    rows = catalog_rows(args.repo, verify=not args.no_verify)
+    rows = catalog_rows(catalog_config(args), verify=not args.no_verify)
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        header = f"{'backup':<24} {'size':>8} {'verification':<18} {'restorable window (UTC)':<58}"
+        width = max([24, *(len(r["backup_id"]) for r in rows)])
+        header = (
+            f"{'backup':<{width}} {'pg':>3} {'type':<4} {'size':>8} {'verification':<18} "
+            f"{'restorable window (UTC)':<58}"
+        )
         print(header)
         print("-" * len(header))
         for row in rows:
             window = f"{row['restorable_from']} .. {row['restorable_to']}" if row["usable"] else "-"
             size = f"{row['size_bytes'] / 2**20:.0f}M"
-            print(f"{row['backup_id']:<24} {size:>8} {row['verification']:<18} {window}")
+            major = row["pg_major"] or "?"
+            print(
+                f"{row['backup_id']:<{width}} {major:>3} {row['type']:<4} {size:>8} "
+                f"{row['verification']:<18} {window}"
+            )
+            if row["depends_on"]:
+                print(f"{'':<{width}}   references: {', '.join(row['depends_on'])}")
             if row["problem"]:
                 print(f"{'':<24}   {row['code']}: {row['problem']}")
-    return EXIT_PASS if any(r["usable"] for r in rows) else EXIT_FAIL
+    if any(r["usable"] for r in rows):
+        return EXIT_PASS
+    from drillkit.findings import TOOL_CODES
+
+    # Backups this worker could not read are not judged: that is no FAIL.
+    return EXIT_UNVERIFIED if any(r["code"] in TOOL_CODES for r in rows) else EXIT_FAIL
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
@@ -131,7 +166,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from drillkit.restore import restore_and_prove
 
     result = restore_and_prove(
-        repo=Path(args.repo),
+        catalog=catalog_config(args),
         target=args.target_time,
         policy=args.policy,
         rpo=args.rpo,
@@ -208,6 +243,19 @@ def cmd_gc(args: argparse.Namespace) -> int:
     return EXIT_PASS
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this worker can drill; exit 0 when at least one PostgreSQL major is usable."""
+    from drillkit.doctor import diagnose, render
+    from drillkit.pgbin import PgSettings
+
+    settings = PgSettings.from_mapping(args.pg_bin_dirs, where="--pg-bin-dirs")
+    result = diagnose(settings)
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    if result["usable_majors"] and result["os_user"]["reaches_sandbox_root"]:
+        return EXIT_PASS
+    return EXIT_UNVERIFIED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="drillkit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -237,9 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument(
         "--tool",
-        choices=["pg_basebackup", "barman-cloud"],
+        choices=["pg_basebackup", "pgbackrest", "barman-cloud"],
         default="pg_basebackup",
-        help="barman-cloud: archive and back up into an object store (AWS_* credentials)",
+        help="pgbackrest: a stanza with full and incremental backups (PostgreSQL 15 default); "
+        "barman-cloud: archive and back up into an object store (AWS_* credentials)",
+    )
+    create.add_argument(
+        "--pg-bin-dir", default=None, help="PostgreSQL bin directory to build it with"
+    )
+    create.add_argument(
+        "--pg-major", type=int, default=None, help="PostgreSQL major, found as a drill finds it"
+    )
+    create.add_argument(
+        "--backup-types", default=None, help="pgbackrest: e.g. full,incr,diff (default full,incr..)"
     )
     create.add_argument("--endpoint-url", default=None, help="barman-cloud: the S3 endpoint")
     create.add_argument(
@@ -257,13 +315,17 @@ def build_parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_scenario_create)
 
     catalog = sub.add_parser("catalog", help="list backups, verification and restore windows")
-    catalog.add_argument("repo")
+    catalog.add_argument("repo", nargs="?", help="a local repository (base/ and wal/)")
+    catalog.add_argument("--stanza", default=None, help="a pgBackRest stanza instead of a path")
+    catalog.add_argument("--config", default=None, help="its pgbackrest.conf")
     catalog.add_argument("--json", action="store_true")
     catalog.add_argument("--no-verify", action="store_true", help="skip pg_verifybackup")
     catalog.set_defaults(func=cmd_catalog)
 
     restore = sub.add_parser("restore", help="restore to a target time with the core and prove it")
-    restore.add_argument("repo")
+    restore.add_argument("repo", nargs="?", help="a local repository (base/ and wal/)")
+    restore.add_argument("--stanza", default=None, help="a pgBackRest stanza instead of a path")
+    restore.add_argument("--config", default=None, help="its pgbackrest.conf")
     restore.add_argument("--target-time", default=None, help="ISO 8601 with zone; default newest")
     restore.add_argument("--policy", default="latest")
     restore.add_argument("--rpo", default="0s")
@@ -298,6 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gc.add_argument("--context", default=None, help="kubeconfig context (default: current)")
     gc.set_defaults(func=cmd_gc)
+
+    doctor = sub.add_parser(
+        "doctor", help="which PostgreSQL majors this worker can drill (exit 0: at least one)"
+    )
+    doctor.add_argument("--json", action="store_true")
+    doctor.add_argument(
+        "--pg-bin-dirs", default=None, help='JSON {"15": "/usr/lib/postgresql/15/bin"} to check'
+    )
+    doctor.set_defaults(func=cmd_doctor)
     return parser
 
 
@@ -309,9 +380,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_UNVERIFIED
     except (NoRestorableBackupError, SandboxError) as exc:
-        # The drill ran and the backups failed it: that is a finding, not a tooling problem.
+        # The drill ran and the backups failed it: that is a finding, not a tooling problem,
+        # unless what stopped it is a tool this worker lacks (never the backup's fault).
+        from drillkit.findings import TOOL_CODES
+
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return EXIT_UNVERIFIED if exc.code in TOOL_CODES else EXIT_FAIL
     except DrillError as exc:
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_UNVERIFIED

@@ -20,6 +20,7 @@ from drillkit.state import read_json
 from drillkit.timeutil import isoformat, parse_iso, parse_target_time
 
 if TYPE_CHECKING:
+    from drillkit.pgbin import PgSettings
     from drillkit.sandbox.local import LocalSandboxBackend
 
 # Operators import this module at DAG-parse time: the catalog, the sandbox backend (psycopg2)
@@ -66,12 +67,14 @@ def select(
     pinned: str | None,
     checksum_gate: bool = True,
     say: Say | None = None,
+    postgres: PgSettings | None = None,
 ) -> dict[str, Any]:
     """Choose a tier's coordinate. With ``checksum_gate`` (drill tiers) a backup that failed
-    verification is still chosen, so its tier visibly fails the gate and falls back."""
+    verification is still chosen, so its tier visibly fails the gate and falls back.
+    ``postgres``: where each major's binaries are (the ``postgres_bin_dirs`` setting)."""
     from drillkit.catalog.registry import open_catalog
 
-    return open_catalog(catalog).select(
+    return open_catalog(catalog, postgres=postgres).select(
         policy=policy,
         target=target,
         rpo=rpo,
@@ -82,7 +85,9 @@ def select(
     )
 
 
-def backend_for(sandbox: Mapping[str, Any], *, say: Say | None = None) -> Any:
+def backend_for(
+    sandbox: Mapping[str, Any], *, say: Say | None = None, postgres: PgSettings | None = None
+) -> Any:
     kind = sandbox.get("kind", "local")
     if kind == "kubernetes":
         from drillkit.k8s.client import current
@@ -98,6 +103,7 @@ def backend_for(sandbox: Mapping[str, Any], *, say: Say | None = None) -> Any:
         port=sandbox.get("port"),
         shared_buffers=sandbox.get("shared_buffers", "128MB"),
         superuser=sandbox.get("superuser", "postgres"),
+        postgres=postgres,
         say=say,
     )
 
@@ -135,6 +141,7 @@ def provision(
     ttl: timedelta,
     dry_run: bool,
     say: Say | None = None,
+    postgres: PgSettings | None = None,
 ) -> dict[str, Any]:
     """The checksum gate, then restore (or, in a dry run, plan) the tier's sandbox."""
     if sandbox.get("kind") == "kubernetes":
@@ -149,6 +156,14 @@ def provision(
 
     backup = coordinate.get("backup") or {}
     status = backup.get("verification")
+    if status == "unverifiable":
+        # Not a finding against the backup (a tool could not judge it): COULD NOT VERIFY.
+        raise BackupError(
+            f"backup {coordinate.get('backup_id')} could not be verified (pg_verifybackup could "
+            "not judge it; the catalog says why): it is not restored unverified; the next tier "
+            "tries another backup",
+            code="BACKUP_UNVERIFIABLE",
+        )
     if status not in RESTORABLE_STATUSES:
         code = VERIFICATION_CODES.get(str(status), "BACKUP_UNVERIFIABLE")
         raise BackupError(
@@ -157,7 +172,7 @@ def provision(
             "damaged this one (storage, copy, retention job)",
             code=code,
         )
-    backend = backend_for(sandbox, say=say)
+    backend = backend_for(sandbox, say=say, postgres=postgres)
     if dry_run:
         return backend.plan(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
     resumed = _resumable(backend, sandbox_id, coordinate)

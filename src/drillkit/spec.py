@@ -22,7 +22,8 @@ CHAIN_KIND = "routing_chain"  # a routing-chain drill (drillkit.chain.spec), not
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SANDBOX_KINDS = ("local", "kubernetes")
-CATALOG_KINDS = ("local", "cnpg", "barman_cloud")
+CATALOG_KINDS = ("local", "cnpg", "pgbackrest", "barman_cloud")
+PGBACKREST_KEYS = {"kind", "stanza", "config", "repo", "options", "pgbackrest_conn_id"}
 # The DAG-level fields every spec kind shares (drill specs here, routing chains in drillkit.chain).
 SCHEDULING_KEYS = {
     "description": "free text shown in the Airflow UI",
@@ -49,6 +50,7 @@ _TOP_KEYS = {
     "report": "{path: DIR or URL} where reports are written",
     "routes": "{kind: manifest|istio|gateway_api, ...} how drill traffic reaches the sandbox",
     "kubernetes_conn_id": "Airflow connection of the cluster (default kubernetes_default)",
+    "postgres_bin_dirs": "{15: /usr/lib/postgresql/15/bin, ...} each major's binaries (optional)",
 }
 _TIER_KEYS = {"name", "sandbox", "select", "backup", "timeout"}
 _SANDBOX_KEYS = {"kind", "port", "shared_buffers", "superuser"}
@@ -103,6 +105,8 @@ class DrillSpec(ScheduledSpec):
     report: dict[str, Any] = field(default_factory=dict)
     routes: dict[str, Any] = field(default_factory=dict)
     kubernetes_conn_id: str = "kubernetes_default"
+    # {major: bin dir}; keys are str in the DAG (Airflow serializes operator args as JSON).
+    postgres_bin_dirs: dict[str, str] = field(default_factory=dict)
 
 
 def is_chain_spec(data: Any) -> bool:
@@ -244,13 +248,21 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
     catalog = dict(_mapping(top.get("catalog"), source, "catalog"))
     if catalog.get("kind") == "cnpg":
         _kubernetes_part("parse_catalog", catalog, source, "catalog")
+    elif catalog.get("kind") == "pgbackrest":
+        _unknown(catalog, PGBACKREST_KEYS, source, "catalog")
+        from drillkit.catalog.registry import open_catalog
+
+        try:
+            open_catalog(catalog)  # the kind's own validation (no I/O)
+        except InvalidInputError as exc:
+            raise _fail(source, "catalog", str(exc)) from exc
     elif catalog.get("kind", "local") == "local":
         _unknown(catalog, {"kind", "path"}, source, "catalog")
+    elif catalog.get("kind") in CATALOG_KINDS:
+        _registered_catalog(catalog, source)
     if catalog.get("kind", "local") not in CATALOG_KINDS:
         raise _fail(source, "catalog.kind", f"use one of {', '.join(CATALOG_KINDS)}")
-    if catalog.get("kind", "local") not in ("local", "cnpg"):
-        _registered_catalog(catalog, source)
-    elif catalog.get("kind") != "cnpg" and (
+    if catalog.get("kind", "local") == "local" and (
         not isinstance(catalog.get("path"), str) or not catalog["path"]
     ):
         raise _fail(source, "catalog.path", "required: the repository (base/ and wal/) path")
@@ -329,6 +341,12 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
         )
     except InvalidInputError as exc:
         raise _fail(source, exc.details.get("path", "routes"), str(exc).split(": ", 1)[-1]) from exc
+    from drillkit.pgmajors import parse_bin_dirs
+
+    try:
+        bin_dirs = parse_bin_dirs(top.get("postgres_bin_dirs"), where="postgres_bin_dirs")
+    except InvalidInputError as exc:
+        raise _fail(source, "postgres_bin_dirs", str(exc).split(": ", 1)[-1]) from exc
     return DrillSpec(
         name=name,
         source=source,
@@ -347,6 +365,7 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
         report=report,
         routes=routes,
         kubernetes_conn_id=conn_id,
+        postgres_bin_dirs={str(k): v for k, v in bin_dirs.items()},
     )
 
 

@@ -54,6 +54,7 @@ class Seg:
     error: str | None = None
     indexed: bool = True
     tablespaces: tuple[TablespaceRecord, ...] = ()
+    major: int | None = None  # the PostgreSQL major its page magic names
 
 
 def seg(segno: int, *records: XactRecord, **kwargs: Any) -> Seg:
@@ -75,7 +76,9 @@ def snapshot(
     indexes: dict[str, SegmentIndex] = {}
     for s in segs:
         file_name = name(s.segno, s.tli)
-        listing.segments[file_name] = SegmentFile(file_name, s.tli, s.segno, SEG, 0, s.problem)
+        listing.segments[file_name] = SegmentFile(
+            file_name, s.tli, s.segno, SEG, 0, s.problem, major=s.major
+        )
         if s.indexed and s.problem is None:
             indexes[file_name] = SegmentIndex(
                 records=s.records, error=s.error, tablespaces=s.tablespaces

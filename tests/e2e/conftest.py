@@ -83,15 +83,15 @@ def build_three_day_scenario(directory: Path) -> dict[str, Any]:
         "FAKETIME_NO_CACHE": "1",
         "DONT_FAKE_MONOTONIC": "1",  # timeouts and latches keep real time
     }
-    real_run = pgbin.run
+    real_run = pgbin.Installation.run  # every binary runs through an Installation
 
-    def run(name: str, args: list[str], **kwargs: Any) -> Any:
+    def run(self: pgbin.Installation, name: str, args: list[str], **kwargs: Any) -> Any:
         # initdb too: WAL timestamps must never go backwards, or the first backup's
         # restorable window would start at initdb's real time. pg_ctl passes its
         # environment on to the server it starts.
         if name in ("initdb", "pg_ctl"):
             kwargs["env"] = {**(kwargs.get("env") or {}), **faked}
-        return real_run(name, args, **kwargs)
+        return real_run(self, name, args, **kwargs)
 
     done: list[int] = []
 
@@ -104,7 +104,7 @@ def build_three_day_scenario(directory: Path) -> dict[str, Any]:
             done.append(int(match.group(1)))
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pgbin, "run", run)
+        patch.setattr(pgbin.Installation, "run", run)
         truth = create_scenario(
             directory,
             ScenarioOptions(

@@ -117,3 +117,51 @@ def test_catalog_of_a_relative_path_verifies_like_an_absolute_one(clean_scenario
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
     assert [r["verification"] for r in rows] == ["verified"] * len(truth["backups"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "damage"),
+    [
+        (["--pg-bin-dir", "/usr/lib/postgresql/15/bin", "--corrupt-newest", "--tablespace"],
+         "corrupt"),
+        (["--pg-major", "15", "--truncate-newest", "--remove-wal-after-batch", "1"], "truncate"),
+    ],
+)  # fmt: skip
+def test_scenario_of_another_major_with_its_damage(work_root: Path, flags, damage):
+    directory = work_root / f"cli-pg15-{damage}"
+    created = drillkit(
+        "scenario", "create", str(directory), "--batches", "3", "--backups-after", "0,1",
+        "--initial-mb", "0", "--rows-per-batch", "20", *flags,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    truth = json.loads(created.stdout)
+    assert truth["postgres"]["major"] == 15 and "PostgreSQL 15." in created.stderr
+    result = drillkit("catalog", str(directory / "repo"), "--json")
+    rows = {r["backup_id"]: r for r in json.loads(result.stdout)}
+    oldest, newest = (rows[b["backup_id"]] for b in truth["backups"])
+    assert {oldest["pg_major"], newest["pg_major"]} == {15}
+    assert (
+        newest["verification"] == {"corrupt": "checksum_mismatch", "truncate": "incomplete"}[damage]
+    )
+    assert oldest["verification"] == "verified"
+    if damage == "truncate":
+        assert oldest["wal_gap"] == truth["batches"][1]["segment_after"]
+    else:
+        assert oldest["usable"] and oldest["wal_gap"] is None
+        spec = (directory / "drill.yaml").read_text()
+        assert "postgres_bin_dirs:" in spec and "/usr/lib/postgresql/15/bin" in spec
+
+
+def test_scenario_refuses_a_bin_dir_without_postgres(work_root: Path):
+    result = drillkit("scenario", "create", str(work_root / "cli-nobin"), "--pg-bin-dir", "/tmp")
+    assert result.returncode == 2
+    assert "--pg-bin-dir /tmp" in result.stderr and "holds no postgres binary" in result.stderr
+
+
+def test_doctor_exits_0_and_lists_the_majors():
+    result = drillkit("doctor", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {15, 18} <= set(report["usable_majors"])
+    text = drillkit("doctor").stdout
+    assert "/usr/lib/postgresql/15/bin (debian)" in text and "can drill PostgreSQL" in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,8 @@ from drillkit.catalog.model import AT_RESTORE, BackupInfo, CatalogSnapshot, Veri
 from drillkit.catalog.protocol import Materialised, select_from_snapshot
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, parse_lsn
 from drillkit.catalog.walindex import WalIndex
-from drillkit.exceptions import BackupError, InvalidInputError, TransientDrillError
+from drillkit.exceptions import BackupError, DrillError, InvalidInputError, TransientDrillError
+from drillkit.pgbin import Installation, PgSettings, for_major
 from drillkit.timeutil import utcnow
 
 Say = Callable[[str], None]
@@ -75,10 +76,12 @@ class BarmanCloudCatalog:
         destination: Destination,
         endpoint_url: str | None = None,
         aws_conn_id: str | None = None,
+        postgres: PgSettings | None = None,
     ) -> None:
         self.destination = destination
         self.endpoint_url = endpoint_url
         self.aws_conn_id = aws_conn_id
+        self.postgres = postgres
 
     def descriptor(self) -> dict[str, Any]:
         """How to open this catalog again: never credentials, only the connection's id."""
@@ -179,7 +182,7 @@ class BarmanCloudCatalog:
             problems=tuple(problems),
             format="tar" + (f".{compression}" if compression else ""),
             tool="barman-cloud",
-            major=int(version) // 10000 if version and version.isdigit() else None,
+            pg_major=int(version) // 10000 if version and version.isdigit() else None,
         )
 
     def snapshot(
@@ -207,7 +210,19 @@ class BarmanCloudCatalog:
             f"{len(archive.segments)} WAL segments"
         )
         backups = [self._backup_info(s) for s in stored]
-        index = WalIndex(archive)
+        majors = {b.pg_major for b in backups if b.pg_major} | {
+            s.major for s in archive.segments.values() if s.major
+        }
+        tools, missing = self._installations(majors)
+        for major, (_code, sentence) in missing.items():
+            say(f"PostgreSQL {major}: {sentence}")
+        backups = [
+            with_problem(b, *missing[b.pg_major]) if b.pg_major in missing else b for b in backups
+        ]
+        newest = max(backups, key=lambda b: b.stop_lsn, default=None)
+        index = WalIndex(
+            archive, installations=tools, default_major=newest.pg_major if newest else None
+        )
         index.build(progress=lambda name: say(f"indexed WAL segment {name}"))
         return CatalogSnapshot(
             kind=KIND,
@@ -217,7 +232,22 @@ class BarmanCloudCatalog:
             segments=index.as_mapping(),
             taken_at=utcnow(),
             config=self.descriptor(),
+            installations=tools,
+            missing_majors=missing,
         )
+
+    def _installations(
+        self, majors: set[int]
+    ) -> tuple[dict[int, Installation], dict[int, tuple[str, str]]]:
+        """Each major's installation on this worker, or (code, sentence) saying why none."""
+        tools: dict[int, Installation] = {}
+        missing: dict[int, tuple[str, str]] = {}
+        for major in sorted(majors):
+            try:
+                tools[major] = for_major(major, self.postgres)
+            except DrillError as exc:
+                missing[major] = (exc.code, str(exc))
+        return tools, missing
 
     select = select_from_snapshot
 
@@ -263,11 +293,13 @@ class BarmanCloudCatalog:
             credentials=environment,
         )
         del workdir
-        findings = verify_restored(data, backup_id, say=say)
-        major = (coordinate.get("backup") or {}).get("major")
+        major = (coordinate.get("postgres") or {}).get("major")
+        major = major if isinstance(major, int) else None
+        installation = for_major(major, self.postgres) if major else None
+        findings = verify_restored(data, backup_id, installation=installation, say=say)
         return Materialised(
             restore_command=self.restore_command(),
-            major=major if isinstance(major, int) else None,
+            major=major,
             environment=environment,
             findings=tuple(findings),
         )
@@ -289,7 +321,9 @@ def _store_error(exc: Exception, destination: Destination) -> Exception:
     return InvalidInputError(describe_client_error(exc, destination), code="STORE_UNREADABLE")
 
 
-def from_config(config: Mapping[str, Any]) -> BarmanCloudCatalog:
+def from_config(
+    config: Mapping[str, Any], *, postgres: PgSettings | None = None
+) -> BarmanCloudCatalog:
     """Validate ``{kind: barman_cloud, ...}``; no I/O."""
     unknown = sorted(set(map(str, config)) - _KEYS)
     if unknown:
@@ -313,4 +347,9 @@ def from_config(config: Mapping[str, Any]) -> BarmanCloudCatalog:
         ),
         endpoint_url=endpoint,
         aws_conn_id=conn,
+        postgres=postgres,
     )
+
+
+def with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:
+    return replace(info, problems=(*info.problems, (code, sentence)))

@@ -73,7 +73,9 @@ def restore_backup(
     )
 
 
-def verify_restored(data: Path, backup_id: str, *, say: Say) -> list[dict[str, str]]:
+def verify_restored(
+    data: Path, backup_id: str, *, installation: pgbin.Installation | None, say: Say
+) -> list[dict[str, str]]:
     """pg_verifybackup against the restored copy's backup_manifest before the server starts;
     without a manifest, a finding says so and the drill's checks carry the proof."""
     if not (data / "backup_manifest").exists():
@@ -84,7 +86,8 @@ def verify_restored(data: Path, backup_id: str, *, say: Say) -> list[dict[str, s
         )
         say(message)
         return [{"code": "BACKUP_UNVERIFIABLE", "severity": "warning", "message": message}]
-    result = pgbin.run("pg_verifybackup", ["--no-parse-wal", str(data)], check=False)
+    tool = installation or pgbin.embedded()  # the backup's own major's pg_verifybackup
+    result = tool.run("pg_verifybackup", ["--no-parse-wal", str(data)], check=False)
     if result.returncode == 0:
         say(f"backup {backup_id}: every restored file matches its backup_manifest")
         return []

@@ -94,6 +94,24 @@ def _read_label(path: Path, problems: list[tuple[str, str]]) -> tuple[str, dict[
     return fmt, label
 
 
+def read_pg_major(path: Path) -> int | None:
+    """The major in the backup's PG_VERSION (plain file, or streamed from base.tar[.gz])."""
+    layout = None if (path / "PG_VERSION").exists() else tar_layout(path)
+    try:
+        if layout is None:
+            raw: bytes | None = (path / "PG_VERSION").read_bytes()[:16]
+        elif layout.readable:
+            raw = read_member(layout.base, "PG_VERSION", limit=16)
+        else:
+            return None
+    except READ_ERRORS:
+        return None
+    text = (raw or b"").decode("ascii", "replace").strip()
+    # "9.6" before PostgreSQL 10, then just the major ("15").
+    head = text.split(".")[0]
+    return int(head) if head.isdigit() else None
+
+
 def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
     """Describe one backup; problems that make it unusable land in ``problems``."""
     problems: list[tuple[str, str]] = []
@@ -156,4 +174,5 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
         size_bytes=_manifest_size(manifest.get("Files", [])),
         format=fmt,
         problems=tuple(problems),
+        pg_major=read_pg_major(path) if label else None,
     )

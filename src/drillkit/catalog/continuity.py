@@ -24,7 +24,9 @@ class Gap:
     """The first segment recovery would need but cannot use."""
 
     segment: str
-    code: str  # WAL_GAP | WAL_SEGMENT_DAMAGED | WAL_FOREIGN_SYSTEM
+    # WAL_GAP | WAL_SEGMENT_DAMAGED | WAL_FOREIGN_SYSTEM, or not the WAL's fault:
+    # WAL_OTHER_MAJOR (written after an upgrade) | PG_BINARIES_MISSING (no tool to read it here)
+    code: str
     detail: str
     lsn: int  # first byte of WAL that cannot be replayed
 
@@ -76,11 +78,28 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         if seg is None:
             gap = Gap(name, "WAL_GAP", f"segment {name} is missing from the archive", segno * size)
             break
+        if seg.major and backup.pg_major and seg.major != backup.pg_major:
+            # An in-place upgrade (pg_upgrade) keeps archiving into the same place: the newer
+            # major's WAL is fine, but no server of the backup's older major can replay it.
+            gap = Gap(
+                name,
+                "WAL_OTHER_MAJOR",
+                f"segment {name} was written by PostgreSQL {seg.major} (an in-place upgrade?); "
+                f"a PostgreSQL {backup.pg_major} backup replays WAL only up to it: drill a backup "
+                f"taken after the upgrade for later targets",
+                segno * size,
+            )
+            break
         if seg.problem is not None:
             code = (
                 "WAL_FOREIGN_SYSTEM" if "database system" in seg.problem else "WAL_SEGMENT_DAMAGED"
             )
             gap = Gap(name, code, f"segment {name} {seg.problem}", segno * size)
+            break
+        major = seg.major or backup.pg_major
+        if index is None and major in snapshot.missing_majors:
+            code, sentence = snapshot.missing_majors[major]
+            gap = Gap(name, code, f"segment {name} was not read: {sentence}", segno * size)
             break
         if index is None:
             gap = Gap(name, "WAL_SEGMENT_DAMAGED", f"segment {name} was not indexed", segno * size)

@@ -13,9 +13,15 @@ from drillkit.catalog.backups import read_backup
 from drillkit.catalog.model import BackupInfo, CatalogSnapshot
 from drillkit.catalog.protocol import Materialised, select_from_snapshot
 from drillkit.catalog.verify import verify_backup
-from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, read_segment_header
+from drillkit.catalog.wal import (
+    DEFAULT_SEGMENT_SIZE,
+    ArchiveListing,
+    list_archive,
+    read_segment_header,
+)
 from drillkit.catalog.walindex import WalIndex
-from drillkit.exceptions import InvalidInputError
+from drillkit.exceptions import InvalidInputError, ToolMissingError
+from drillkit.pgbin import Installation, PgSettings, for_major
 from drillkit.timeutil import utcnow
 
 Progress = Callable[[str], None]
@@ -26,8 +32,9 @@ class LocalCatalog:
 
     kind = "local"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, postgres: PgSettings | None = None) -> None:
         self.path = Path(path).expanduser().absolute()
+        self.postgres = postgres or PgSettings()
 
     def _check_layout(self) -> tuple[Path, Path]:
         base, wal = self.path / "base", self.path / "wal"
@@ -66,11 +73,23 @@ class LocalCatalog:
         sysid = first.system_identifier if first else None
         archive = list_archive(wal, segment_size=size, system_identifier=sysid)
         say(f"archive {wal}: {len(archive.segments)} segments, {len(archive.histories)} timelines")
-        backups: list[BackupInfo] = []
-        for directory in dirs:
-            info = read_backup(
-                directory, backup_histories=archive.backup_histories, segment_size=size
+        infos = [
+            _with_major(
+                read_backup(d, backup_histories=archive.backup_histories, segment_size=size),
+                archive,
             )
+            for d in dirs
+        ]
+        majors = {i.pg_major for i in infos if i.pg_major} | {
+            s.major for s in archive.segments.values() if s.major
+        }
+        tools, missing = self._installations(majors)
+        newest = max(infos, key=lambda i: i.stop_lsn, default=None)
+        default_major = newest.pg_major if newest else None
+        for major, (_code, sentence) in missing.items():
+            say(f"PostgreSQL {major}: {sentence}")
+        backups: list[BackupInfo] = []
+        for directory, info in zip(dirs, infos, strict=True):
             if sysid is not None and info.system_identifier not in (None, sysid):
                 info = _with_problem(
                     info,
@@ -78,12 +97,29 @@ class LocalCatalog:
                     f"backup {info.backup_id} belongs to database system {info.system_identifier}, "
                     f"the archive to {sysid}: keep one cluster per repository",
                 )
-            if verify and not info.problems:
-                say(f"verifying backup {info.backup_id} ({info.size_bytes / 2**20:.0f} MiB)")
-                verification = verify_backup(directory, use_cache=use_cache)
+            if info.pg_major in missing:
+                info = _with_problem(info, *missing[info.pg_major])
+            elif info.pg_major is None and not info.problems:
+                info = _with_problem(
+                    info,
+                    "BACKUP_INCOMPLETE",
+                    f"backup {info.backup_id} has no PG_VERSION and the archive holds no WAL of "
+                    "its start, so which PostgreSQL major it is cannot be told: take it again",
+                )
+            if verify and not info.problems and info.pg_major is not None:
+                say(
+                    f"verifying backup {info.backup_id} ({info.size_bytes / 2**20:.0f} MiB, "
+                    f"PostgreSQL {info.pg_major})"
+                )
+                verification = verify_backup(
+                    directory,
+                    installation=tools[info.pg_major],
+                    fmt=info.format,
+                    use_cache=use_cache,
+                )
                 info = _with_verification(info, verification)
             backups.append(info)
-        index = WalIndex(archive)
+        index = WalIndex(archive, installations=tools, default_major=default_major)
         index.build(progress=lambda name: say(f"indexed WAL segment {name}"))
         return CatalogSnapshot(
             kind=self.kind,
@@ -92,7 +128,22 @@ class LocalCatalog:
             archive=archive,
             segments=index.as_mapping(),
             taken_at=utcnow(),
+            installations=tools,
+            missing_majors=missing,
         )
+
+    def _installations(
+        self, majors: set[int]
+    ) -> tuple[dict[int, Installation], dict[int, tuple[str, str]]]:
+        """Each major's installation on this worker, or (code, sentence) saying why none."""
+        tools: dict[int, Installation] = {}
+        missing: dict[int, tuple[str, str]] = {}
+        for major in sorted(majors):
+            try:
+                tools[major] = for_major(major, self.postgres)
+            except ToolMissingError as exc:
+                missing[major] = (exc.code, str(exc))
+        return tools, missing
 
     select = select_from_snapshot
 
@@ -146,16 +197,30 @@ class LocalCatalog:
         return Materialised(restore_command=f'cp "{archive}/%f" "%p"')
 
 
-def from_config(config: Mapping[str, Any]) -> LocalCatalog:
+def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None) -> LocalCatalog:
     """``{kind: local, path: DIR}``; a coordinate without ``path`` still materialises from its
     own ``backup_path`` and ``archive``."""
-    return LocalCatalog(str(config.get("path") or "."))
+    return LocalCatalog(str(config.get("path") or "."), postgres=postgres)
 
 
 def _with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:
     from dataclasses import replace
 
     return replace(info, problems=(*info.problems, (code, sentence)))
+
+
+def _with_major(info: BackupInfo, archive: ArchiveListing) -> BackupInfo:
+    """PG_VERSION's major; without one, the major whose WAL page magic starts the backup."""
+    if info.pg_major is not None or not info.start_lsn:
+        return info
+    from dataclasses import replace
+
+    from drillkit.catalog.wal import segment_name, segno_of
+
+    size = archive.segment_size
+    start = segment_name(info.timeline, segno_of(info.start_lsn, size), size)
+    segment = archive.segments.get(start)
+    return replace(info, pg_major=segment.major) if segment and segment.major else info
 
 
 def _with_verification(info: BackupInfo, verification: object) -> BackupInfo:

@@ -8,6 +8,7 @@ from typing import Any
 
 from drillkit.catalog.wal import ArchiveListing
 from drillkit.catalog.walindex import SegmentIndex
+from drillkit.pgbin import Installation
 from drillkit.timeutil import isoformat
 
 VERIFIED = "verified"
@@ -52,8 +53,8 @@ class BackupInfo:
     verification: Verification = field(default_factory=lambda: Verification("not_run"))
     problems: tuple[tuple[str, str], ...] = ()  # (finding code, sentence) that make it unusable
     format: str = "plain"  # pg_basebackup -Fp, or -Ft as tar | tar.gz (| tar.lz4 | tar.zst)
+    pg_major: int | None = None  # from PG_VERSION (the base directory or base.tar[.gz])
     tool: str = "pg_basebackup"  # what took it: pg_basebackup | pgbackrest | ...
-    major: int | None = None  # PostgreSQL major version of the backed-up cluster, when known
     type: str = "full"  # full | diff | incr
     depends_on: tuple[str, ...] = ()  # backups whose files this one needs (diff/incr)
 
@@ -70,9 +71,9 @@ class BackupInfo:
             "system_identifier": str(self.system_identifier) if self.system_identifier else None,
             "size_bytes": self.size_bytes,
             "format": self.format,
+            "pg_major": self.pg_major,
             "verification": self.verification.status,
             "tool": self.tool,
-            "major": self.major,
             "type": self.type,
             "depends_on": list(self.depends_on),
         }
@@ -90,6 +91,10 @@ class CatalogSnapshot:
     taken_at: datetime
     # How to open this catalog again (a coordinate carries it to the sandbox): never secrets.
     config: dict[str, Any] | None = None
+    # PostgreSQL majors of its backups and WAL: the installation found, or why none was
+    # ((code, sentence): PG_BINARIES_MISSING, PG_MAJOR_UNSUPPORTED...); never the backup's fault.
+    installations: dict[int, Installation] = field(default_factory=dict)
+    missing_majors: dict[int, tuple[str, str]] = field(default_factory=dict)
 
     def descriptor(self) -> dict[str, Any]:
         return dict(self.config) if self.config else {"kind": self.kind, "path": self.location}

@@ -27,7 +27,6 @@ class Materialised:
     """
 
     restore_command: str
-    major: int | None = None  # the PostgreSQL major the data directory belongs to
     environment: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     # Findings of the restore itself ({code, severity, message}), e.g. BACKUP_UNVERIFIABLE when

@@ -1,4 +1,4 @@
-"""Catalog kinds: ``kind -> module``. A module exposes ``from_config(config) -> Catalog``.
+"""Catalog kinds: ``kind -> module``. A module exposes ``from_config(config, *, postgres)``.
 
 Adding a kind is one module plus one line here (or ``register`` from a plugin); the drill flow
 never branches on the kind.
@@ -12,6 +12,7 @@ from typing import Any
 
 from drillkit.catalog.protocol import BackupRepository, Catalog
 from drillkit.exceptions import InvalidInputError
+from drillkit.pgbin import PgSettings
 
 KINDS: dict[str, str] = {
     "local": "drillkit.catalog.local",
@@ -26,8 +27,9 @@ def register(kind: str, module: str) -> None:
     KINDS[kind] = module
 
 
-def open_catalog(config: Mapping[str, Any]) -> Catalog:
-    """The catalog a spec's (or a coordinate's) ``catalog`` mapping describes; no I/O."""
+def open_catalog(config: Mapping[str, Any], *, postgres: PgSettings | None = None) -> Catalog:
+    """The catalog a spec's (or a coordinate's) ``catalog`` mapping describes; no I/O.
+    ``postgres``: where each PostgreSQL major's binaries are (``postgres_bin_dirs``)."""
     kind = str(config.get("kind") or "local")
     module_name = KINDS.get(kind)
     if module_name is None:
@@ -35,13 +37,15 @@ def open_catalog(config: Mapping[str, Any]) -> Catalog:
             f"catalog kind {kind!r} is not supported; use one of {', '.join(sorted(KINDS))}"
         )
     module = importlib.import_module(module_name)
-    catalog: Catalog = module.from_config(config)
+    catalog: Catalog = module.from_config(config, postgres=postgres)
     return catalog
 
 
-def open_repository(config: Mapping[str, Any]) -> BackupRepository:
+def open_repository(
+    config: Mapping[str, Any], *, postgres: PgSettings | None = None
+) -> BackupRepository:
     """A catalog whose backups restore into a local sandbox, or a clear refusal."""
-    catalog = open_catalog(config)
+    catalog = open_catalog(config, postgres=postgres)
     if not isinstance(catalog, BackupRepository):
         raise InvalidInputError(
             f"catalog kind {catalog.kind!r} restores through its own platform, not into a local "

@@ -11,8 +11,9 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
-from drillkit import pgbin
 from drillkit.catalog.model import VERIFIED, Verification
+from drillkit.catalog.tarformat import PLAIN
+from drillkit.pgbin import Installation
 from drillkit.state import read_json, state_dir, write_json_atomic
 from drillkit.timeutil import isoformat, parse_duration, parse_iso, utcnow
 
@@ -72,25 +73,36 @@ def classify(output: str) -> tuple[str, str]:
     return "unverifiable", detail
 
 
-def verify_backup(path: Path, *, use_cache: bool = True) -> Verification:
-    """Verify every file of a backup against its manifest (checksums and sizes).
+def verify_backup(
+    path: Path, *, installation: Installation, fmt: str = PLAIN, use_cache: bool = True
+) -> Verification:
+    """Verify every file of a backup against its manifest (checksums and sizes), with the
+    ``pg_verifybackup`` of the backup's own major (``installation``).
 
     PostgreSQL 18's pg_verifybackup reads tar-format backups (plain tar and gzip) itself; it
-    cannot parse their WAL, which --no-parse-wal skips anyway.
+    cannot parse their WAL, which --no-parse-wal skips anyway. Older majors read plain ones only.
     """
+    if fmt != PLAIN and installation.major < 18:
+        return Verification(
+            "unverifiable",
+            f"pg_verifybackup of PostgreSQL {installation.major} reads plain-format backups only "
+            "(tar support came in 18), so this tar-format backup was not verified (this says "
+            "nothing about the backup): take plain backups (pg_basebackup -Fp) of this major",
+        )
     path = path.resolve()  # binaries run with cwd=/: a relative path would not be found
     cache_path = state_dir() / "verify.json"
     cache = read_json(cache_path) or {}
     key = str(path)
     signature = backup_signature(path)
     entry = cache.get(key)
-    if use_cache and entry and entry.get("sig") == signature:
+    tool = installation.version
+    if use_cache and entry and entry.get("sig") == signature and entry.get("tool") == tool:
         checked = parse_iso(entry.get("checked_at"))
         if checked is not None and utcnow() - checked < reverify_after():
             return Verification(entry["status"], entry.get("detail", ""), entry["checked_at"], True)
     # WAL is checked by the catalog's own continuity plan, across the whole restore range.
     args = ["--no-parse-wal", str(path)]
-    result = pgbin.run("pg_verifybackup", args, as_server_user=False, check=False)
+    result = installation.run("pg_verifybackup", args, as_server_user=False, check=False)
     if result.returncode == 0:
         status, detail = VERIFIED, "all files match the backup manifest"
     else:
@@ -100,6 +112,12 @@ def verify_backup(path: Path, *, use_cache: bool = True) -> Verification:
         # Not a verdict on the backup (pg_verifybackup could not judge it): never remembered.
         return Verification(status, detail, checked_at, False)
     cache = read_json(cache_path) or {}  # re-read: another drill may have written meanwhile
-    cache[key] = {"sig": signature, "status": status, "detail": detail, "checked_at": checked_at}
+    cache[key] = {
+        "sig": signature,
+        "status": status,
+        "detail": detail,
+        "checked_at": checked_at,
+        "tool": tool,
+    }
     write_json_atomic(cache_path, cache)
     return Verification(status, detail, checked_at, False)

@@ -54,6 +54,13 @@ class SegmentHeader:
     system_identifier: int
     segment_size: int
     page_address: int
+    magic: int = 0  # XLOG_PAGE_MAGIC: which major's WAL format (drillkit.pgmajors)
+
+    @property
+    def major(self) -> int | None:
+        from drillkit.pgmajors import major_of_magic
+
+        return major_of_magic(self.magic)
 
 
 def read_segment_header(path: Path) -> SegmentHeader | None:
@@ -68,8 +75,9 @@ def read_segment_header(path: Path) -> SegmentHeader | None:
     magic, info, _tli, pageaddr, _rem, sysid, seg_size, blcksz = _LONG_HEADER.unpack(raw)
     if not info & 0x0002 or blcksz == 0 or seg_size == 0 or seg_size & (seg_size - 1):
         return None  # XLP_LONG_HEADER missing or nonsense sizes: not a segment start
-    del magic
-    return SegmentHeader(system_identifier=sysid, segment_size=seg_size, page_address=pageaddr)
+    return SegmentHeader(
+        system_identifier=sysid, segment_size=seg_size, page_address=pageaddr, magic=magic
+    )
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,7 @@ class SegmentFile:
     size: int
     mtime_ns: int
     problem: str | None = None  # why the segment cannot be used, when it cannot
+    major: int | None = None  # the PostgreSQL major that wrote it (page magic), when known
 
 
 @dataclass
@@ -143,7 +152,7 @@ def list_archive(
             continue  # .partial files and strangers are not used by recovery
         stat = entry.stat()
         tli, segno = parsed
-        problem = None
+        problem, major = None, None
         if stat.st_size != segment_size:
             problem = f"has {stat.st_size} bytes, a segment has {segment_size} (truncated copy?)"
         else:
@@ -156,6 +165,7 @@ def list_archive(
                     "(renamed or overwritten file?)"
                 )
             else:
+                major = header.major
                 listing.system_identifiers.add(header.system_identifier)
                 if system_identifier is not None and header.system_identifier != system_identifier:
                     problem = (
@@ -169,6 +179,7 @@ def list_archive(
             size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
             problem=problem,
+            major=major,
         )
     return listing
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from drillkit import pgbin
 from drillkit.catalog.wal import ArchiveListing, SegmentFile, parse_lsn
+from drillkit.pgbin import Installation
 from drillkit.state import read_json, state_dir, write_json_atomic
 
 _RECORD_RE = re.compile(
@@ -25,7 +25,8 @@ _RECORD_RE = re.compile(
 _TABLESPACE_RE = re.compile(
     r"lsn: ([0-9A-F]+/[0-9A-F]+), prev [0-9A-F/]+, desc: CREATE (\d+) \"(.*)\"$", re.MULTILINE
 )
-_CACHE_VERSION = 2
+# 3: each segment read by its own major's pg_waldump (2 read every segment with the embedded 18).
+_CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ def parse_tablespaces(output: str) -> list[TablespaceRecord]:
     ]
 
 
-def _index_segment(path: Path) -> SegmentIndex:
-    result = pgbin.run(
+def _index_segment(path: Path, installation: Installation) -> SegmentIndex:
+    result = installation.run(
         "pg_waldump",
         ["-r", "Transaction", "-r", "Tablespace", str(path)],
         as_server_user=False,
@@ -97,10 +98,24 @@ def _index_segment(path: Path) -> SegmentIndex:
 
 
 class WalIndex:
-    """Per-archive cache of segment indexes, keyed by file name, size and mtime."""
+    """Per-archive cache of segment indexes, keyed by file name, size and mtime.
 
-    def __init__(self, listing: ArchiveListing, *, cache_dir: Path | None = None) -> None:
+    Each segment is read by the pg_waldump of the major that wrote it (its page magic; an
+    unknown magic counts as ``default_major``); a segment whose major has no installation in
+    ``installations`` is left unindexed: continuity then names the missing binaries, not damage.
+    """
+
+    def __init__(
+        self,
+        listing: ArchiveListing,
+        *,
+        installations: dict[int, Installation],
+        default_major: int | None = None,
+        cache_dir: Path | None = None,
+    ) -> None:
         self.listing = listing
+        self.installations = installations
+        self.default_major = default_major
         key = hashlib.sha256(str(listing.path.resolve()).encode()).hexdigest()[:16]
         self._cache_path = (cache_dir or state_dir() / "walindex") / f"{key}.json"
         self._segments: dict[str, SegmentIndex] = {}
@@ -117,7 +132,8 @@ class WalIndex:
         todo = []
         for name, segment in self.listing.segments.items():
             entry = entries.get(name)
-            if segment.problem is not None:
+            installation = self.installations.get(segment.major or self.default_major or 0)
+            if segment.problem is not None or installation is None:
                 continue
             if entry and entry.get("sig") == self._signature(segment):
                 self._segments[name] = SegmentIndex(
@@ -129,11 +145,13 @@ class WalIndex:
                     ),
                 )
             else:
-                todo.append(segment)
+                todo.append((segment, installation))
         if todo:
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                paths = [self.listing.path / s.name for s in todo]
-                for segment, index in zip(todo, pool.map(_index_segment, paths), strict=True):
+                indexes = pool.map(
+                    lambda job: _index_segment(self.listing.path / job[0].name, job[1]), todo
+                )
+                for (segment, _tool), index in zip(todo, indexes, strict=True):
                     self._segments[segment.name] = index
                     if callable(progress):
                         progress(segment.name)

@@ -357,5 +357,6 @@ class CnpgCatalog:
         )
 
 
-def from_config(config: Mapping[str, Any]) -> CnpgCatalog:
+def from_config(config: Mapping[str, Any], *, postgres: Any = None) -> CnpgCatalog:
+    del postgres  # CloudNativePG's images bring their own binaries
     return CnpgCatalog(config=config)

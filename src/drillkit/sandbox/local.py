@@ -11,6 +11,7 @@ import re
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,11 +21,12 @@ from typing import Any
 
 import psycopg2
 
-from drillkit import pgbin, pgmajor
+from drillkit import pgbin
 from drillkit.catalog.protocol import BackupRepository, Materialised
 from drillkit.catalog.registry import open_repository
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 from drillkit.exceptions import (
+    DrillError,
     InvalidInputError,
     RecoveryTargetNotReachedError,
     SandboxError,
@@ -35,7 +37,6 @@ from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
 _LSN_RE = re.compile(r"^[0-9A-F]{1,8}/[0-9A-F]{1,8}$")
-_MAJOR_FILE = "major.json"  # the restored cluster's major, when not drillkit's default one
 _SOCKET_MAX = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 Say = Callable[[str], None]
 
@@ -92,9 +93,11 @@ class LocalSandboxBackend:
         start_timeout: float = 3600.0,
         shared_buffers: str = "128MB",
         superuser: str = "postgres",
+        postgres: pgbin.PgSettings | None = None,
         say: Say | None = None,
     ) -> None:
         self.root = Path(root) if root else sandbox_root()
+        self.postgres = postgres
         self.port = port
         self.start_timeout = start_timeout
         self.shared_buffers = shared_buffers
@@ -149,8 +152,14 @@ class LocalSandboxBackend:
         sandbox_id: str | None = None,
     ) -> dict[str, Any]:
         settings = recovery_settings(coordinate)
-        repository = open_repository(coordinate.get("catalog") or {"kind": "local"})
+        repository = open_repository(
+            coordinate.get("catalog") or {"kind": "local"}, postgres=self.postgres
+        )
         repository.check_restorable(coordinate)
+        # The backup's own major on this worker (may differ from the one that selected it).
+        installation = pgbin.for_major(
+            backup_major(coordinate, Path(str(coordinate.get("backup_path")))), self.postgres
+        )
         sandbox_id = sandbox_id or new_sandbox_id(name)
         directory = self.path(sandbox_id)
         if directory.exists():
@@ -176,6 +185,7 @@ class LocalSandboxBackend:
             "expires_at": isoformat(created + ttl),
             "backup_id": coordinate.get("backup_id"),
             "target": coordinate.get("target"),
+            "postgres": installation.describe(),
             "state": "provisioning",
         }
         os.mkdir(directory, 0o711)
@@ -184,13 +194,13 @@ class LocalSandboxBackend:
         started = time.monotonic()
         try:
             materialised = self._restore(
-                directory, socket_dir, repository, coordinate, settings, port
+                directory, socket_dir, repository, coordinate, settings, port, installation
             )
             achieved = self._wait_promoted(directory, socket_dir, port)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
             # for investigation until its expiry, when `drillkit gc` removes it.
-            stop_server(directory / "data")
+            stop_server(directory / "data", installation)
             label["state"] = "failed"
             write_json_atomic(directory / LABEL, label)
             raise
@@ -226,6 +236,7 @@ class LocalSandboxBackend:
         coordinate: dict[str, Any],
         settings: dict[str, str],
         port: int,
+        installation: pgbin.Installation,
     ) -> Materialised:
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
@@ -272,6 +283,8 @@ class LocalSandboxBackend:
             "allow_in_place_tablespaces": "on",
             **settings,
         }
+        if installation.major < 15:
+            del config["archive_library"]  # new in 15: an older server refuses to start on it
         with (data / "postgresql.auto.conf").open("a") as conf:
             conf.write("\n# drillkit sandbox settings: appended last, so they win\n")
             for key, value in config.items():
@@ -280,11 +293,8 @@ class LocalSandboxBackend:
         for path in (hba, data / "postgresql.auto.conf", data / "recovery.signal"):
             if owner:
                 os.chown(path, *owner)
-        self.say("starting PostgreSQL and replaying WAL")
-        if materialised.major is not None:
-            # stop_server and teardown find the right pg_ctl again from here
-            write_json_atomic(directory / _MAJOR_FILE, {"major": materialised.major})
-        result = pgmajor.run(
+        self.say(f"starting PostgreSQL {installation.version} and replaying WAL")
+        result = installation.run(
             "pg_ctl",
             [
                 "-D",
@@ -296,7 +306,6 @@ class LocalSandboxBackend:
                 str(int(self.start_timeout)),
                 "start",
             ],
-            major=materialised.major,
             check=False,
             timeout=self.start_timeout + 30,
             env=dict(materialised.environment),
@@ -365,7 +374,7 @@ class LocalSandboxBackend:
         label = read_json(directory / LABEL) or {}
         if not directory.exists():
             return {"id": sandbox_id, "removed": False, "already_gone": True}
-        was_running = stop_server(directory / "data")
+        was_running = stop_server(directory / "data", _recorded_installation(label))
         socket_dir = label.get("socket_dir")
         shutil.rmtree(directory, ignore_errors=True)
         if socket_dir and not str(socket_dir).startswith(str(directory)):
@@ -380,14 +389,60 @@ class LocalSandboxBackend:
         }
 
 
-def stop_server(data: Path) -> bool:
-    """Stop the server of ``data`` immediately (a sandbox is disposable); True if it was running."""
+def backup_major(coordinate: dict[str, Any], backup: Path) -> int:
+    """The major of the coordinate's backup: as selection saw it, else its PG_VERSION."""
+    major = (coordinate.get("postgres") or {}).get("major")
+    if isinstance(major, int):
+        return major
+    from drillkit.catalog.backups import read_pg_major
+
+    found = read_pg_major(backup)
+    if found is None:
+        raise InvalidInputError(
+            f"backup {backup} has no readable PG_VERSION: which PostgreSQL major restores it is "
+            "unknown; the coordinate must come from drillkit's PITR selection"
+        )
+    return found
+
+
+def _recorded_installation(label: dict[str, Any]) -> pgbin.Installation | None:
+    """The installation provisioning used, as its label recorded it (when still there)."""
+    recorded = label.get("postgres") or {}
+    try:
+        tool = pgbin.Installation(
+            major=int(recorded["major"]),
+            bindir=Path(str(recorded["bindir"])),
+            version=str(recorded.get("version", "")),
+            source=str(recorded.get("source", "label")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    return tool if tool.has("pg_ctl") else None
+
+
+def _installation_of(data: Path) -> pgbin.Installation | None:
+    """The installation of the data directory's own major, when this worker has it."""
+    try:
+        major = int((data / "PG_VERSION").read_text().strip().split(".")[0])
+        return pgbin.for_major(major)
+    except (OSError, ValueError, DrillError):
+        return None
+
+
+def stop_server(data: Path, installation: pgbin.Installation | None = None) -> bool:
+    """Stop the server of ``data`` immediately (a sandbox is disposable); True if it was running.
+
+    With the data directory's own major's pg_ctl when this worker has it; else the process is
+    killed (below) as for a stale pid file."""
     pid_file = data / "postmaster.pid"
     if not pid_file.exists():
         return False
-    major = (read_json(data.parent / _MAJOR_FILE) or {}).get("major")
-    result = pgmajor.run(
-        "pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"], major=major, check=False
+    tool = installation or _installation_of(data)
+    args = ["-D", str(data), "-m", "immediate", "-w", "stop"]
+    result = (
+        tool.run("pg_ctl", args, check=False)
+        if tool
+        else subprocess.CompletedProcess(args, 1, "", "no pg_ctl of this major")
     )
     if result.returncode != 0 and pid_file.exists():
         try:
