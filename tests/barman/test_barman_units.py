@@ -134,3 +134,16 @@ def test_a_backup_no_manifest_verified_passes_only_on_integrity_and_pitr():
     assert "integrity and pitr" in _judge(sql_only, unverified).reason
     assert _judge(both, unverified).status == PASSED
     assert _judge(sql_only, []).status == PASSED  # verified backups keep today's rule
+
+
+def test_an_unreachable_store_is_transient_and_names_it(monkeypatch):
+    from drillkit.exceptions import TransientDrillError
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNREACHABLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unreachable-secret")
+    catalog = from_config({**GOOD, "endpoint_url": "http://127.0.0.1:9"})  # discard port
+    with pytest.raises(TransientDrillError) as refused:
+        catalog.snapshot()
+    assert refused.value.code == "STORE_UNREACHABLE"
+    assert "s3://drills/pg" in str(refused.value)
+    assert "unreachable-secret" not in str(refused.value)
