@@ -299,7 +299,6 @@ class BarmanCloudCatalog:
         findings = verify_restored(data, backup_id, installation=installation, say=say)
         return Materialised(
             restore_command=self.restore_command(),
-            major=major,
             environment=environment,
             findings=tuple(findings),
         )

@@ -203,18 +203,15 @@ def create_barman_scenario(
     say(f"production: initdb {prod}")
     pgbin.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
     with (prod / "postgresql.conf").open("a") as conf:
+        # The initial load runs before archiving starts (wal_level minimal: a table created and
+        # filled in one transaction writes no WAL), as a production's history before its first
+        # backup would be; then the server restarts archiving with barman-cloud-wal-archive.
         conf.write(
             f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
-            "wal_level = replica\narchive_mode = on\n"
-            f"archive_command = '{_archive_command(options, dest).replace(chr(39), chr(39) * 2)}'\n"
+            "wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n"
             "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
         )
-    # archive_command inherits the postmaster's environment: the credentials go there only.
-    pgbin.run(
-        "pg_ctl",
-        ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"],
-        env=creds,
-    )
+    pgbin.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
@@ -227,18 +224,26 @@ def create_barman_scenario(
             sock,
             "create table orders (id bigint primary key, batch int not null, "
             "payload text not null, created_at timestamptz not null default clock_timestamp());"
-            "create table heartbeat (at timestamptz primary key default clock_timestamp());"
-            "create table filler (id int, blob text)",
+            "create table heartbeat (at timestamptz primary key default clock_timestamp());",
         )
-        if options.initial_mb:
-            say(f"production: loading {options.initial_mb} MiB")
-            _sql(
-                sock,
-                "insert into filler select g, repeat(md5(g::text), 8) "
-                f"from generate_series(1, {options.initial_mb * 3600}) g",
-            )
-            # One barman-cloud-wal-archive process per segment: a large load archives slowly.
-            _switch(sock, timeout=max(options.archive_wait, options.initial_mb * 2.0))
+        say(f"production: loading {options.initial_mb} MiB")
+        # One statement, one transaction: the table is created and filled without WAL.
+        _sql(
+            sock,
+            "create table filler (id int, blob text);"
+            "insert into filler select g, repeat(md5(g::text), 8) "
+            f"from generate_series(1, {options.initial_mb * 3600}) g",
+        )
+        with (prod / "postgresql.conf").open("a") as conf:
+            archive = _archive_command(options, dest).replace("'", "''")
+            conf.write(f"wal_level = replica\narchive_mode = on\narchive_command = '{archive}'\n")
+            conf.write("max_wal_senders = 10\n")
+        # archive_command inherits the postmaster's environment: the credentials go there only.
+        pgbin.run(
+            "pg_ctl",
+            ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "restart"],
+            env=creds,
+        )
         truth["batches"], truth["backups"] = [], []
         next_id = 1
         for batch in range(options.batches):
