@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_restore.py", "bench_drill.py", "bench_checks.py", "bench_pgbackrest.py"]
+BENCHES = [
+    "bench_restore.py",
+    "bench_drill.py",
+    "bench_checks.py",
+    "bench_pgbackrest.py",
+    "bench_barman.py",
+]
 
 
 def main() -> int:

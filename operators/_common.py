@@ -44,8 +44,14 @@ def run_core(
     ti = context["ti"]
     limit: timedelta | None = context["task"].execution_timeout
     started = time.monotonic()
+    from drillkit.operators.aws import aws_connection_env
+
+    from drillkit.barman.credentials import using_resolver
+
     try:
-        result = func()
+        # A catalog's aws_conn_id resolves through Airflow's connections inside the core call.
+        with using_resolver(aws_connection_env):
+            result = func()
     except DrillError as exc:
         ti.xcom_push(key="error", value=_json_safe(exc.to_dict()))
         if exc.transient:

@@ -30,6 +30,8 @@ def _say(message: str) -> None:
 def cmd_scenario_create(args: argparse.Namespace) -> int:
     from drillkit.scenario import ScenarioOptions, create_scenario
 
+    if args.tool == "barman-cloud":
+        return _barman_scenario(args)
     options = ScenarioOptions(
         batches=args.batches,
         rows_per_batch=args.rows_per_batch,
@@ -48,6 +50,41 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
     )
     truth = create_scenario(Path(args.directory), options, say=_say)
     print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
+    return EXIT_PASS
+
+
+def _barman_scenario(args: argparse.Namespace) -> int:
+    """``--tool barman-cloud``: credentials come from the AWS_* environment, never the line."""
+    from drillkit.barman.scenario import BarmanScenarioOptions, create_barman_scenario
+    from drillkit.exceptions import InvalidInputError
+
+    if not args.endpoint_url and not args.destination:
+        raise InvalidInputError(
+            "--tool barman-cloud needs --endpoint-url URL (an S3-compatible server) or "
+            "--destination s3://bucket/path on AWS"
+        )
+    if args.truncate_newest or args.backup_format != "plain" or args.tablespace:
+        raise InvalidInputError(
+            "--truncate-newest, --backup-format and --tablespace are pg_basebackup options; "
+            "with --tool barman-cloud use --corrupt-newest, --remove-wal-after-batch and "
+            "--interrupted-backup"
+        )
+    options = BarmanScenarioOptions(
+        endpoint_url=args.endpoint_url,
+        destination=args.destination or "s3://drillkit-scenario/barman",
+        server_name=args.server_name,
+        batches=args.batches,
+        rows_per_batch=args.rows_per_batch,
+        backups_after=tuple(int(x) for x in args.backups_after.split(",")),
+        initial_mb=args.initial_mb,
+        corrupt_newest=args.corrupt_newest,
+        remove_wal_after_batch=args.remove_wal_after_batch,
+        interrupted_backup=args.interrupted_backup,
+        wal_compression=args.wal_compression,
+        keep_production=args.keep_production,
+    )
+    truth = create_barman_scenario(Path(args.directory), options, say=_say)
+    print(json.dumps(truth, indent=2))
     return EXIT_PASS
 
 
@@ -248,9 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument(
         "--tool",
-        choices=["pg_basebackup", "pgbackrest"],
+        choices=["pg_basebackup", "pgbackrest", "barman-cloud"],
         default="pg_basebackup",
-        help="pgbackrest: a stanza with full and incremental backups (PostgreSQL 15 default)",
+        help="pgbackrest: a stanza with full and incremental backups (PostgreSQL 15 default); "
+        "barman-cloud: archive and back up into an object store (AWS_* credentials)",
     )
     create.add_argument(
         "--pg-bin-dir", default=None, help="PostgreSQL bin directory to build it with"
@@ -260,6 +298,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     create.add_argument(
         "--backup-types", default=None, help="pgbackrest: e.g. full,incr,diff (default full,incr..)"
+    )
+    create.add_argument("--endpoint-url", default=None, help="barman-cloud: the S3 endpoint")
+    create.add_argument(
+        "--destination", default=None, help="barman-cloud: s3://bucket/path to write into"
+    )
+    create.add_argument("--server-name", default="production", help="barman-cloud: server name")
+    create.add_argument(
+        "--interrupted-backup",
+        action="store_true",
+        help="barman-cloud: leave a backup killed after it started (status STARTED)",
+    )
+    create.add_argument(
+        "--wal-compression", choices=["gzip", "none"], default="gzip", help="barman-cloud WAL"
     )
     create.set_defaults(func=cmd_scenario_create)
 

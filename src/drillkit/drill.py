@@ -152,7 +152,7 @@ def provision(
         return k8s_backend.provision(
             dict(coordinate), drill_id=drill_id, name=drill, ttl=ttl, sandbox_id=sandbox_id
         )
-    from drillkit.catalog.model import VERIFICATION_CODES, VERIFIED
+    from drillkit.catalog.model import RESTORABLE_STATUSES, VERIFICATION_CODES
 
     backup = coordinate.get("backup") or {}
     status = backup.get("verification")
@@ -164,7 +164,7 @@ def provision(
             "tries another backup",
             code="BACKUP_UNVERIFIABLE",
         )
-    if status != VERIFIED:
+    if status not in RESTORABLE_STATUSES:
         code = VERIFICATION_CODES.get(str(status), "BACKUP_UNVERIFIABLE")
         raise BackupError(
             f"backup {coordinate.get('backup_id')} failed its checksum gate ({status}): it is not "

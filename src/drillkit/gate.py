@@ -39,6 +39,7 @@ FAILURE_CODES = frozenset(
         "RTO_EXCEEDED",
         "PROVISION_TIMEOUT",
         "BACKUP_ARCHIVE_UNSAFE",
+        "BACKUP_ARCHIVE_CORRUPT",
     }
 )
 
@@ -106,17 +107,38 @@ def judge_tier(
         return TierJudgement(
             tier, ERROR, "smoke tests left no result", backup_id, findings, restore_seconds
         )
-    findings += validation.get("findings", [])
+    sandbox_findings = list(sandbox.get("findings") or [])
+    findings += sandbox_findings + validation.get("findings", [])
     status = validation.get("status")
     results = validation.get("results", [])
     counts = {s: sum(1 for r in results if r.get("status") == s) for s in (PASSED, FAILED, ERROR)}
     summary = f"{counts[PASSED]} passed, {counts[FAILED]} failed, {counts[ERROR]} errors"
-    if status == PASSED and counts[PASSED] and not counts[FAILED] and not counts[ERROR]:
+    passed = status == PASSED and counts[PASSED] and not counts[FAILED] and not counts[ERROR]
+    unverified = any(f.get("code") == "BACKUP_UNVERIFIABLE" for f in sandbox_findings)
+    if passed and unverified and not _proved_by_checks(results):
+        # No manifest verified the files: only a full read (integrity) and the recovery point
+        # (pitr) can prove the data, and this tier ran without one of them.
+        return TierJudgement(
+            tier,
+            ERROR,
+            f"checks: {summary}, but backup {backup_id} could not be verified against a manifest "
+            "and the tier has no passed integrity and pitr check to prove its data instead: add "
+            "both checks to the drill",
+            backup_id,
+            findings,
+            restore_seconds,
+        )
+    if passed:
         return TierJudgement(
             tier, PASSED, f"checks: {summary}", backup_id, findings, restore_seconds
         )
     verdict = FAILED if status == FAILED else ERROR
     return TierJudgement(tier, verdict, f"checks: {summary}", backup_id, findings, restore_seconds)
+
+
+def _proved_by_checks(results: list[dict[str, Any]]) -> bool:
+    kinds = {r.get("kind") for r in results if r.get("status") == PASSED}
+    return {"integrity", "pitr"} <= kinds
 
 
 def gate_decision(judgement: TierJudgement, *, is_last: bool) -> str:

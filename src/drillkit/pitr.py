@@ -12,7 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from drillkit.catalog.continuity import WalPlan, describe_gap, plan_wal
-from drillkit.catalog.model import VERIFIED, BackupInfo, CatalogSnapshot
+from drillkit.catalog.model import (
+    AT_RESTORE,
+    RESTORABLE_STATUSES,
+    VERIFIED,
+    BackupInfo,
+    CatalogSnapshot,
+)
 from drillkit.catalog.wal import expected_tli, format_lsn, segment_name, segno_of
 from drillkit.exceptions import InvalidInputError, NoRestorableBackupError
 from drillkit.findings import TOOL_CODES, Finding
@@ -136,7 +142,8 @@ def evaluate(
         return _reject(backup, code, sentence)
     verification = backup.verification
     gated = checksum_gate and verification.code is not None
-    if verification.status != VERIFIED and not gated and (require_verified or verification.code):
+    restorable = verification.status in RESTORABLE_STATUSES
+    if not restorable and not gated and (require_verified or verification.code):
         code = verification.code or "BACKUP_UNVERIFIABLE"
         detail = verification.detail or "it was not verified"
         return _reject(
@@ -355,7 +362,12 @@ def _chosen_reason(ev: Evaluation, policy: str, target: datetime | None) -> str:
         "pinned": "the backup pinned for this run",
     }[policy]
     status = ev.backup.verification.status
-    what += " (verified)" if status == VERIFIED else f" (verification: {status}, gated later)"
+    if status == VERIFIED:
+        what += " (verified)"
+    elif status == AT_RESTORE:
+        what += " (verified when restored)"
+    else:
+        what += f" (verification: {status}, gated later)"
     goal = f"the target {isoformat(target)}" if target else "the newest archived transaction"
     return (
         f"{what} restorable from {isoformat(ev.restorable_from)} whose WAL "

@@ -105,14 +105,14 @@ def _wait_archived(sock: Path, segment: str, timeout: float = 60.0) -> None:
     raise InvalidInputError(f"WAL segment {segment} was not archived within {timeout:.0f} s")
 
 
-def _switch(sock: Path) -> str:
+def _switch(sock: Path, *, timeout: float = 60.0) -> str:
     """Close the current segment and wait for it in the archive (as archive_timeout would)."""
     # pg_switch_wal() is a no-op on a segment with nothing written since the last switch and
     # then names the open segment, which is never archived: write something first.
     _sql(sock, "insert into heartbeat default values")
     rows = _sql(sock, "select pg_walfile_name(pg_switch_wal())")
     segment = rows[0][0]
-    _wait_archived(sock, segment)
+    _wait_archived(sock, segment, timeout)
     return str(segment)
 
 

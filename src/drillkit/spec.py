@@ -22,7 +22,7 @@ CHAIN_KIND = "routing_chain"  # a routing-chain drill (drillkit.chain.spec), not
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _TIER_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 SANDBOX_KINDS = ("local", "kubernetes")
-CATALOG_KINDS = ("local", "cnpg", "pgbackrest")
+CATALOG_KINDS = ("local", "cnpg", "pgbackrest", "barman_cloud")
 PGBACKREST_KEYS = {"kind", "stanza", "config", "repo", "options", "pgbackrest_conn_id"}
 # The DAG-level fields every spec kind shares (drill specs here, routing chains in drillkit.chain).
 SCHEDULING_KEYS = {
@@ -152,6 +152,16 @@ def _mapping(value: Any, source: str, path: str) -> Mapping[str, Any]:
     return value
 
 
+def _registered_catalog(catalog: Mapping[str, Any], source: str) -> None:
+    """A kind with its own module validates its own keys (``from_config``: no I/O)."""
+    from drillkit.catalog.registry import open_catalog
+
+    try:
+        open_catalog(catalog)
+    except InvalidInputError as exc:
+        raise _fail(source, "catalog", str(exc)) from exc
+
+
 def _unknown(data: Mapping[str, Any], allowed: set[str] | dict[str, str], source: str, path: str):
     unknown = sorted(set(map(str, data)) - set(allowed))
     if unknown:
@@ -246,8 +256,10 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
             open_catalog(catalog)  # the kind's own validation (no I/O)
         except InvalidInputError as exc:
             raise _fail(source, "catalog", str(exc)) from exc
-    else:
+    elif catalog.get("kind", "local") == "local":
         _unknown(catalog, {"kind", "path"}, source, "catalog")
+    elif catalog.get("kind") in CATALOG_KINDS:
+        _registered_catalog(catalog, source)
     if catalog.get("kind", "local") not in CATALOG_KINDS:
         raise _fail(source, "catalog.kind", f"use one of {', '.join(CATALOG_KINDS)}")
     if catalog.get("kind", "local") == "local" and (

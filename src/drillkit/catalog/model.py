@@ -12,6 +12,10 @@ from drillkit.pgbin import Installation
 from drillkit.timeutil import isoformat
 
 VERIFIED = "verified"
+# Verified on the restored copy (pg_verifybackup against its manifest when it has one, else the
+# drill's integrity and pitr checks carry the proof): object-store kinds such as barman_cloud.
+AT_RESTORE = "at_restore"
+RESTORABLE_STATUSES = frozenset({VERIFIED, AT_RESTORE})
 # pg_verifybackup outcome -> the finding code a failed backup carries.
 VERIFICATION_CODES = {
     "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
@@ -24,7 +28,7 @@ VERIFICATION_CODES = {
 class Verification:
     """Outcome of ``pg_verifybackup``: status ``verified`` or a problem with its finding code."""
 
-    status: str  # verified | checksum_mismatch | incomplete | unverifiable | not_run
+    status: str  # verified | at_restore | checksum_mismatch | incomplete | unverifiable | not_run
     detail: str = ""
     checked_at: str | None = None
     cached: bool = False

@@ -29,6 +29,9 @@ class Materialised:
     restore_command: str
     environment: Mapping[str, str] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    # Findings of the restore itself ({code, severity, message}), e.g. BACKUP_UNVERIFIABLE when
+    # the restored copy has no manifest to verify: the sandbox record carries them to the gate.
+    findings: tuple[Mapping[str, str], ...] = ()
 
 
 class Catalog(Protocol):

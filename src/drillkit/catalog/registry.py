@@ -18,6 +18,7 @@ KINDS: dict[str, str] = {
     "local": "drillkit.catalog.local",
     "pgbackrest": "drillkit.catalog.pgbackrest",
     "cnpg": "drillkit.k8s.catalog",
+    "barman_cloud": "drillkit.barman.catalog",
 }
 
 

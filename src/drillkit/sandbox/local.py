@@ -22,7 +22,7 @@ from typing import Any
 import psycopg2
 
 from drillkit import pgbin
-from drillkit.catalog.protocol import BackupRepository
+from drillkit.catalog.protocol import BackupRepository, Materialised
 from drillkit.catalog.registry import open_repository
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
 from drillkit.exceptions import (
@@ -193,7 +193,7 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(
+            materialised = self._restore(
                 directory, socket_dir, repository, coordinate, settings, port, installation
             )
             achieved = self._wait_promoted(directory, socket_dir, port)
@@ -219,6 +219,8 @@ class LocalSandboxBackend:
             },
             restore_seconds=round(restore_seconds, 3),
             achieved_recovery_point=achieved or coordinate.get("recovery_point"),
+            # What the restore itself found (e.g. no manifest to verify against): for the gate.
+            findings=[dict(f) for f in materialised.findings],
             achieved_recovery_point_source="pg_last_xact_replay_timestamp"
             if achieved
             else "backup end (no transaction replayed)",
@@ -235,7 +237,7 @@ class LocalSandboxBackend:
         settings: dict[str, str],
         port: int,
         installation: pgbin.Installation,
-    ) -> None:
+    ) -> Materialised:
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
@@ -310,6 +312,7 @@ class LocalSandboxBackend:
         )
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
+        return materialised
 
     def _log_tail(self, directory: Path, lines: int = 12) -> str:
         try:

@@ -1,0 +1,355 @@
+"""``drillkit scenario create DIR --tool barman-cloud``: a production archiving WAL with
+barman-cloud-wal-archive and backed up with barman-cloud-backup into an object store.
+
+The ground truth (truth.json) and a drill spec land in DIR; the backups and WAL in the store.
+The damage options are the ways such stores get damaged: a WAL object deleted, a data archive
+corrupted, a backup interrupted (left with status STARTED).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from drillkit import pgbin
+from drillkit.barman import tools
+from drillkit.barman.store import Destination, ObjectStoreReader
+from drillkit.exceptions import InvalidInputError
+from drillkit.sandbox.local import stop_server
+from drillkit.scenario import (
+    DATABASE,
+    _sql,
+    _suggested_targets,
+    _switch,
+    write_drill_spec,
+)
+from drillkit.state import write_json_atomic
+from drillkit.timeutil import isoformat
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BarmanScenarioOptions:
+    endpoint_url: str
+    destination: str = "s3://drillkit-scenario/barman"
+    server_name: str = "production"
+    batches: int = 6
+    rows_per_batch: int = 200
+    backups_after: tuple[int, ...] = (0, 2, 4)
+    initial_mb: int = 8
+    pause: float = 0.25
+    wal_compression: str = "gzip"  # gzip | none: barman-cloud-wal-archive -z or plain segments
+    data_compression: str = "none"  # none | gzip: barman-cloud-backup's data.tar(.gz)
+    corrupt_newest: bool = False  # flip bytes of the orders table inside the newest data archive
+    remove_wal_after_batch: int | None = None  # delete the WAL object holding that batch
+    interrupted_backup: bool = False  # a backup killed after it registered (status STARTED)
+    drill_name: str = "demo"
+    keep_production: bool = False
+    # barman-cloud-wal-archive is one Python process per segment, and PostgreSQL waits 60 s
+    # after three failed attempts: a busy machine needs more than the local scenario's minute.
+    archive_wait: float = 300.0
+
+
+def _writer_client(endpoint_url: str, credentials: Mapping[str, str]) -> Any:
+    """The scenario is the producer: it may create the bucket and damage objects."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        aws_access_key_id=credentials.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=credentials.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=credentials.get("AWS_SESSION_TOKEN"),
+        region_name=credentials.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )
+
+
+def environment_credentials() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in tools.AWS_ENV and v}
+
+
+def _backup_ids(reader: ObjectStoreReader, dest: Destination) -> set[str]:
+    ids = set()
+    for obj in reader.list(dest.bucket, dest.key("base") + "/"):
+        parts = obj.key[len(dest.key("base")) + 1 :].split("/")
+        if len(parts) == 2 and parts[1] == "backup.info":
+            ids.add(parts[0])
+    return ids
+
+
+def _backup_args(options: BarmanScenarioOptions, sock: Path, dest: Destination) -> list[str]:
+    args = ["--endpoint-url", options.endpoint_url, "-h", str(sock), "-U", "postgres"]
+    args.append("--immediate-checkpoint")  # a spread checkpoint waits minutes on a quiet server
+    if options.data_compression == "gzip":
+        args.append("--gzip")
+    return [*args, dest.url, dest.server_name]
+
+
+def _take_backup(
+    options: BarmanScenarioOptions,
+    sock: Path,
+    dest: Destination,
+    reader: ObjectStoreReader,
+    creds: Mapping[str, str],
+) -> str:
+    before = _backup_ids(reader, dest)
+    # Backup ids are timestamps to the second: never two in one second.
+    time.sleep(1.05)
+    tools.run_tool("barman-cloud-backup", _backup_args(options, sock, dest), credentials=creds)
+    new = sorted(_backup_ids(reader, dest) - before)
+    if len(new) != 1:
+        raise InvalidInputError(f"barman-cloud-backup left {len(new)} new backups, expected 1")
+    return new[0]
+
+
+def _interrupt_backup(
+    options: BarmanScenarioOptions,
+    sock: Path,
+    dest: Destination,
+    reader: ObjectStoreReader,
+    creds: Mapping[str, str],
+) -> str:
+    """Start a backup and kill it once its backup.info says STARTED (barman uploads that right
+    after pg_backup_start: barman/cloud.py CloudBackup.coordinate_backup)."""
+    before = _backup_ids(reader, dest)
+    time.sleep(1.05)
+    user = pgbin.os_user()
+    kwargs: dict[str, Any] = {}
+    if user is not None:
+        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    process = subprocess.Popen(
+        [str(tools.tool("barman-cloud-backup")), *_backup_args(options, sock, dest)],
+        env=tools.tool_env(creds),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd="/",
+        **kwargs,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            new = _backup_ids(reader, dest) - before
+            if new:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                backup_id = next(iter(new))
+                info = reader.get(dest.bucket, dest.key("base", backup_id, "backup.info"))
+                if b"status=STARTED" not in info:
+                    raise InvalidInputError("the interrupted backup did not stay STARTED")
+                return backup_id
+            time.sleep(0.005)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    raise InvalidInputError(
+        "barman-cloud-backup finished before it could be interrupted; use a larger --initial-mb"
+    )
+
+
+def _archive_command(options: BarmanScenarioOptions, dest: Destination) -> str:
+    args = [str(tools.tool("barman-cloud-wal-archive")), "--endpoint-url", options.endpoint_url]
+    if options.wal_compression == "gzip":
+        args.append("--gzip")
+    return " ".join(shlex.quote(a) for a in [*args, dest.url, dest.server_name]) + " %p"
+
+
+def create_barman_scenario(
+    directory: Path, options: BarmanScenarioOptions, *, say: Say = print
+) -> dict[str, Any]:
+    """Build the store and ``directory`` (new or empty); return the ground truth."""
+    directory = directory.expanduser().absolute()
+    if directory.exists() and any(directory.iterdir()):
+        raise InvalidInputError(f"{directory} is not empty; give a new or empty directory")
+    if options.batches < 2 or not options.backups_after:
+        raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
+    if max(options.backups_after) >= options.batches:
+        raise InvalidInputError("backups_after must name batches below the batch count")
+    if options.wal_compression not in ("gzip", "none") or options.data_compression not in (
+        "gzip",
+        "none",
+    ):
+        raise InvalidInputError("compression must be gzip or none")
+    dest = Destination.parse(options.destination, options.server_name)
+    creds = environment_credentials()
+    reader = ObjectStoreReader(endpoint_url=options.endpoint_url, credentials=creds)
+    client = _writer_client(options.endpoint_url, creds)
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if dest.bucket not in existing:
+        client.create_bucket(Bucket=dest.bucket)
+    if any(True for _ in reader.list(dest.bucket, dest.key() + "/")):
+        raise InvalidInputError(
+            f"{dest.url}/{dest.server_name} already holds objects; give a new destination"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chmod(directory, 0o755)
+    pgbin.require_reachable(directory, "scenario directory")
+    prod, sock = directory / "production", directory / "run"
+    sock.mkdir()
+    pgbin.give_to_server_user(sock)
+    pgbin.give_to_server_user(directory)
+    say(f"production: initdb {prod}")
+    pgbin.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
+    with (prod / "postgresql.conf").open("a") as conf:
+        # The initial load runs before archiving starts (wal_level minimal: a table created and
+        # filled in one transaction writes no WAL), as a production's history before its first
+        # backup would be; then the server restarts archiving with barman-cloud-wal-archive.
+        conf.write(
+            f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
+            "wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n"
+            "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
+        )
+    pgbin.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    truth: dict[str, Any] = {
+        "database": DATABASE,
+        "table": "orders",
+        "id_column": "id",
+        "store": {"destination": dest.url, "server_name": dest.server_name},
+    }
+    try:
+        _sql(sock, f"create database {DATABASE}", db="postgres")
+        _sql(
+            sock,
+            "create table orders (id bigint primary key, batch int not null, "
+            "payload text not null, created_at timestamptz not null default clock_timestamp());"
+            "create table heartbeat (at timestamptz primary key default clock_timestamp());",
+        )
+        say(f"production: loading {options.initial_mb} MiB")
+        # One statement, one transaction: the table is created and filled without WAL.
+        _sql(
+            sock,
+            "create table filler (id int, blob text);"
+            "insert into filler select g, repeat(md5(g::text), 8) "
+            f"from generate_series(1, {options.initial_mb * 3600}) g",
+        )
+        with (prod / "postgresql.conf").open("a") as conf:
+            archive = _archive_command(options, dest).replace("'", "''")
+            conf.write(f"wal_level = replica\narchive_mode = on\narchive_command = '{archive}'\n")
+            conf.write("max_wal_senders = 10\n")
+        # archive_command inherits the postmaster's environment: the credentials go there only.
+        pgbin.run(
+            "pg_ctl",
+            ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "restart"],
+            env=creds,
+        )
+        truth["batches"], truth["backups"] = [], []
+        next_id = 1
+        for batch in range(options.batches):
+            first, last = next_id, next_id + options.rows_per_batch - 1
+            _sql(
+                sock,
+                "insert into orders (id, batch, payload) select g, "
+                f"{batch}, md5(g::text) from generate_series({first}, {last}) g",
+            )
+            committed = _sql(
+                sock, f"select pg_xact_commit_timestamp(xmin) from orders where id = {last}"
+            )[0][0]
+            segment = _switch(sock, timeout=options.archive_wait)
+            truth["batches"].append(
+                {
+                    "batch": batch,
+                    "first_id": first,
+                    "last_id": last,
+                    "committed_at": isoformat(committed),
+                    "segment_after": segment,
+                }
+            )
+            say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
+            next_id = last + 1
+            time.sleep(options.pause)
+            if batch in options.backups_after:
+                backup_id = _take_backup(options, sock, dest, reader, creds)
+                say(f"production: barman-cloud-backup {backup_id}")
+                _switch(sock, timeout=options.archive_wait)
+                truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
+                time.sleep(options.pause)
+        if options.interrupted_backup:
+            backup_id = _interrupt_backup(options, sock, dest, reader, creds)
+            say(f"production: barman-cloud-backup {backup_id} killed after it started")
+            truth["interrupted_backup"] = backup_id
+        _switch(sock, timeout=options.archive_wait)
+        truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
+        truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
+    finally:
+        stop_server(prod)
+    truth["damage"] = _apply_damage(client, reader, dest, truth, options, say)
+    truth["targets"] = _suggested_targets(truth)
+    if not options.keep_production:
+        shutil.rmtree(prod, ignore_errors=True)
+    shutil.rmtree(sock, ignore_errors=True)
+    write_json_atomic(directory / "truth.json", truth)
+    catalog = {
+        "kind": "barman_cloud",
+        "destination": dest.url,
+        "server_name": dest.server_name,
+        "endpoint_url": options.endpoint_url,
+    }
+    write_drill_spec(directory, name=options.drill_name, catalog=catalog)
+    say(f"scenario ready: {dest.url} ({len(truth['backups'])} backups)")
+    return truth
+
+
+def _apply_damage(
+    client: Any,
+    reader: ObjectStoreReader,
+    dest: Destination,
+    truth: dict[str, Any],
+    options: BarmanScenarioOptions,
+    say: Say,
+) -> list[str]:
+    done: list[str] = []
+    if options.corrupt_newest:
+        newest = truth["backups"][-1]["backup_id"]
+        keys = [o.key for o in reader.list(dest.bucket, dest.key("base", newest) + "/")]
+        data_key = next(k for k in keys if k.rsplit("/", 1)[-1].startswith("data.tar"))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "data.tar"
+            reader.download(dest.bucket, data_key, str(path))
+            _flip_member(path, truth["relation"], gzip=data_key.endswith(".gz"))
+            client.upload_file(str(path), dest.bucket, data_key)
+        done.append(f"corrupted 64 bytes of {truth['relation']} in {data_key}")
+    if options.remove_wal_after_batch is not None:
+        batch = truth["batches"][options.remove_wal_after_batch]
+        segment = batch["segment_after"]
+        keys = [
+            o.key
+            for o in reader.list(dest.bucket, dest.key("wals", segment[:16]) + "/")
+            if o.key.rsplit("/", 1)[-1].split(".")[0] == segment
+        ]
+        if len(keys) != 1:
+            raise InvalidInputError(f"WAL segment {segment} is not in the store ({keys})")
+        client.delete_object(Bucket=dest.bucket, Key=keys[0])
+        done.append(f"deleted WAL object {keys[0]} (holds batch {batch['batch']})")
+    for line in done:
+        say(f"damage: {line}")
+    return done
+
+
+def _flip_member(archive: Path, name: str, *, gzip: bool) -> None:
+    """Flip 64 bytes inside a page's tuple area of one member (checksums catch it)."""
+    out = archive.with_name("rewritten.tar")
+    found = False
+    with tarfile.open(archive) as source, tarfile.open(out, "w:gz" if gzip else "w") as sink:
+        for member in source:
+            handle = source.extractfile(member) if member.isfile() else None
+            data = handle.read() if handle else None
+            if data is not None and member.name.lstrip("./") == name:
+                at = 4096 + 512
+                data = data[:at] + bytes(b ^ 0xFF for b in data[at : at + 64]) + data[at + 64 :]
+                found = True
+            sink.addfile(member, io.BytesIO(data) if data is not None else None)
+    if not found:
+        raise InvalidInputError(f"{archive.name} has no member {name} to damage")
+    os.replace(out, archive)
