@@ -29,8 +29,11 @@ from drillkit.exceptions import (
     SandboxError,
     SandboxStartError,
 )
+from drillkit.sandbox import config as sandbox_config
+from drillkit.sandbox import roles as check_roles
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
+from drillkit.sandbox.seal import databases, seal
 from drillkit.sandbox.untar import extract_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
@@ -40,8 +43,13 @@ _SOCKET_MAX = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 Say = Callable[[str], None]
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+def _major(data: Path) -> int:
+    try:
+        return int((data / "PG_VERSION").read_text().strip().split(".")[0])
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{data} has no readable PG_VERSION: the backup is not a PostgreSQL data directory"
+        ) from exc
 
 
 def recovery_settings(coordinate: dict[str, Any]) -> dict[str, str]:
@@ -191,8 +199,14 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(directory, socket_dir, backup, fmt, archive, settings, port)
+            configuration = self._restore(
+                directory, socket_dir, backup, fmt, archive, settings, port
+            )
             achieved = self._wait_promoted(directory, socket_dir, port)
+            # Before anything else connects: nothing replicates, checks get their own roles.
+            isolation = self._seal(
+                directory, socket_dir, port, data_major=_major(directory / "data")
+            )
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
             # for investigation until its expiry, when `drillkit gc` removes it.
@@ -214,6 +228,8 @@ class LocalSandboxBackend:
                 }
             },
             restore_seconds=round(restore_seconds, 3),
+            configuration=configuration,
+            **isolation,
             achieved_recovery_point=achieved or coordinate.get("recovery_point"),
             achieved_recovery_point_source="pg_last_xact_replay_timestamp"
             if achieved
@@ -231,7 +247,8 @@ class LocalSandboxBackend:
         archive: Path,
         settings: dict[str, str],
         port: int,
-    ) -> None:
+    ) -> dict[str, Any]:
+        """Copy, configure and start the server; return what the record says about its config."""
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
@@ -246,46 +263,38 @@ class LocalSandboxBackend:
             os.chown(socket_dir, *owner)
             os.chown(directory, *owner)
         hba = directory / "pg_hba.conf"
-        hba_lines = ["local all all trust"]
+        hba_lines = ["local all all trust"]  # the socket directory is 0700: drillkit only
         if self.port is not None:
-            hba_lines.append("host all all 127.0.0.1/32 trust")
+            hba_lines.append("host all all 127.0.0.1/32 scram-sha-256")
         hba.write_text("\n".join(hba_lines) + "\n")
-        if not (data / "postgresql.conf").exists():  # Debian-style servers keep it in /etc
-            (data / "postgresql.conf").write_text("")
-        restore = f'cp "{archive}/%f" "%p"'
-        config = {
-            "listen_addresses": "127.0.0.1" if self.port is not None else "",
-            "port": str(port),
-            "unix_socket_directories": str(socket_dir),
-            "hba_file": str(hba),
-            # Production's archiving must never run here: it would write into its archive.
-            "archive_mode": "off",
-            "archive_command": "",
-            "archive_library": "",
-            "restore_command": restore,
-            # Never follow or stream from production.
-            "primary_conninfo": "",
-            "primary_slot_name": "",
-            "hot_standby": "on",
-            "shared_buffers": self.shared_buffers,
-            "huge_pages": "off",
-            "ssl": "off",
-            "shared_preload_libraries": "",
-            "logging_collector": "off",
-            # A sandbox is disposable: skipping fsync makes replay faster and loses nothing.
-            "fsync": "off",
-            "max_wal_size": "4GB",
-            # Tablespaces are restored as directories in pg_tblspc (never links to production's
-            # paths); without this, recovery PANICs at consistency on such a directory.
-            "allow_in_place_tablespaces": "on",
-            **settings,
-        }
-        with (data / "postgresql.auto.conf").open("a") as conf:
-            conf.write("\n# drillkit sandbox settings: appended last, so they win\n")
-            for key, value in config.items():
-                conf.write(f"{key} = {_quote(value)}\n")
+        ident = directory / "pg_ident.conf"
+        ident.write_text("")
+        backup_settings, seen = sandbox_config.read_backup_settings(data)
+        control = sandbox_config.control_settings(
+            pgbin.run("pg_controldata", [str(data)], check=False).stdout
+        )
+        config, kept = sandbox_config.sandbox_config(
+            major=_major(data),
+            backup_settings=backup_settings,
+            control=control,
+            socket_dir=socket_dir,
+            hba=hba,
+            ident=ident,
+            port=port,
+            tcp=self.port is not None,
+            shared_buffers=self.shared_buffers,
+            recovery=settings,
+            restore=sandbox_config.restore_command(archive),
+        )
+        sandbox_config.write_config(data, config)
         (data / "recovery.signal").write_text("")
-        for path in (hba, data / "postgresql.auto.conf", data / "recovery.signal"):
+        for path in (
+            hba,
+            ident,
+            data / "postgresql.conf",
+            data / "postgresql.auto.conf",
+            data / "recovery.signal",
+        ):
             if owner:
                 os.chown(path, *owner)
         self.say("starting PostgreSQL and replaying WAL")
@@ -306,6 +315,7 @@ class LocalSandboxBackend:
         )
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
+        return sandbox_config.describe(kept, control, seen)
 
     def _copy_progress(self, done: int, total: int) -> None:
         if total:
@@ -334,11 +344,40 @@ class LocalSandboxBackend:
             f"{log or output.strip()}"
         )
 
-    def connect(self, socket_dir: Path, port: int) -> Any:
-        host = "127.0.0.1" if self.port is not None else str(socket_dir)
+    def connect(self, socket_dir: Path, port: int, dbname: str = "postgres") -> Any:
+        """A superuser connection through the sandbox's unix socket (TCP needs a password)."""
         return psycopg2.connect(
-            host=host, port=port, user=self.superuser, dbname="postgres", connect_timeout=5
+            host=str(socket_dir),
+            port=port,
+            user=self.superuser,
+            dbname=dbname,
+            connect_timeout=5,
+            # Production's event triggers (ENABLE ORIGIN ones) stay silent for drillkit's DDL.
+            options="-c session_replication_role=replica",
         )
+
+    def _seal(
+        self, directory: Path, socket_dir: Path, port: int, *, data_major: int
+    ) -> dict[str, Any]:
+        """Detach replication and create the check roles; return the record's isolation fields."""
+
+        def admin(dbname: str) -> Any:
+            conn = self.connect(socket_dir, port, dbname)
+            conn.autocommit = True
+            return conn
+
+        first = admin("postgres")
+        try:
+            names = databases(first)
+        finally:
+            first.close()
+        sealed = seal(admin, names)
+        secrets, description = check_roles.create_check_roles(admin, names, major=data_major)
+        password_file = check_roles.write_secrets(directory, secrets)
+        return {
+            "sealed": sealed,
+            "check_roles": {**description, "password_file": str(password_file)},
+        }
 
     def _wait_promoted(self, directory: Path, socket_dir: Path, port: int) -> str | None:
         """Poll until recovery has ended and the server is promoted (pg_ctl -w returns earlier)."""

@@ -1,0 +1,180 @@
+"""The sealed sandbox, on real PostgreSQL 18: a restored production's replication, configuration
+and paths do nothing outside the sandbox. Every test hashes the repository before and after."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg2
+import pytest
+from restorekit import select, tree_digest
+from sealkit import Production, Server, free_port
+
+from drillkit import pgbin
+from drillkit.sandbox.local import LocalSandboxBackend
+
+pytestmark = pytest.mark.integration
+
+
+def _sandbox_sql(record: dict, query: str, db: str = "postgres") -> list[tuple]:
+    endpoint = record["endpoints"]["postgres"]
+    host = endpoint["host"]
+    if not host.startswith("/"):  # a TCP endpoint: drillkit itself goes through the socket
+        host = str(Path(record["path"]) / "run")
+    conn = psycopg2.connect(host=host, port=endpoint["port"], user="postgres", dbname=db)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(query)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def test_a_restored_subscription_never_reaches_its_publisher(workdir):
+    publisher = Server(workdir, "publisher", conf="wal_level = logical\n", port=free_port())
+    production = Production(workdir)
+    try:
+        publisher.sql("create table items (id int primary key)")
+        publisher.sql("create publication pub for table items")
+        publisher.sql("insert into items select generate_series(1, 10)")
+        production.sql("create table items (id int primary key)")
+        production.sql(
+            f"create subscription sub connection 'host=127.0.0.1 port={publisher.port} "
+            "dbname=postgres user=postgres' publication pub"
+        )
+        deadline = time.monotonic() + 60
+        while production.sql("select count(*) from items")[0][0] < 10:
+            assert time.monotonic() < deadline, "the subscription never synced"
+            time.sleep(0.1)
+        production.basebackup()
+        production.stop()  # the real subscriber is down: the publisher keeps rows for it
+        publisher.sql("insert into items select generate_series(11, 20)")
+        slot = "select confirmed_flush_lsn, active from pg_replication_slots where slot_name='sub'"
+        before = publisher.sql(slot)
+        digest = tree_digest(production.repo)
+
+        backend = LocalSandboxBackend(root=workdir / "sandboxes")
+        record = backend.provision(
+            select(production.repo, None), drill_id="t", name="sub", ttl=timedelta(hours=1)
+        )
+        try:
+            assert record["sealed"]["subscriptions_disabled"] == ["postgres.sub"]
+            assert _sandbox_sql(record, "select subenabled, subslotname from pg_subscription") == [
+                (False, None)
+            ]
+            # Give an apply worker every chance to start and connect, as it did before.
+            seen = []
+            for _ in range(40):
+                seen += publisher.sql(
+                    "select application_name from pg_stat_replication "
+                    "union all select 'active' from pg_replication_slots where active"
+                )
+                time.sleep(0.1)
+            assert seen == [], f"the sandbox connected to the publisher: {seen}"
+            assert _sandbox_sql(record, "select count(*) from items") == [(10,)]
+            assert _sandbox_sql(record, "show max_logical_replication_workers") == [("0",)]
+        finally:
+            backend.teardown(record["id"])
+        assert publisher.sql(slot) == before, "the publisher's slot moved"
+        assert tree_digest(production.repo) == digest
+    finally:
+        production.stop()
+        publisher.stop()
+
+
+def test_the_backups_configuration_runs_nothing_and_writes_nowhere(workdir):
+    outside = workdir / "outside"
+    outside.mkdir()
+    pgbin.give_to_server_user(outside)
+    (outside / "extra.conf").write_text("cluster_name = 'from_an_include'\n")
+    os.chmod(outside / "extra.conf", 0o644)
+    hostile = (
+        f"recovery_end_command = 'touch {outside}/recovery_end_command_ran'\n"
+        f"archive_cleanup_command = 'touch {outside}/archive_cleanup_command_ran'\n"
+        f"external_pid_file = '{outside}/external.pid'\n"
+        "shared_preload_libraries = 'pg_prewarm'\n"
+        "logging_collector = on\n"
+        f"log_directory = '{outside}/logs'\n"
+        f"unix_socket_directories = '{outside}'\n"
+        f"include_if_exists = '{outside}/extra.conf'\n"
+        f"include_dir = '{outside}'\n"
+        "timezone = 'Asia/Tokyo'\n"
+    )
+    production = Production(workdir)
+    try:
+        # Appended after start and never reloaded: production itself does not run them, but
+        # pg_basebackup copies the file into the backup as it is.
+        with (production.data / "postgresql.conf").open("a") as handle:
+            handle.write(hostile)
+        with (production.data / "postgresql.auto.conf").open("a") as handle:
+            handle.write(f"restore_command = 'touch {outside}/their_restore_command_ran'\n")
+        production.basebackup()
+    finally:
+        production.stop()
+    digest = tree_digest(production.repo)
+    backend = LocalSandboxBackend(root=workdir / "sandboxes")
+    record = backend.provision(
+        select(production.repo, None), drill_id="t", name="conf", ttl=timedelta(hours=1)
+    )
+    try:
+        config = record["configuration"]
+        assert config["kept_from_backup"]["timezone"] == "Asia/Tokyo"
+        for name in (
+            "recovery_end_command",
+            "archive_cleanup_command",
+            "external_pid_file",
+            "shared_preload_libraries",
+            "log_directory",
+            "include_if_exists",
+            "include_dir",
+            "restore_command",
+            "archive_command",
+        ):
+            assert name in config["ignored_from_backup"], name
+        assert set(config["kept_from_backup"]) <= {
+            "timezone",
+            "datestyle",
+            "default_text_search_config",
+        }
+        shown = _sandbox_sql(
+            record,
+            "select current_setting('shared_preload_libraries'), current_setting('cluster_name'), "
+            "current_setting('external_pid_file'), current_setting('TimeZone'), "
+            "(select count(*) from pg_stat_activity where backend_type like 'autoprewarm%')",
+        )
+        assert shown == [("", "", "", "Asia/Tokyo", 0)]
+    finally:
+        backend.teardown(record["id"])
+    assert sorted(p.name for p in outside.iterdir()) == ["extra.conf"]
+    assert tree_digest(production.repo) == digest
+
+
+@pytest.mark.parametrize("name", ["repo $(touch pwned) `touch pwned2` 'q\" %p %f %% ;"])
+def test_a_repository_path_with_shell_syntax_restores_and_runs_nothing(workdir, name):
+    production = Production(workdir, repo_name=name)
+    try:
+        production.sql("create table t (id int)")
+        production.sql("insert into t select generate_series(1, 5)")
+        production.basebackup()
+        production.sql("insert into t select generate_series(6, 9)")  # needs WAL from the archive
+        production.switch()
+    finally:
+        production.stop()
+    digest = tree_digest(production.repo)
+    backend = LocalSandboxBackend(root=workdir / "sandboxes")
+    record = backend.provision(
+        select(production.repo, None), drill_id="t", name="shell", ttl=timedelta(hours=1)
+    )
+    try:
+        assert _sandbox_sql(record, "select count(*) from t") == [(9,)]
+        assert not list(Path(record["path"]).rglob("pwned*"))  # restore_command's cwd
+    finally:
+        backend.teardown(record["id"])
+    for leftover in ("pwned", "pwned2"):
+        assert not list(Path("/").glob(leftover)) and not (workdir / leftover).exists()
+        assert not list(workdir.rglob(leftover))
+    assert tree_digest(production.repo) == digest
