@@ -178,3 +178,134 @@ def test_a_repository_path_with_shell_syntax_restores_and_runs_nothing(workdir, 
         assert not list(Path("/").glob(leftover)) and not (workdir / leftover).exists()
         assert not list(workdir.rglob(leftover))
     assert tree_digest(production.repo) == digest
+
+
+def _manifest(record: dict, database: str) -> dict:
+    endpoint = {**record["endpoints"]["postgres"], "database": database}
+    entry = {"kind": "postgres", "resolved_by": "provisioned", "endpoint": endpoint}
+    return {
+        "schema": "drillkit.routing_manifest/v1",
+        "drill_id": "00000000-0000-4000-8000-000000000011",
+        "environment": "drill",
+        "context": {"header": "X-Drill-Context", "value": "unused", "expires_at": None},
+        "services": {"app-db": entry},
+        "production": {"hosts": [], "cidrs": [], "dsns": []},
+    }
+
+
+def test_hostile_checks_neither_pass_nor_change_anything(workdir):
+    """Every way a check could leave read-only, reach files, programs, other roles or servers."""
+    from drillkit.checks import run_checks
+
+    elsewhere = Server(workdir, "elsewhere", port=free_port())  # another server on loopback
+    production = Production(workdir)
+    marks = workdir / "marks"
+    marks.mkdir()
+    os.chmod(marks, 0o777)  # the server OS user could write here, if anything let it
+    try:
+        elsewhere.sql("create table precious (id int); insert into precious values (1)")
+        production.sql("create table t (id int); insert into t select generate_series(1, 5)")
+        production.sql("create extension dblink; create extension postgres_fdw")
+        production.sql(
+            f"create server other foreign data wrapper postgres_fdw options (host '127.0.0.1', "
+            f"port '{elsewhere.port}', dbname 'postgres'); create user mapping for public server "
+            "other options (user 'postgres', password 'x'); create foreign table remote "
+            "(id int) server other options (table_name 'precious')"
+        )
+        production.basebackup()
+    finally:
+        production.stop()
+    digest = tree_digest(production.repo)
+    conninfo = f"host=127.0.0.1 port={elsewhere.port} dbname=postgres user=postgres"
+    hostile = {
+        "commit-then-write": "COMMIT; INSERT INTO t VALUES (100)",
+        "commit-alone": "COMMIT",
+        "do-commit": "DO $$BEGIN COMMIT; INSERT INTO t VALUES (101); END$$",
+        "read-write-mode": "SET TRANSACTION READ WRITE",
+        "insert": "INSERT INTO t VALUES (102) RETURNING id",
+        "multi": "SELECT 1; SELECT 2",
+        "copy-program": f"COPY (SELECT 1) TO PROGRAM 'touch {marks}/program'",
+        "copy-file": f"COPY (SELECT 1) TO '{marks}/file'",
+        "lo-export": f"SELECT lo_export(lo_from_bytea(0, 'x'), '{marks}/lo')",
+        "read-host-file": "SELECT pg_read_file('/etc/hostname')",
+        "dblink": f"SELECT dblink_exec('{conninfo}', 'INSERT INTO precious VALUES (2)')",
+        "fdw": "SELECT count(*) FROM remote",
+        "set-role": "SET ROLE postgres",
+        "session-auth": "SET SESSION AUTHORIZATION postgres",
+        "alter-system": f"ALTER SYSTEM SET archive_command = 'touch {marks}/archive'",
+    }
+    checks = [
+        {"name": name, "kind": "sql", "target": "app-db", "query": query, "expect": {"rows": 0}}
+        for name, query in hostile.items()
+    ]
+    # write: true widens the role to pg_write_all_data, and nothing else.
+    checks += [
+        {
+            "name": f"write-{name}",
+            "kind": "sql",
+            "target": "app-db",
+            "query": hostile[name],
+            "expect": {"rows": 0},
+            "write": True,
+        }
+        for name in ("copy-program", "copy-file", "set-role", "alter-system", "multi", "dblink")
+    ]
+    backend = LocalSandboxBackend(root=workdir / "sandboxes")
+    record = backend.provision(
+        select(production.repo, None), drill_id="t", name="hostile", ttl=timedelta(hours=1)
+    )
+    try:
+        document = run_checks(checks, _manifest(record, "postgres"), sandbox=record)
+        results = {r["name"]: r for r in document["results"]}
+        passed = [name for name, r in results.items() if r["status"] != "error"]
+        assert passed == [], {name: results[name] for name in passed}
+        assert document["status"] == "error"
+        codes = {f["subject"]: f["code"] for f in document["findings"] if f.get("subject")}
+        assert codes["commit-then-write"] == "CHECK_MULTIPLE_STATEMENTS"
+        assert codes["commit-alone"] == "CHECK_ENDED_TRANSACTION"
+        assert codes["insert"] == "WRITE_IN_READ_ONLY_CHECK"
+        assert codes["copy-program"] == "CHECK_NOT_PERMITTED"
+        assert codes["set-role"] == "CHECK_NOT_PERMITTED"
+        assert codes["read-write-mode"] == "CHECK_ENDED_TRANSACTION"
+        for name in ("copy-file", "lo-export", "read-host-file", "session-auth", "write-copy-file"):
+            assert codes[name] == "CHECK_NOT_PERMITTED", name
+        # Nothing happened: the sandbox's data, the other server, the marks directory.
+        assert _sandbox_sql(record, "select count(*) from t") == [(5,)]
+        assert _sandbox_sql(record, "select count(*) from pg_largeobject_metadata") == [(0,)]
+        assert _sandbox_sql(
+            record, "select count(*) from pg_file_settings where sourcefile like '%auto.conf'"
+        ) == [(0,)]
+        # A well-behaved check still reads, and a write check still writes, as non-superusers.
+        fine = [
+            {
+                "name": "reads",
+                "kind": "sql",
+                "target": "app-db",
+                "query": "SELECT count(*) FROM t",
+                "expect": {"equals": 5},
+            },
+            {
+                "name": "who",
+                "kind": "sql",
+                "target": "app-db",
+                "query": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+                "expect": {"equals": False},
+            },
+            {
+                "name": "writes",
+                "kind": "sql",
+                "target": "app-db",
+                "write": True,
+                "query": "INSERT INTO t VALUES (6) RETURNING id",
+                "expect": {"equals": 6},
+            },
+        ]
+        good = run_checks(fine, _manifest(record, "postgres"), sandbox=record)
+        assert good["status"] == "passed", good
+    finally:
+        backend.teardown(record["id"])
+        elsewhere_rows = elsewhere.sql("select count(*) from precious")
+        elsewhere.stop()
+    assert elsewhere_rows == [(1,)]
+    assert list(marks.iterdir()) == []
+    assert tree_digest(production.repo) == digest
