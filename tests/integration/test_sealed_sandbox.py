@@ -3,6 +3,7 @@ and paths do nothing outside the sandbox. Every test hashes the repository befor
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from datetime import timedelta
@@ -309,3 +310,128 @@ def test_hostile_checks_neither_pass_nor_change_anything(workdir):
     assert elsewhere_rows == [(1,)]
     assert list(marks.iterdir()) == []
     assert tree_digest(production.repo) == digest
+
+
+@pytest.fixture
+def small_repo(workdir):
+    production = Production(workdir)
+    try:
+        production.sql("create table t (id int); insert into t select generate_series(1, 5)")
+        production.sql("create extension dblink")
+        production.basebackup()
+    finally:
+        production.stop()
+    return production.repo
+
+
+def test_the_sandbox_server_has_no_network(workdir, small_repo):
+    elsewhere = Server(workdir, "elsewhere", port=free_port())
+    digest = tree_digest(small_repo)
+    backend = LocalSandboxBackend(root=workdir / "sandboxes")
+    record = backend.provision(
+        select(small_repo, None), drill_id="t", name="netns", ttl=timedelta(hours=1)
+    )
+    try:
+        assert record["isolation"]["network"] == "namespace"
+        assert record["isolation"]["warnings"] == []
+        pid = int((Path(record["path"]) / "data" / "postmaster.pid").read_text().split()[0])
+        assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+        # Even the superuser, through dblink, reaches nothing: not the host's loopback server.
+        conninfo = f"host=127.0.0.1 port={elsewhere.port} dbname=postgres user=postgres"
+        with pytest.raises(psycopg2.OperationalError, match=r"refused|unreachable"):
+            _sandbox_sql(record, f"select dblink_connect('{conninfo}')")
+        # No TCP client ever reached it (this query comes through its unix socket).
+        tcp_clients = "select count(*) from pg_stat_activity where client_port > 0"
+        assert elsewhere.sql(tcp_clients) == [(0,)]
+    finally:
+        backend.teardown(record["id"])
+        elsewhere.stop()
+    assert tree_digest(small_repo) == digest
+
+
+def test_a_tcp_port_is_relayed_into_the_namespace_and_asks_for_a_password(workdir, small_repo):
+    from drillkit.checks import run_checks
+    from drillkit.sandbox.readiness import sandbox_readiness
+    from drillkit.sandbox.relay import start_time
+    from drillkit.sandbox.roles import read_login
+
+    digest = tree_digest(small_repo)
+    backend = LocalSandboxBackend(root=workdir / "sandboxes", port="auto")
+    record = backend.provision(
+        select(small_repo, None), drill_id="t", name="tcp", ttl=timedelta(hours=1)
+    )
+    label = json.loads((Path(record["path"]) / "drillkit-sandbox.json").read_text())
+    try:
+        endpoint = record["endpoints"]["postgres"]
+        assert endpoint["host"] == "127.0.0.1"
+        assert record["isolation"]["tcp"] == {"auth": "scram-sha-256", "relayed": True}
+        password_file = Path(record["check_roles"]["password_file"])
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        user, password = read_login(password_file, "read")
+        assert password not in json.dumps(record) and password not in json.dumps(label)
+        tcp = {"host": "127.0.0.1", "port": endpoint["port"], "dbname": "postgres"}
+        for who in ("postgres", user):  # no password: refused, superuser or not
+            with pytest.raises(psycopg2.OperationalError, match="password"):
+                psycopg2.connect(user=who, connect_timeout=5, **tcp).close()
+        conn = psycopg2.connect(user=user, password=password, connect_timeout=5, **tcp)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("select rolsuper from pg_roles where rolname = current_user")
+                assert cur.fetchone() == (False,)
+        finally:
+            conn.close()
+        assert sandbox_readiness(record)["ready"] is True
+        document = run_checks(
+            [
+                {
+                    "name": "n",
+                    "kind": "sql",
+                    "target": "app-db",
+                    "query": "select count(*) from t",
+                    "expect": {"equals": 5},
+                }
+            ],
+            _manifest(record, "postgres"),
+            sandbox=record,
+        )
+        assert document["status"] == "passed", document
+        assert start_time(label["relay"]["pid"]) == label["relay"]["start_time"]
+    finally:
+        backend.teardown(record["id"])
+    assert start_time(label["relay"]["pid"]) is None, "the relay outlived its sandbox"
+    assert tree_digest(small_repo) == digest
+
+
+def test_without_a_namespace_every_report_says_the_network_is_open(
+    workdir, small_repo, monkeypatch
+):
+    from drillkit.checks import run_checks
+    from drillkit.sandbox import local, netns
+
+    monkeypatch.setattr(
+        local.netns, "available", lambda: netns.Namespace(None, "no namespace (test)", tcp=False)
+    )
+    backend = LocalSandboxBackend(root=workdir / "sandboxes")
+    record = backend.provision(
+        select(small_repo, None), drill_id="t", name="open", ttl=timedelta(hours=1)
+    )
+    try:
+        assert record["isolation"]["network"] == "open"
+        document = run_checks(
+            [
+                {
+                    "name": "n",
+                    "kind": "sql",
+                    "target": "app-db",
+                    "query": "select 1",
+                    "expect": {"equals": 1},
+                }
+            ],
+            _manifest(record, "postgres"),
+            sandbox=record,
+        )
+        (finding,) = [f for f in document["findings"] if f["code"] == "SANDBOX_NETWORK_OPEN"]
+        assert finding["severity"] == "warning" and "no namespace (test)" in finding["message"]
+        assert document["status"] == "passed"  # a warning: the other layers still hold
+    finally:
+        backend.teardown(record["id"])

@@ -30,6 +30,7 @@ from drillkit.exceptions import (
     SandboxStartError,
 )
 from drillkit.sandbox import config as sandbox_config
+from drillkit.sandbox import netns, relay
 from drillkit.sandbox import roles as check_roles
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
@@ -79,6 +80,37 @@ def recovery_settings(coordinate: dict[str, Any]) -> dict[str, str]:
             "must come from drillkit's PITR selection"
         )
     return settings
+
+
+def _isolation(namespace: netns.Namespace, *, tcp: bool) -> dict[str, Any]:
+    """Which isolation layers are in effect, for the record and every report."""
+    layers = [
+        "allow-listed server configuration",
+        "replication detached (subscriptions disabled, slots dropped)",
+        "checks as a non-superuser role, one statement each",
+    ]
+    warnings = []
+    if namespace.prefix:
+        layers.insert(0, f"no network: {namespace.detail}")
+    else:
+        warnings.append(
+            {
+                "code": "SANDBOX_NETWORK_OPEN",
+                "message": "the sandbox server shares the host's network "
+                f"({namespace.detail}): what its data names could be reached; drillkit relies "
+                "on the allow-listed configuration and the non-superuser check roles. Run "
+                "drillkit as root, or where unprivileged user namespaces are allowed",
+            }
+        )
+    if tcp:
+        layers.append("TCP port asks for a scram password")
+    return {
+        "network": "namespace" if namespace.prefix else "open",
+        "network_detail": namespace.detail,
+        "tcp": {"auth": "scram-sha-256", "relayed": bool(namespace.prefix)} if tcp else None,
+        "layers": layers,
+        "warnings": warnings,
+    }
 
 
 def _free_port() -> int:
@@ -199,17 +231,23 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
+            namespace = self._namespace()
             configuration = self._restore(
-                directory, socket_dir, backup, fmt, archive, settings, port
+                directory, socket_dir, backup, fmt, archive, settings, port, namespace
             )
             achieved = self._wait_promoted(directory, socket_dir, port)
             # Before anything else connects: nothing replicates, checks get their own roles.
             isolation = self._seal(
                 directory, socket_dir, port, data_major=_major(directory / "data")
             )
+            if self.port is not None and namespace.prefix:
+                label["relay"] = self._relay(directory, port)
+                write_json_atomic(directory / LABEL, label)
+            isolation["isolation"] = _isolation(namespace, tcp=self.port is not None)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
             # for investigation until its expiry, when `drillkit gc` removes it.
+            relay.stop(label.get("relay"))
             stop_server(directory / "data")
             label["state"] = "failed"
             write_json_atomic(directory / LABEL, label)
@@ -247,6 +285,7 @@ class LocalSandboxBackend:
         archive: Path,
         settings: dict[str, str],
         port: int,
+        namespace: netns.Namespace,
     ) -> dict[str, Any]:
         """Copy, configure and start the server; return what the record says about its config."""
         user = pgbin.os_user()
@@ -298,24 +337,32 @@ class LocalSandboxBackend:
             if owner:
                 os.chown(path, *owner)
         self.say("starting PostgreSQL and replaying WAL")
-        result = pgbin.run(
-            "pg_ctl",
-            [
-                "-D",
-                str(data),
-                "-l",
-                str(directory / "server.log"),
-                "-w",
-                "-t",
-                str(int(self.start_timeout)),
-                "start",
-            ],
-            check=False,
-            timeout=self.start_timeout + 30,
-        )
+        args = ["-D", str(data), "-l", str(directory / "server.log"), "-w"]
+        args += ["-t", str(int(self.start_timeout)), "start"]
+        if namespace.prefix:
+            result = netns.run_in(namespace, "pg_ctl", args, timeout=self.start_timeout + 30)
+        else:
+            result = pgbin.run("pg_ctl", args, check=False, timeout=self.start_timeout + 30)
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
         return sandbox_config.describe(kept, control, seen)
+
+    def _namespace(self) -> netns.Namespace:
+        found = netns.available()
+        if self.port is not None and found.prefix and not found.tcp:
+            return netns.Namespace(
+                None, f"{found.detail}, but sandbox.port needs a TCP relay into it", tcp=False
+            )
+        return found
+
+    def _relay(self, directory: Path, port: int) -> dict[str, Any]:
+        """Relay 127.0.0.1:port (host) to the server's loopback in its namespace."""
+        postmaster = int((directory / "data" / "postmaster.pid").read_text().split()[0])
+        user = pgbin.os_user()
+        uid, gid = (user.uid, user.gid) if user else (os.getuid(), os.getgid())
+        return relay.start(
+            port=port, postmaster=postmaster, uid=uid, gid=gid, log=directory / "relay.log"
+        )
 
     def _copy_progress(self, done: int, total: int) -> None:
         if total:
@@ -414,6 +461,7 @@ class LocalSandboxBackend:
         label = read_json(directory / LABEL) or {}
         if not directory.exists():
             return {"id": sandbox_id, "removed": False, "already_gone": True}
+        relay.stop(label.get("relay"))
         was_running = stop_server(directory / "data")
         socket_dir = label.get("socket_dir")
         shutil.rmtree(directory, ignore_errors=True)
