@@ -87,7 +87,8 @@ class Production(Server):
             time.sleep(0.05)
         raise AssertionError(f"segment {segment} was not archived")
 
-    def basebackup(self) -> str:
+    def basebackup(self, *, standby: bool = False) -> str:
+        """A plain backup; ``standby``: with -R (standby.signal, primary_conninfo in auto.conf)."""
         backup_id = f"b01-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
         target = self.repo / "base" / backup_id
         pgbin.run(

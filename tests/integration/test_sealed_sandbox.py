@@ -35,7 +35,16 @@ def _sandbox_sql(record: dict, query: str, db: str = "postgres") -> list[tuple]:
         conn.close()
 
 
-def test_a_restored_subscription_never_reaches_its_publisher(workdir):
+@pytest.mark.parametrize("network", ["namespace", "open"])
+def test_a_restored_subscription_never_reaches_its_publisher(workdir, monkeypatch, network):
+    """With the network open (no namespace) the publisher is reachable: the configuration and
+    the sealing step alone must hold."""
+    from drillkit.sandbox import local, netns
+
+    if network == "open":
+        monkeypatch.setattr(
+            local.netns, "available", lambda: netns.Namespace(None, "open (test)", tcp=False)
+        )
     publisher = Server(workdir, "publisher", conf="wal_level = logical\n", port=free_port())
     production = Production(workdir)
     try:
@@ -58,11 +67,32 @@ def test_a_restored_subscription_never_reaches_its_publisher(workdir):
         before = publisher.sql(slot)
         digest = tree_digest(production.repo)
 
+        # Widen the window between promotion and sealing: still enabled, the subscription must
+        # not start an apply worker (there are no logical replication workers at all).
+        in_window: list[tuple] = []
+        seal = local.seal
+
+        def slow_seal(connect, names):
+            admin = connect("postgres")
+            try:
+                with admin.cursor() as cur:
+                    cur.execute("select subenabled from pg_subscription")
+                    assert cur.fetchall() == [(True,)]
+            finally:
+                admin.close()
+            for _ in range(30):
+                in_window.extend(publisher.sql("select application_name from pg_stat_replication"))
+                time.sleep(0.1)
+            return seal(connect, names)
+
+        monkeypatch.setattr(local, "seal", slow_seal)
         backend = LocalSandboxBackend(root=workdir / "sandboxes")
         record = backend.provision(
             select(production.repo, None), drill_id="t", name="sub", ttl=timedelta(hours=1)
         )
         try:
+            assert record["isolation"]["network"] == network
+            assert in_window == [], "an apply worker connected before the subscription was sealed"
             assert record["sealed"]["subscriptions_disabled"] == ["postgres.sub"]
             assert _sandbox_sql(record, "select subenabled, subslotname from pg_subscription") == [
                 (False, None)
@@ -96,24 +126,26 @@ def test_the_backups_configuration_runs_nothing_and_writes_nowhere(workdir):
     hostile = (
         f"recovery_end_command = 'touch {outside}/recovery_end_command_ran'\n"
         f"archive_cleanup_command = 'touch {outside}/archive_cleanup_command_ran'\n"
+        f"restore_command = 'touch {outside}/their_restore_command_ran'\n"
         f"external_pid_file = '{outside}/external.pid'\n"
         "shared_preload_libraries = 'pg_prewarm'\n"
         "logging_collector = on\n"
         f"log_directory = '{outside}/logs'\n"
         f"unix_socket_directories = '{outside}'\n"
-        f"include_if_exists = '{outside}/extra.conf'\n"
-        f"include_dir = '{outside}'\n"
+        "synchronous_standby_names = '*'\n"
         "timezone = 'Asia/Tokyo'\n"
     )
+    includes = f"include_if_exists = '{outside}/extra.conf'\ninclude_dir = '{outside}'\n"
     production = Production(workdir)
     try:
-        # Appended after start and never reloaded: production itself does not run them, but
-        # pg_basebackup copies the file into the backup as it is.
-        with (production.data / "postgresql.conf").open("a") as handle:
-            handle.write(hostile)
+        # Written after start and never reloaded: production itself does not run them, but
+        # pg_basebackup copies both files into the backup as they are.
         with (production.data / "postgresql.auto.conf").open("a") as handle:
-            handle.write(f"restore_command = 'touch {outside}/their_restore_command_ran'\n")
-        production.basebackup()
+            handle.write(hostile)
+        with (production.data / "postgresql.conf").open("a") as handle:
+            handle.write(includes)
+        # -R: standby.signal and primary_conninfo (production's address) in the backup too.
+        production.basebackup(standby=True)
     finally:
         production.stop()
     digest = tree_digest(production.repo)
@@ -134,8 +166,11 @@ def test_the_backups_configuration_runs_nothing_and_writes_nowhere(workdir):
             "include_dir",
             "restore_command",
             "archive_command",
+            "primary_conninfo",
+            "synchronous_standby_names",
         ):
             assert name in config["ignored_from_backup"], name
+        assert not (Path(record["path"]) / "data" / "standby.signal").exists()
         assert set(config["kept_from_backup"]) <= {
             "timezone",
             "datestyle",

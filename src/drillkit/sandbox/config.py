@@ -172,7 +172,9 @@ def sandbox_config(
     if major >= 17:
         # Production's event triggers (login triggers too) never run in a sandbox.
         config["event_triggers"] = "off"
-    if major < 15:
+    if major >= 15:
+        config["archive_library"] = ""
+    else:
         config["stats_temp_directory"] = "pg_stat_tmp"
     if major < 13:
         raise InvalidInputError(f"PostgreSQL {major} is not supported; drill 13 or newer")
