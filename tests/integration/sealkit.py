@@ -96,6 +96,7 @@ class Production(Server):
             [
                 *("-h", str(self.sock), "-p", str(self.port), "-U", "postgres", "-D", str(target)),
                 *("-Fp", "-X", "none", "-c", "fast"),
+                *(["-R"] if standby else []),
             ],
         )
         self.switch()
