@@ -400,7 +400,7 @@ def test_a_tcp_port_is_relayed_into_the_namespace_and_asks_for_a_password(workdi
         endpoint = record["endpoints"]["postgres"]
         assert endpoint["host"] == "127.0.0.1"
         assert record["isolation"]["tcp"] == {"auth": "scram-sha-256", "relayed": True}
-        password_file = Path(record["check_roles"]["password_file"])
+        password_file = Path(record["check_roles"]["roles_file"])
         assert password_file.stat().st_mode & 0o777 == 0o600
         user, password = read_login(password_file, "read")
         assert password not in json.dumps(record) and password not in json.dumps(label)

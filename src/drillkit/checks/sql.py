@@ -73,7 +73,7 @@ def with_sandbox_login(
     """The manifest with each provisioned postgres service that points at ``sandbox`` given the
     sandbox's check roles (``login``: role names and the password file's path, no password)."""
     roles = (sandbox or {}).get("check_roles") or {}
-    if not roles.get("password_file"):
+    if not roles.get("roles_file"):
         return manifest
     ours = {
         (e.get("host"), e.get("port"))
@@ -92,7 +92,7 @@ def with_sandbox_login(
             login = {
                 "read": roles["read"]["user"],
                 "write": roles["write"]["user"],
-                "password_file": roles["password_file"],
+                "roles_file": roles["roles_file"],
             }
             services[name] = {**entry, "login": login}
     return {**manifest, "services": services}
@@ -135,11 +135,11 @@ def check_login(entry: Mapping[str, Any], *, write: bool) -> tuple[str, str] | N
     if not isinstance(login, Mapping) or not is_sandbox(entry):
         return None
     try:
-        return read_login(login["password_file"], "write" if write else "read")
+        return read_login(login["roles_file"], "write" if write else "read")
     except (OSError, ValueError, KeyError) as exc:
         # Never fall back to the endpoint's (super)user: the check does not run.
         raise CheckError(
-            f"cannot read the sandbox's check-role password file {login.get('password_file')}: "
+            f"cannot read the sandbox's check-role password file {login.get('roles_file')}: "
             f"{exc}; drillkit must run as the user that provisioned the sandbox"
         ) from exc
 

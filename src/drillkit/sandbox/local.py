@@ -423,7 +423,7 @@ class LocalSandboxBackend:
         password_file = check_roles.write_secrets(directory, secrets)
         return {
             "sealed": sealed,
-            "check_roles": {**description, "password_file": str(password_file)},
+            "check_roles": {**description, "roles_file": str(password_file)},
         }
 
     def _wait_promoted(self, directory: Path, socket_dir: Path, port: int) -> str | None:

@@ -68,7 +68,7 @@ def sandbox_readiness(record: Mapping[str, Any]) -> dict[str, Any]:
     for name, endpoint in endpoints.items():
         if endpoint.get("kind") == "postgres":
             roles = record.get("check_roles") or {}
-            ready, why = postgres_ready(endpoint, password_file=roles.get("password_file"))
+            ready, why = postgres_ready(endpoint, password_file=roles.get("roles_file"))
             if not ready:
                 return {**result, "ready": False, "detail": f"{name}: {why}"}
     return {**result, "ready": True, "detail": "all endpoints ready"}
