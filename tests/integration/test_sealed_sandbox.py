@@ -317,7 +317,7 @@ def test_hostile_checks_neither_pass_nor_change_anything(workdir):
                 "name": "reads",
                 "kind": "sql",
                 "target": "app-db",
-                "query": "SELECT count(*) FROM t",
+                "query": "SELECT count(*) FROM t WHERE id <= 5",
                 "expect": {"equals": 5},
             },
             {
@@ -335,9 +335,12 @@ def test_hostile_checks_neither_pass_nor_change_anything(workdir):
                 "query": "INSERT INTO t VALUES (6) RETURNING id",
                 "expect": {"equals": 6},
             },
+            {"name": "integrity", "kind": "integrity", "target": "app-db", "timeout": "60s"},
         ]
         good = run_checks(fine, _manifest(record, "postgres"), sandbox=record)
         assert good["status"] == "passed", good
+        integrity = next(r for r in good["results"] if r["name"] == "integrity")
+        assert integrity["observed"]["amcheck"] == "passed", integrity
     finally:
         backend.teardown(record["id"])
         elsewhere_rows = elsewhere.sql("select count(*) from precious")
