@@ -73,6 +73,14 @@ def with_sandbox_login(
     """The manifest with each provisioned postgres service that points at ``sandbox`` given the
     sandbox's check roles (``login``: role names and the password file's path, no password)."""
     roles = (sandbox or {}).get("check_roles") or {}
+    # A login comes only from the sandbox record, never from the manifest itself.
+    services = {
+        name: {k: v for k, v in entry.items() if k != "login"}
+        if isinstance(entry, Mapping)
+        else entry
+        for name, entry in (manifest.get("services") or {}).items()
+    }
+    manifest = {**manifest, "services": services}
     if not roles.get("roles_file"):
         return manifest
     ours = {
@@ -80,7 +88,6 @@ def with_sandbox_login(
         for e in ((sandbox or {}).get("endpoints") or {}).values()
         if isinstance(e, Mapping)
     }
-    services = dict(manifest.get("services") or {})
     for name, entry in services.items():
         endpoint = entry.get("endpoint") or {} if isinstance(entry, Mapping) else {}
         if (
