@@ -341,7 +341,7 @@ def smoke(
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
         params["target_time"] = isoformat(target)
-    return run_checks(clean, manifest, params=params)
+    return run_checks(clean, manifest, params=params, sandbox=sandbox)
 
 
 def dumps(value: Any) -> str:

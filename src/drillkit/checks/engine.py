@@ -137,11 +137,14 @@ def run_checks(
     concurrency: int = DEFAULT_CONCURRENCY,
     params: Mapping[str, Any] | None = None,
     deadline: datetime | None = None,
+    sandbox: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``checks`` against the manifest's endpoints and return ``drillkit.validation/v1``.
 
     ``params`` fills run-time inputs of pitr checks (see ``pitr.bind_params``); ``deadline`` (an
-    aware datetime) bounds the whole run. Bad input raises InvalidInputError before any I/O.
+    aware datetime) bounds the whole run; ``sandbox`` (the tier's sandbox record) gives checks of
+    its postgres services its check roles, and its isolation warnings to the findings. Bad input
+    raises InvalidInputError before any I/O.
     """
     specs = [c for c in checks if isinstance(c, CheckSpec)]
     if len(specs) != len(checks):
@@ -153,10 +156,28 @@ def run_checks(
     if not isinstance(manifest, Mapping) or manifest.get("schema") != MANIFEST_SCHEMA:
         raise InvalidInputError(f"the manifest is not a {MANIFEST_SCHEMA} document")
     specs = pitr.bind_params(specs, params)
+    manifest = sql.with_sandbox_login(manifest, sandbox)
     run = _Run(manifest, specs, concurrency=concurrency, deadline=deadline)
     warm = run.phase([s for s in specs if s.warmup], warmup=True)
     timed = run.phase([s for s in specs if not s.warmup], warmup=False)
-    return build_validation(results=timed, warmup=warm, findings=run.findings)
+    findings = [*isolation_findings(sandbox), *run.findings]
+    return build_validation(results=timed, warmup=warm, findings=findings)
+
+
+def isolation_findings(sandbox: Mapping[str, Any] | None) -> list[Finding]:
+    """Warnings for isolation layers the sandbox record says were not in effect."""
+    found = []
+    for warning in ((sandbox or {}).get("isolation") or {}).get("warnings") or []:
+        if isinstance(warning, Mapping) and warning.get("code"):
+            found.append(
+                Finding(
+                    code=str(warning["code"]),
+                    message=str(warning.get("message")),
+                    severity="warning",
+                    subject=str((sandbox or {}).get("id")),
+                )
+            )
+    return found
 
 
 @dataclass(eq=False)
