@@ -39,6 +39,7 @@ FAILURE_CODES = frozenset(
         "RTO_EXCEEDED",
         "PROVISION_TIMEOUT",
         "BACKUP_ARCHIVE_UNSAFE",
+        "BACKUP_UNSAFE_LINK",
     }
 )
 

@@ -16,6 +16,7 @@ VERIFICATION_CODES = {
     "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
     "incomplete": "BACKUP_INCOMPLETE",
     "unverifiable": "BACKUP_UNVERIFIABLE",
+    "unsafe_link": "BACKUP_UNSAFE_LINK",
 }
 
 
@@ -23,7 +24,7 @@ VERIFICATION_CODES = {
 class Verification:
     """Outcome of ``pg_verifybackup``: status ``verified`` or a problem with its finding code."""
 
-    status: str  # verified | checksum_mismatch | incomplete | unverifiable | not_run
+    status: str  # verified | checksum_mismatch | incomplete | unverifiable | unsafe_link | not_run
     detail: str = ""
     checked_at: str | None = None
     cached: bool = False

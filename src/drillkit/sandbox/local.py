@@ -31,6 +31,7 @@ from drillkit.exceptions import (
 )
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
+from drillkit.sandbox.space import NoSpaceError, is_no_space, require_space, restore_sizes
 from drillkit.sandbox.untar import extract_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
@@ -191,8 +192,21 @@ class LocalSandboxBackend:
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            self._restore(directory, socket_dir, backup, fmt, archive, settings, port)
-            achieved = self._wait_promoted(directory, socket_dir, port)
+            backup_bytes, wal_bytes = restore_sizes(coordinate)
+            needed = require_space(
+                directory,
+                backup_bytes=backup_bytes,
+                wal_bytes=wal_bytes,
+                what=f"backup {backup.name}",
+            )
+            try:
+                self._restore(directory, socket_dir, backup, fmt, archive, settings, port)
+                achieved = self._wait_promoted(directory, socket_dir, port)
+            except NoSpaceError as exc:  # found mid-restore: give it the numbers planned
+                if exc.needed is not None:
+                    raise
+                message = str(exc).split(": needed")[0]
+                raise NoSpaceError(message, path=directory, needed=needed) from exc
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
             # for investigation until its expiry, when `drillkit gc` removes it.
@@ -324,6 +338,11 @@ class LocalSandboxBackend:
 
     def _raise_start_failure(self, directory: Path, output: str) -> None:
         log = self._log_tail(directory)
+        if is_no_space(log) or is_no_space(output):  # the drill host's disk, not the backup
+            raise NoSpaceError(
+                f"the sandbox's file system filled up during WAL replay ({log[-300:]})",
+                path=directory,
+            )
         if "recovery ended before configured recovery target was reached" in log:
             raise RecoveryTargetNotReachedError(
                 "recovery ended before the configured recovery target was reached: the archive "

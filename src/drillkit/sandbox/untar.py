@@ -8,6 +8,7 @@ is not restored, since recovery would link each tablespace to production's path.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tarfile
@@ -26,6 +27,7 @@ from drillkit.catalog.tarformat import (
 from drillkit.exceptions import SandboxError
 from drillkit.findings import BACKUP_ARCHIVE_UNSAFE
 from drillkit.sandbox.copy import NOT_RESTORED
+from drillkit.sandbox.space import NoSpaceError
 
 Progress = Callable[[int, int], None]
 Say = Callable[[str], None]
@@ -178,6 +180,12 @@ def extract_backup(
             code="BACKUP_INCOMPLETE" if cut_short else "BACKUP_CHECKSUM_MISMATCH",
         ) from exc
     except OSError as exc:  # the sandbox side: a full disk, a file in a directory's way
+        if exc.errno == errno.ENOSPC:
+            raise NoSpaceError(
+                f"the sandbox's file system filled up extracting {current.name}",
+                path=target,
+                needed=total,
+            ) from exc
         raise SandboxError(f"could not extract {current.name} into {target}: {exc}") from exc
     if progress is not None:
         progress(finished, total)
