@@ -148,10 +148,16 @@ async def _exchange(
         raise CheckTimedOut(f"timed out after {seconds_text(ctx.budget)} before {method} {url}")
     scheme, host, port = _origin(url)
     tls = _tls_context() if scheme == "https" else None
+    # Resolved once and judged by the guard; the connection goes to that address (the Host
+    # header and TLS still name the host), so a second lookup cannot answer differently.
+    if ctx.guard.known(host):
+        address = ctx.pin(host, port)
+    else:
+        address = await asyncio.to_thread(ctx.pin, host, port)
     try:
         async with asyncio.timeout(remaining):
             reader, writer = await asyncio.open_connection(
-                host, port, ssl=tls, server_hostname=host if tls else None, limit=1 << 16
+                address, port, ssl=tls, server_hostname=host if tls else None, limit=1 << 16
             )
     except TimeoutError as exc:
         raise EndpointUnreachable(

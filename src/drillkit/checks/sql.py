@@ -2,6 +2,8 @@
 
 Connections: SQLAlchemy + psycopg2, NullPool, connect and statement timeouts from the check's
 budget, read-only unless the check may write (and only a provisioned sandbox may be written to).
+A TCP host is resolved once and judged by the production guard; libpq then connects to that
+address (``hostaddr``), keeping ``host`` for TLS verification.
 """
 
 from __future__ import annotations
@@ -79,13 +81,19 @@ def pg_message(exc: DBAPIError) -> str:
 def connect(ctx: CheckContext, *, read_only: bool) -> Iterator[Connection]:
     """A connection bounded by the check's budget; ``read_only`` makes it the session default."""
     remaining = max(ctx.remaining(), 0.001)
+    endpoint = ctx.entry.get("endpoint") or {}
+    url = postgres_url(endpoint)
+    pinned: dict[str, str] = {}
+    if url.host:  # TCP: libpq connects to the judged address; host stays for TLS and .pgpass
+        pinned["hostaddr"] = ctx.pin(url.host, url.port or 5432, endpoint.get("database"))
     options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"
     engine = create_engine(
-        postgres_url(ctx.entry.get("endpoint") or {}),
+        url,
         poolclass=NullPool,
         connect_args={
+            **pinned,
             # libpq takes whole seconds and treats anything below 2 as 2.
             "connect_timeout": max(2, math.ceil(remaining)),
             "options": options,

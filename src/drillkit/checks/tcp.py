@@ -1,6 +1,7 @@
 """TCP smoke checks: the service accepts a connection within the timeout; observed = latency.
 
-A PostgreSQL endpoint on a unix-socket directory is checked through its socket file.
+A PostgreSQL endpoint on a unix-socket directory is checked through its socket file; a host is
+resolved once, judged by the production guard, and the connection goes to that address.
 """
 
 from __future__ import annotations
@@ -53,7 +54,11 @@ def run_tcp_check(ctx: CheckContext) -> Outcome:
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection(address, timeout=max(ctx.remaining(), 0.001))
+            database = (ctx.entry.get("endpoint") or {}).get("database")
+            pinned = ctx.pin(address[0], address[1], database)  # judged; never looked up again
+            sock = socket.create_connection(
+                (pinned, address[1]), timeout=max(ctx.remaining(), 0.001)
+            )
     except TimeoutError as exc:
         raise EndpointUnreachable(
             f"timed out after {seconds_text(ctx.budget)}: {shown} accepted no connection"
