@@ -14,6 +14,8 @@ from drillkit.catalog.verify import verify_backup
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, read_segment_header
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError
+from drillkit.outputs import check_state, refuse_inside
+from drillkit.state import sandbox_root_path
 from drillkit.timeutil import utcnow
 
 Progress = Callable[[str], None]
@@ -42,6 +44,10 @@ class LocalCatalog:
                 "repository holds base/<backup-id>/ (pg_basebackup -Fp or -Ft output) and wal/ "
                 "(the archive_command target)"
             )
+        # Its caches go to drillkit's state directory, and sandboxes to the sandbox root:
+        # neither may be inside the repository.
+        check_state([self.path])
+        refuse_inside(sandbox_root_path(), setting="DRILLKIT_SANDBOX_ROOT", catalogs=[self.path])
         return base, wal
 
     def _segment_size(self, wal: Path) -> int:

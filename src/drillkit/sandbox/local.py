@@ -29,6 +29,7 @@ from drillkit.exceptions import (
     SandboxError,
     SandboxStartError,
 )
+from drillkit.outputs import catalog_paths, refuse_inside
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
 from drillkit.sandbox.space import NoSpaceError, is_no_space, require_space, restore_sizes
@@ -160,6 +161,10 @@ class LocalSandboxBackend:
         if not archive.is_dir():
             raise InvalidInputError(f"WAL archive {archive} does not exist")
         pgbin.require_reachable(archive, "WAL archive")
+        repository = [*catalog_paths(coordinate.get("catalog")), archive, backup]
+        refuse_inside(
+            self.root, setting="DRILLKIT_SANDBOX_ROOT (the sandbox root)", catalogs=repository
+        )
         sandbox_id = sandbox_id or new_sandbox_id(name)
         directory = self.path(sandbox_id)
         if directory.exists():

@@ -40,7 +40,7 @@ class NoSpaceError(SandboxError):
         self.path, self.needed, self.free = str(path), needed, free
         super().__init__(
             f"{message}: needed {mib(needed)}, free {mib(free)} at {path}. Not a problem of the "
-            "backup: free space there, or set DRILLKIT_SANDBOX_ROOT (sandbox.root) to a larger "
+            "backup: free space there, or set DRILLKIT_SANDBOX_ROOT to a larger "
             "file system",
             code=SANDBOX_NO_SPACE,
             path=str(path),
