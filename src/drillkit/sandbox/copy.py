@@ -81,7 +81,7 @@ def _cp(source: Path, target: Path, *, owner: Owner, timeout: float, total: int)
             path=target,
             needed=total,
         )
-    if "Permission denied" in message:
+    if "Permission denied" in message and str(target) not in first:  # the backup's side
         raise SandboxError(
             f"the PostgreSQL OS user cannot read backup {source} ({first}): drillkit copies "
             "backups only as that user; make the backup readable by it (group read, or own "

@@ -32,6 +32,7 @@ from drillkit.exceptions import (
 from drillkit.outputs import catalog_paths, refuse_inside
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.copy import copy_backup
+from drillkit.sandbox.owner import current_owner
 from drillkit.sandbox.space import NoSpaceError, is_no_space, require_space, restore_sizes
 from drillkit.sandbox.untar import extract_backup
 from drillkit.state import read_json, sandbox_root, write_json_atomic
@@ -191,6 +192,9 @@ class LocalSandboxBackend:
             "backup_id": coordinate.get("backup_id"),
             "target": coordinate.get("target"),
             "state": "provisioning",
+            # Until handed over (state ready), the sandbox belongs to this process: if it dies,
+            # `drillkit gc` collects the sandbox at once (see sandbox/owner.py).
+            "owner": current_owner(),
         }
         os.mkdir(directory, 0o711)
         # Label first: a crash from here on leaves something `drillkit gc` recognises.
@@ -221,6 +225,7 @@ class LocalSandboxBackend:
             raise
         restore_seconds = time.monotonic() - started
         host = str(socket_dir) if self.port is None else "127.0.0.1"
+        label.pop("owner", None)  # handed over to the drill run: its TTL rules from now on
         label.update(
             state="ready",
             endpoints={
