@@ -6,6 +6,7 @@ never streams from anyone, and is promoted at the recovery target before it is h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -221,7 +222,8 @@ class LocalSandboxBackend:
             # for investigation until its expiry, when `drillkit gc` removes it.
             stop_server(directory / "data")
             label["state"] = "failed"
-            write_json_atomic(directory / LABEL, label)
+            with contextlib.suppress(OSError):  # a full disk must not hide why it failed
+                write_json_atomic(directory / LABEL, label)
             raise
         restore_seconds = time.monotonic() - started
         host = str(socket_dir) if self.port is None else "127.0.0.1"
@@ -348,9 +350,11 @@ class LocalSandboxBackend:
 
     def _raise_start_failure(self, directory: Path, output: str) -> None:
         log = self._log_tail(directory)
-        if is_no_space(log) or is_no_space(output):  # the drill host's disk, not the backup
+        full = self._log_tail(directory, lines=1_000_000)
+        if is_no_space(full) or is_no_space(output):  # the drill host's disk, not the backup
+            said = next(line for line in (full + "\n" + output).splitlines() if is_no_space(line))
             raise NoSpaceError(
-                f"the sandbox's file system filled up during WAL replay ({log[-300:]})",
+                f"the sandbox's file system filled up while the server restored WAL ({said})",
                 path=directory,
             )
         if "recovery ended before configured recovery target was reached" in log:
