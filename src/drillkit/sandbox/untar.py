@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from drillkit.catalog.links import scan_backup
 from drillkit.catalog.tarformat import (
     ARCHIVE_ERRORS,
     member_name,
@@ -140,6 +141,9 @@ def extract_backup(
     base.tar[.gz] goes to ``target``, pg_wal.tar[.gz] to its pg_wal, and each ``<oid>.tar[.gz]``
     to its ``pg_tblspc/<oid>``. Returns the bytes extracted.
     """
+    files = scan_backup(source)  # the archives are read as root: never through a link
+    if files.unsafe:
+        raise SandboxError(files.sentence(source), code=files.code)
     layout = tar_layout(source)
     if layout is None:
         raise SandboxError(f"backup {source} has no base.tar: it is not a tar-format backup")
