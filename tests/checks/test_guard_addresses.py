@@ -234,3 +234,18 @@ def test_a_local_wildcard_is_always_refused(tcp_pg: int, host: str):
     document = run_checks([{"name": "t", "kind": "tcp", "target": "db"}], _manifest(services, {}))
     assert [f["code"] for f in document["findings"]] == ["PRODUCTION_TARGET_REFUSED"], host
     assert "wildcard" in document["findings"][0]["message"]
+
+
+def test_every_judged_address_is_tried_in_the_resolvers_order(tcp_pg: int, answers):
+    """``localhost`` often answers ::1 first; a server on 127.0.0.1 only is still reached, and
+    only through addresses the guard judged."""
+    answers["both.drill.test"] = [["::1", "127.0.0.1"]]
+    tcp = {"kind": "tcp", "resolved_by": "override", "endpoint": {}}
+    tcp["endpoint"] = {"host": "both.drill.test", "port": tcp_pg}
+    document = _run(
+        [_sql(), {"name": "t", "kind": "tcp", "target": "raw"}],
+        {"db": _pg("both.drill.test", tcp_pg), "raw": tcp},
+        PRODUCTION,
+    )
+    assert [r["status"] for r in document["results"]] == ["passed", "passed"], document
+    assert answers["__lookups__"] == ["both.drill.test"]

@@ -282,10 +282,12 @@ def test_gc_removes_the_orphan_of_a_killed_provisioning_at_once(
 
 
 def test_gc_leaves_a_live_provisioning_and_a_handed_over_sandbox_alone(
-    coordinates, sandboxes, workdir
+    clean_scenario, coordinates, sandboxes, workdir
 ):
     """Airflow provisions in one task process and checks in later ones: once ready, a sandbox
     whose provisioning process has exited belongs to the run and lives until its TTL."""
+    repo, _ = clean_scenario
+    before = tree_digest(repo)
     coordinate, _ = coordinates[1]
     ids = _ids("manual__handed-over")
     reached = workdir / "reached-start"
@@ -317,6 +319,7 @@ def test_gc_leaves_a_live_provisioning_and_a_handed_over_sandbox_alone(
     removed = collect_local(root=sandboxes)
     assert [r["id"] for r in removed] == [ids["sandbox_id"]]  # only the killed one
     assert directory.exists() and _running(_postmaster(directory))
+    assert tree_digest(repo) == before
 
 
 def test_a_retry_with_a_new_coordinate_does_not_resume_the_old_sandbox(

@@ -96,8 +96,8 @@ class CheckContext:
     def remaining(self) -> float:
         return self.started + self.budget - time.monotonic()
 
-    def pin(self, host: str, port: int, database: str | None = None) -> str:
-        """The address to connect to for ``host``: resolved once and judged by the guard.
+    def pin(self, host: str, port: int, database: str | None = None) -> tuple[str, ...]:
+        """The addresses to connect to for ``host``: resolved once and judged by the guard.
 
         Connecting to this address (never to the name again) is what makes the guard's judgement
         hold. Raises ProductionTargetRefusedError, or EndpointUnreachable when the name does not

@@ -151,14 +151,12 @@ async def _exchange(
     # Resolved once and judged by the guard; the connection goes to that address (the Host
     # header and TLS still name the host), so a second lookup cannot answer differently.
     if ctx.guard.known(host):
-        address = ctx.pin(host, port)
+        addresses = ctx.pin(host, port)
     else:
-        address = await asyncio.to_thread(ctx.pin, host, port)
+        addresses = await asyncio.to_thread(ctx.pin, host, port)
     try:
         async with asyncio.timeout(remaining):
-            reader, writer = await asyncio.open_connection(
-                address, port, ssl=tls, server_hostname=host if tls else None, limit=1 << 16
-            )
+            reader, writer = await _open_any(addresses, port, tls, host)
     except TimeoutError as exc:
         raise EndpointUnreachable(
             f"timed out after {seconds_text(ctx.budget)}: {url} accepted no connection"
@@ -182,6 +180,24 @@ async def _exchange(
     finally:
         writer.close()
     return answer, content
+
+
+async def _open_any(
+    addresses: tuple[str, ...], port: int, tls: ssl.SSLContext | None, host: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the first judged address that answers, in the resolver's order."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return await asyncio.open_connection(
+                address, port, ssl=tls, server_hostname=host if tls else None, limit=1 << 16
+            )
+        except ssl.SSLError:
+            raise
+        except OSError as exc:
+            error = exc
+    assert error is not None  # pin() never returns an empty tuple
+    raise error
 
 
 def _request(method: str, url: str, headers: dict[str, str], body: Any) -> bytes:

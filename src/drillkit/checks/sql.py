@@ -84,8 +84,11 @@ def connect(ctx: CheckContext, *, read_only: bool) -> Iterator[Connection]:
     endpoint = ctx.entry.get("endpoint") or {}
     url = postgres_url(endpoint)
     pinned: dict[str, str] = {}
-    if url.host:  # TCP: libpq connects to the judged address; host stays for TLS and .pgpass
-        pinned["hostaddr"] = ctx.pin(url.host, url.port or 5432, endpoint.get("database"))
+    if url.host:  # TCP: libpq connects to the judged addresses; host stays for TLS and .pgpass
+        addresses = ctx.pin(url.host, url.port or 5432, endpoint.get("database"))
+        # libpq pairs host and hostaddr lists entry by entry, trying each in turn.
+        pinned["host"] = ",".join([url.host] * len(addresses))
+        pinned["hostaddr"] = ",".join(addresses)
     options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"

@@ -36,6 +36,20 @@ def endpoint_address(endpoint: Mapping[str, Any]) -> tuple[str, int] | str:
     return host, port
 
 
+def _connect_any(ctx: CheckContext, addresses: tuple[str, ...], port: int) -> socket.socket:
+    """Connect to the first of the judged ``addresses`` that answers (never to a name)."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout=max(ctx.remaining(), 0.001))
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            error = exc
+    assert error is not None  # pin() never returns an empty tuple
+    raise error
+
+
 def describe(timeout: float) -> str:
     return f"connects within {seconds_text(timeout)}"
 
@@ -55,10 +69,7 @@ def run_tcp_check(ctx: CheckContext) -> Outcome:
                 raise
         else:
             database = (ctx.entry.get("endpoint") or {}).get("database")
-            pinned = ctx.pin(address[0], address[1], database)  # judged; never looked up again
-            sock = socket.create_connection(
-                (pinned, address[1]), timeout=max(ctx.remaining(), 0.001)
-            )
+            sock = _connect_any(ctx, ctx.pin(address[0], address[1], database), address[1])
     except TimeoutError as exc:
         raise EndpointUnreachable(
             f"timed out after {seconds_text(ctx.budget)}: {shown} accepted no connection"

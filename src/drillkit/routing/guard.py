@@ -202,8 +202,11 @@ class ProductionGuard:
         except resolver.UnresolvableHostError:
             return ()
 
-    def pin(self, host: str, port: int, database: str | None = None, *, service: str) -> str:
-        """The address a check must connect to for ``host``, judged with every other one.
+    def pin(
+        self, host: str, port: int, database: str | None = None, *, service: str
+    ) -> tuple[str, ...]:
+        """The addresses a check may connect to for ``host`` (in the resolver's order), each
+        judged: a client tries them in turn, as it would the name's, and never the name.
 
         Raises ProductionTargetRefusedError when any address ``host`` has is production (or the
         host is no plain ASCII spelling), UnresolvableHostError when it has none.
@@ -215,7 +218,7 @@ class ProductionGuard:
             raise ProductionTargetRefusedError(
                 f"service {service!r} would reach production: {reason}; {_FIX}", service=service
             )
-        return str(addresses[0])
+        return tuple(str(address) for address in addresses)
 
     def to_dict(self) -> dict[str, list[str]]:
         """The manifest's ``production`` block; DSN passwords are redacted."""
