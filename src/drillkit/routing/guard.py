@@ -218,6 +218,10 @@ class ProductionGuard:
             raise ProductionTargetRefusedError(
                 f"service {service!r} would reach production: {reason}; {_FIX}", service=service
             )
+        if ip_candidates(normalize_host(host)):
+            # A literal means one address (glibc's reading); the others were judged as
+            # readings other resolvers might make, not as places to connect to.
+            return (str(addresses[0]),)
         return tuple(str(address) for address in addresses)
 
     def to_dict(self) -> dict[str, list[str]]:
