@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from drillkit.catalog.links import scan_backup
 from drillkit.catalog.model import BackupInfo
 from drillkit.catalog.tarformat import (
     PLAIN,
@@ -113,8 +114,27 @@ def read_pg_major(path: Path) -> int | None:
 
 
 def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
-    """Describe one backup; problems that make it unusable land in ``problems``."""
+    """Describe one backup; problems that make it unusable land in ``problems``.
+
+    The backup is walked with lstat first: one with a link out of place is described by that
+    problem alone, and not one of its files is opened.
+    """
     problems: list[tuple[str, str]] = []
+    files = scan_backup(path)
+    if files.unsafe:
+        return BackupInfo(
+            backup_id=path.name,
+            path=str(path),
+            start_lsn=0,
+            stop_lsn=0,
+            timeline=0,
+            stop_timeline=0,
+            start_time=None,
+            stop_time=None,
+            system_identifier=None,
+            size_bytes=files.size_bytes,
+            problems=((files.code, files.sentence(path)),),
+        )
     manifest_path = path / "backup_manifest"
     fmt, label = _read_label(path, problems)
     manifest: dict[str, Any] = {}

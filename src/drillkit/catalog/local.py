@@ -21,7 +21,9 @@ from drillkit.catalog.wal import (
 )
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError, ToolMissingError
+from drillkit.outputs import check_state, refuse_inside
 from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.state import sandbox_root_path
 from drillkit.timeutil import utcnow
 
 Progress = Callable[[str], None]
@@ -51,6 +53,10 @@ class LocalCatalog:
                 "repository holds base/<backup-id>/ (pg_basebackup -Fp or -Ft output) and wal/ "
                 "(the archive_command target)"
             )
+        # Its caches go to drillkit's state directory, and sandboxes to the sandbox root:
+        # neither may be inside the repository.
+        check_state([self.path])
+        refuse_inside(sandbox_root_path(), setting="DRILLKIT_SANDBOX_ROOT", catalogs=[self.path])
         return base, wal
 
     def _segment_size(self, wal: Path) -> int:
@@ -173,6 +179,7 @@ class LocalCatalog:
     ) -> Materialised:
         """Copy (plain) or extract (tar) the backup; recovery copies WAL from the archive."""
         from drillkit.catalog.tarformat import PLAIN, backup_format
+        from drillkit.sandbox import config as sandbox_config
         from drillkit.sandbox.copy import copy_backup
         from drillkit.sandbox.untar import extract_backup
 
@@ -195,7 +202,8 @@ class LocalCatalog:
         else:
             say(f"extracting backup {backup.name} ({fmt}) into {data}")
             extract_backup(backup, data, owner=owner, progress=extracted, say=say)
-        return Materialised(restore_command=f'cp "{archive}/%f" "%p"')
+        # Quoted for /bin/sh, % doubled for the server: a repository path is data, never shell.
+        return Materialised(restore_command=sandbox_config.restore_command(archive))
 
 
 def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None) -> LocalCatalog:

@@ -4,7 +4,9 @@ Connections: SQLAlchemy + psycopg 3, NullPool, connect and statement timeouts fr
 budget, read-only unless the check may write (and only a provisioned sandbox may be written to).
 On a sandbox drillkit provisioned, checks log in as the sandbox's check role (never superuser),
 whose password is read from the sandbox's 0600 file at connect time; a check's statement goes
-through the extended protocol, which refuses a second statement.
+through the extended protocol, which refuses a second statement. A TCP host is resolved once and
+judged by the production guard; libpq then connects to that address (``hostaddr``), keeping
+``host`` for TLS verification.
 """
 
 from __future__ import annotations
@@ -159,6 +161,14 @@ def connect(ctx: CheckContext, *, read_only: bool, write: bool = False) -> Itera
     """
     login = check_login(ctx.entry, write=write)
     remaining = max(ctx.remaining(), 0.001)
+    endpoint = ctx.entry.get("endpoint") or {}
+    url = postgres_url(endpoint, user=login[0] if login else None)
+    pinned: dict[str, str] = {}
+    if url.host:  # TCP: libpq connects to the judged addresses; host stays for TLS and .pgpass
+        addresses = ctx.pin(url.host, url.port or 5432, endpoint.get("database"))
+        # libpq pairs host and hostaddr lists entry by entry, trying each in turn.
+        pinned["host"] = ",".join([url.host] * len(addresses))
+        pinned["hostaddr"] = ",".join(addresses)
     options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"
@@ -174,9 +184,9 @@ def connect(ctx: CheckContext, *, read_only: bool, write: bool = False) -> Itera
     if login:
         connect_args["password"] = login[1]  # never in the URL, so never in a message
     engine = create_engine(
-        postgres_url(ctx.entry.get("endpoint") or {}, user=login[0] if login else None),
+        url,
         poolclass=NullPool,
-        connect_args=connect_args,
+        connect_args={**pinned, **connect_args},
     )
     try:
         try:

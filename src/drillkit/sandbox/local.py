@@ -6,6 +6,7 @@ never streams from anyone, and is promoted at the recovery target before it is h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,11 +33,14 @@ from drillkit.exceptions import (
     SandboxError,
     SandboxStartError,
 )
+from drillkit.outputs import catalog_paths, refuse_inside
 from drillkit.sandbox import config as sandbox_config
 from drillkit.sandbox import netns, relay
 from drillkit.sandbox import roles as check_roles
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
+from drillkit.sandbox.owner import current_owner
 from drillkit.sandbox.seal import databases, seal
+from drillkit.sandbox.space import NoSpaceError, is_no_space, require_space, restore_sizes
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
@@ -200,6 +204,13 @@ class LocalSandboxBackend:
         installation = pgbin.for_major(
             backup_major(coordinate, Path(str(coordinate.get("backup_path")))), self.postgres
         )
+        drilled = [
+            *catalog_paths(coordinate.get("catalog")),
+            *(Path(str(coordinate[k])) for k in ("archive", "backup_path") if coordinate.get(k)),
+        ]
+        refuse_inside(
+            self.root, setting="DRILLKIT_SANDBOX_ROOT (the sandbox root)", catalogs=drilled
+        )
         sandbox_id = sandbox_id or new_sandbox_id(name)
         directory = self.path(sandbox_id)
         if directory.exists():
@@ -227,6 +238,9 @@ class LocalSandboxBackend:
             "target": coordinate.get("target"),
             "postgres": installation.describe(),
             "state": "provisioning",
+            # Until handed over (state ready), the sandbox belongs to this process: if it dies,
+            # `drillkit gc` collects the sandbox at once (see sandbox/owner.py).
+            "owner": current_owner(),
         }
         os.mkdir(directory, 0o711)
         # Label first: a crash from here on leaves something `drillkit gc` recognises.
@@ -234,17 +248,30 @@ class LocalSandboxBackend:
         started = time.monotonic()
         try:
             namespace = self._namespace()
-            materialised, configuration = self._restore(
+            backup_bytes, wal_bytes = restore_sizes(coordinate)
+            needed = require_space(
                 directory,
-                socket_dir,
-                repository,
-                coordinate,
-                settings,
-                port,
-                installation,
-                namespace,
+                backup_bytes=backup_bytes,
+                wal_bytes=wal_bytes,
+                what=f"backup {coordinate.get('backup_id')}",
             )
-            achieved = self._wait_promoted(directory, socket_dir, port)
+            try:
+                materialised, configuration = self._restore(
+                    directory,
+                    socket_dir,
+                    repository,
+                    coordinate,
+                    settings,
+                    port,
+                    installation,
+                    namespace,
+                )
+                achieved = self._wait_promoted(directory, socket_dir, port)
+            except NoSpaceError as exc:  # found mid-restore: give it the numbers planned
+                if exc.needed is not None:
+                    raise
+                message = str(exc).split(": needed")[0]
+                raise NoSpaceError(message, path=directory, needed=needed) from exc
             # Before anything else connects: nothing replicates, checks get their own roles.
             isolation = self._seal(
                 directory, socket_dir, port, data_major=_major(directory / "data")
@@ -259,10 +286,12 @@ class LocalSandboxBackend:
             relay.stop(label.get("relay"))
             stop_server(directory / "data", installation)
             label["state"] = "failed"
-            write_json_atomic(directory / LABEL, label)
+            with contextlib.suppress(OSError):  # a full disk must not hide why it failed
+                write_json_atomic(directory / LABEL, label)
             raise
         restore_seconds = time.monotonic() - started
         host = str(socket_dir) if self.port is None else "127.0.0.1"
+        label.pop("owner", None)  # handed over to the drill run: its TTL rules from now on
         label.update(
             state="ready",
             endpoints={
@@ -386,6 +415,13 @@ class LocalSandboxBackend:
 
     def _raise_start_failure(self, directory: Path, output: str) -> None:
         log = self._log_tail(directory)
+        full = self._log_tail(directory, lines=1_000_000)
+        if is_no_space(full) or is_no_space(output):  # the drill host's disk, not the backup
+            said = next(line for line in (full + "\n" + output).splitlines() if is_no_space(line))
+            raise NoSpaceError(
+                f"the sandbox's file system filled up while the server restored WAL ({said})",
+                path=directory,
+            )
         if "recovery ended before configured recovery target was reached" in log:
             raise RecoveryTargetNotReachedError(
                 "recovery ended before the configured recovery target was reached: the archive "
