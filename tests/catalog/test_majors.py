@@ -256,3 +256,18 @@ def test_a_postgresql_12_backup_is_could_not_verify_with_the_reason(tmp_path: Pa
     drillkit = str(Path(sys.executable).parent / "drillkit")
     result = subprocess.run([drillkit, "catalog", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "PG_MAJOR_UNSUPPORTED" in result.stdout
+
+
+def test_the_manifest_version_must_agree_with_pg_version(tmp_path: Path) -> None:
+    from test_backups import make_backup, manifest
+
+    from drillkit.catalog.backups import read_backup
+
+    backup_dir = make_backup(tmp_path, manifest_doc=manifest())  # version 2: written by 17+
+    (backup_dir / "PG_VERSION").write_text("18\n")
+    info = read_backup(backup_dir, backup_histories={}, segment_size=16 * 2**20)
+    assert info.pg_major == 18 and info.problems == ()
+    (backup_dir / "PG_VERSION").write_text("15\n")
+    info = read_backup(backup_dir, backup_histories={}, segment_size=16 * 2**20)
+    ((code, sentence),) = info.problems
+    assert code == "BACKUP_INCOMPLETE" and "version 2" in sentence and "PostgreSQL 15" in sentence
