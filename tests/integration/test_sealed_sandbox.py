@@ -449,6 +449,7 @@ def test_without_a_namespace_every_report_says_the_network_is_open(
     monkeypatch.setattr(
         local.netns, "available", lambda: netns.Namespace(None, "no namespace (test)", tcp=False)
     )
+    digest = tree_digest(small_repo)
     backend = LocalSandboxBackend(root=workdir / "sandboxes")
     record = backend.provision(
         select(small_repo, None), drill_id="t", name="open", ttl=timedelta(hours=1)
@@ -473,3 +474,4 @@ def test_without_a_namespace_every_report_says_the_network_is_open(
         assert document["status"] == "passed"  # a warning: the other layers still hold
     finally:
         backend.teardown(record["id"])
+    assert tree_digest(small_repo) == digest
