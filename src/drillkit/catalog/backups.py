@@ -112,6 +112,26 @@ def read_pg_major(path: Path) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def _check_manifest_major(
+    backup_id: str, manifest: dict[str, Any], major: int | None, problems: list[tuple[str, str]]
+) -> None:
+    """The manifest agrees with PG_VERSION: version 2 manifests (with System-Identifier) are
+    written by PostgreSQL 17 and later only, version 1 by 13 to 16."""
+    version = manifest.get("PostgreSQL-Backup-Manifest-Version")
+    if major is None or not isinstance(version, int):
+        return
+    if (version >= 2) != (major >= 17):
+        problems.append(
+            (
+                "BACKUP_INCOMPLETE",
+                f"backup {backup_id}: its PG_VERSION says PostgreSQL {major} but its "
+                f"backup_manifest is version {version}, which PostgreSQL "
+                f"{'17 and later' if version >= 2 else '13 to 16'} write: files of two backups "
+                "are mixed; take it again",
+            )
+        )
+
+
 def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
     """Describe one backup; problems that make it unusable land in ``problems``."""
     problems: list[tuple[str, str]] = []
@@ -161,6 +181,8 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
             )
         )
     sysid = manifest.get("System-Identifier")
+    pg_major = read_pg_major(path) if label else None
+    _check_manifest_major(path.name, manifest, pg_major, problems)
     return BackupInfo(
         backup_id=path.name,
         path=str(path),
@@ -174,5 +196,5 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
         size_bytes=_manifest_size(manifest.get("Files", [])),
         format=fmt,
         problems=tuple(problems),
-        pg_major=read_pg_major(path) if label else None,
+        pg_major=pg_major,
     )

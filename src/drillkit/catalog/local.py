@@ -98,7 +98,8 @@ class LocalCatalog:
                     f"the archive to {sysid}: keep one cluster per repository",
                 )
             if info.pg_major in missing:
-                info = _with_problem(info, *missing[info.pg_major])
+                # First: a PostgreSQL 12 backup lacks a manifest too, but that is why.
+                info = _with_problem(info, *missing[info.pg_major], first=True)
             elif info.pg_major is None and not info.problems:
                 info = _with_problem(
                     info,
@@ -203,10 +204,11 @@ def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None
     return LocalCatalog(str(config.get("path") or "."), postgres=postgres)
 
 
-def _with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:
+def _with_problem(info: BackupInfo, code: str, sentence: str, *, first: bool = False) -> BackupInfo:
     from dataclasses import replace
 
-    return replace(info, problems=(*info.problems, (code, sentence)))
+    problems = ((code, sentence), *info.problems) if first else (*info.problems, (code, sentence))
+    return replace(info, problems=problems)
 
 
 def _with_major(info: BackupInfo, archive: ArchiveListing) -> BackupInfo:

@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from drillkit.catalog.model import VERIFIED, Verification
-from drillkit.catalog.tarformat import PLAIN
+from drillkit.catalog.tarformat import PLAIN, backup_format
 from drillkit.pgbin import Installation
 from drillkit.state import read_json, state_dir, write_json_atomic
 from drillkit.timeutil import isoformat, parse_duration, parse_iso, utcnow
@@ -74,14 +74,26 @@ def classify(output: str) -> tuple[str, str]:
 
 
 def verify_backup(
-    path: Path, *, installation: Installation, fmt: str = PLAIN, use_cache: bool = True
+    path: Path,
+    *,
+    installation: Installation | None = None,
+    fmt: str | None = None,
+    use_cache: bool = True,
 ) -> Verification:
     """Verify every file of a backup against its manifest (checksums and sizes), with the
-    ``pg_verifybackup`` of the backup's own major (``installation``).
+    ``pg_verifybackup`` of the backup's own major (``installation``; default: the one its
+    PG_VERSION names, found as ``pgbin.for_major`` finds it).
 
     PostgreSQL 18's pg_verifybackup reads tar-format backups (plain tar and gzip) itself; it
     cannot parse their WAL, which --no-parse-wal skips anyway. Older majors read plain ones only.
     """
+    if installation is None:
+        from drillkit.catalog.backups import read_pg_major
+        from drillkit.pgbin import embedded, for_major
+
+        major = read_pg_major(path)
+        installation = for_major(major) if major is not None else embedded()
+    fmt = fmt or backup_format(path) or PLAIN
     if fmt != PLAIN and installation.major < 18:
         return Verification(
             "unverifiable",
