@@ -23,13 +23,14 @@ def prepare_airflow_home(spec_path: Path, home: Path) -> Path:
 
     Must run before airflow is imported: Airflow reads its configuration once.
     """
-    from drillkit.spec import loader_name, loader_source  # no airflow import before the env
+    from drillkit.spec import loader_source  # no airflow import before the env
 
     dags = home / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     for old in dags.glob("drill_*.py"):
         old.unlink()
-    (dags / loader_name(spec_path)).write_text(loader_source(str(spec_path)))
+    # A fixed loader name: the spec file's own name may hold anything (the DAG is found by id).
+    (dags / "drill_spec.py").write_text(loader_source(str(spec_path)))
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"

@@ -357,15 +357,18 @@ def load_spec(path: str | Path) -> DrillSpec:
     return parse_spec(read_spec_file(path), source=str(path))
 
 
-_LOADER = '''"""Airflow DAG of the drill spec {rel}.
+_LOADER = '''"""Airflow DAG of one drill spec (SPEC below).
 
 Written by `drillkit dags sync`: edit the YAML, not this file.
 """
 
 from drillkit.operators.dag_factory import dag_from_spec_file
 
-dag = dag_from_spec_file("{rel}", loader=__file__)
+SPEC = {rel!r}
+dag = dag_from_spec_file(SPEC, loader=__file__)
 '''
+# A spec file name `drillkit dags sync` accepts: it becomes a Python file name and a module name.
+SPEC_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\.ya?ml$")
 
 
 def spec_beside(spec_path: str | Path, loader: str | None) -> Path:
@@ -376,11 +379,36 @@ def spec_beside(spec_path: str | Path, loader: str | None) -> Path:
     return path
 
 
+def check_spec_file_name(spec_path: Path) -> None:
+    """Refuse a spec file name that is not ``[A-Za-z0-9._-]`` ending in .yaml or .yml."""
+    if not SPEC_FILE_RE.match(spec_path.name):
+        raise SpecError(
+            f"{spec_path}: spec file names may hold only letters, digits, '.', '_' and '-' (not "
+            "first) and end in .yaml or .yml; rename the file, e.g. to "
+            f"{_safe_stem(spec_path.name) or 'drill'}.yaml",
+            code="SPEC_FILE_NAME_INVALID",
+            source=str(spec_path),
+        )
+
+
+def _safe_stem(name: str) -> str:
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-._")
+
+
 def loader_name(spec_path: Path) -> str:
-    """File name of a spec's DAG loader: Airflow records import errors per file, so one each."""
-    return f"drill_{spec_path.stem.replace('-', '_')}.py"
+    """File name of a spec's DAG loader: Airflow records import errors per file, so one each.
+
+    Raises SpecError for a spec file name outside ``[A-Za-z0-9._-]`` (see :data:`SPEC_FILE_RE`).
+    """
+    check_spec_file_name(spec_path)
+    stem = spec_path.name.rsplit(".", 1)[0]
+    return f"drill_{re.sub(r'[.-]', '_', stem)}.py"
 
 
 def loader_source(rel: str) -> str:
-    """A spec's loader (mentions 'airflow' and 'dag', as Airflow's safe-mode scan requires)."""
-    return _LOADER.format(rel=rel)
+    """A spec's loader (mentions 'airflow' and 'dag', as Airflow's safe-mode scan requires).
+
+    The path is a Python literal (``repr``): whatever it holds, it is data, never code.
+    """
+    return _LOADER.format(rel=str(rel))
