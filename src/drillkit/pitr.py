@@ -134,6 +134,15 @@ def evaluate(
     if backup.problems:
         code, sentence = backup.problems[0]
         return _reject(backup, code, sentence)
+    unreadable = snapshot.archive.unreadable_history_after(backup.timeline)
+    if unreadable is not None:
+        return _reject(
+            backup,
+            "WAL_HISTORY_UNREADABLE",
+            f"backup {backup.backup_id}: {unreadable[1]}; recovery to the latest timeline reads "
+            f"it and stops there: restore {unreadable[0]} from the server's pg_wal, or remove it "
+            "if that timeline was abandoned",
+        )
     verification = backup.verification
     gated = checksum_gate and verification.code is not None
     if verification.status != VERIFIED and not gated and (require_verified or verification.code):

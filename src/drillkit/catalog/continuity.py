@@ -58,10 +58,15 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         archive.histories, backup.timeline, backup.start_lsn, backup.stop_lsn
     )
     start = segno_of(backup.start_lsn, size)
-    by_segno: dict[int, list[str]] = {}
-    for seg in archive.segments.values():
-        by_segno.setdefault(seg.segno, []).append(seg.name)
-    last_present = max(by_segno) if by_segno else start - 1
+    # Only segments that exist are walked: one stray far-off name must not make this loop
+    # over every segment number in between.
+    on_timeline = sorted(
+        seg.segno
+        for seg in archive.segments.values()
+        if seg.segno >= start
+        and seg.name == segment_name(expected_tli(timeline, seg.segno, size), seg.segno, size)
+    )
+    last_present = on_timeline[-1] if on_timeline else start - 1
 
     records: list[XactRecord] = []
     tablespaces: list[TablespaceRecord] = []
@@ -82,6 +87,10 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
             )
             gap = Gap(name, code, f"segment {name} {seg.problem}", segno * size)
             break
+        foreign = _foreign(seg.system_identifier, backup.system_identifier)
+        if foreign:
+            gap = Gap(name, "WAL_FOREIGN_SYSTEM", f"segment {name} {foreign}", segno * size)
+            break
         if index is None:
             gap = Gap(name, "WAL_SEGMENT_DAMAGED", f"segment {name} was not indexed", segno * size)
             break
@@ -101,10 +110,15 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         gap = Gap(name, "WAL_GAP", f"segment {name} is missing from the archive", segno * size)
 
     newest = None
-    for later in range(start, last_present + 1):
+    for later in on_timeline:
         name = segment_name(expected_tli(timeline, later, size), later, size)
         index = snapshot.segments.get(name)
-        if index and index.records:
+        seg = archive.segments[name]
+        if (
+            index
+            and index.records
+            and not _foreign(seg.system_identifier, backup.system_identifier)
+        ):
             newest = index.records[-1]
     return WalPlan(
         timeline=timeline,
@@ -115,6 +129,16 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         records=tuple(records),
         archive_last_xact=newest,
         tablespaces=tuple(tablespaces),
+    )
+
+
+def _foreign(segment_sysid: int | None, backup_sysid: int | None) -> str | None:
+    """Why a segment is of another database system than the backup, or None."""
+    if segment_sysid is None or backup_sysid is None or segment_sysid == backup_sysid:
+        return None
+    return (
+        f"belongs to database system {segment_sysid}, not to the backup's {backup_sysid} "
+        "(another cluster's WAL in this archive)"
     )
 
 

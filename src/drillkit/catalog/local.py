@@ -60,21 +60,26 @@ class LocalCatalog:
         say = progress or (lambda _msg: None)
         dirs = sorted(p for p in base.iterdir() if p.is_dir())
         size = self._segment_size(wal)
-        first = next((read_backup(d, backup_histories={}, segment_size=size) for d in dirs), None)
-        sysid = first.system_identifier if first else None
-        archive = list_archive(wal, segment_size=size, system_identifier=sysid)
+        # The system each segment belongs to comes from its own page header, and each backup's
+        # from its own manifest: no backup speaks for the archive (a foreign one may sort first).
+        archive = list_archive(wal, segment_size=size)
         say(f"archive {wal}: {len(archive.segments)} segments, {len(archive.histories)} timelines")
         backups: list[BackupInfo] = []
         for directory in dirs:
-            info = read_backup(
-                directory, backup_histories=archive.backup_histories, segment_size=size
+            info = _read_backup(directory, archive.backup_histories, size)
+            foreign = archive.system_identifiers and info.system_identifier not in (
+                None,
+                *archive.system_identifiers,
             )
-            if sysid is not None and info.system_identifier not in (None, sysid):
+            if foreign:
+                systems = ", ".join(map(str, sorted(archive.system_identifiers)))
                 info = _with_problem(
                     info,
-                    "WAL_FOREIGN_SYSTEM",
+                    "BACKUP_FOREIGN_SYSTEM",
                     f"backup {info.backup_id} belongs to database system {info.system_identifier}, "
-                    f"the archive to {sysid}: keep one cluster per repository",
+                    f"but the WAL archive holds only WAL of {systems}: it cannot be recovered "
+                    "from this archive; keep one cluster per repository",
+                    first=True,
                 )
             if verify and not info.problems:
                 say(f"verifying backup {info.backup_id} ({info.size_bytes / 2**20:.0f} MiB)")
@@ -93,10 +98,37 @@ class LocalCatalog:
         )
 
 
-def _with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:
+def _read_backup(directory: Path, histories: dict[str, str], size: int) -> BackupInfo:
+    """read_backup, with a directory that cannot be read at all as a problem of that backup."""
+    try:
+        return read_backup(directory, backup_histories=histories, segment_size=size)
+    except OSError as exc:
+        return BackupInfo(
+            backup_id=directory.name,
+            path=str(directory),
+            start_lsn=0,
+            stop_lsn=0,
+            timeline=0,
+            stop_timeline=0,
+            start_time=None,
+            stop_time=None,
+            system_identifier=None,
+            size_bytes=0,
+            problems=(
+                (
+                    "BACKUP_UNREADABLE",
+                    f"backup {directory.name} cannot be read ({exc.strerror or exc}: "
+                    f"{exc.filename or directory}); fix its permissions or remove it",
+                ),
+            ),
+        )
+
+
+def _with_problem(info: BackupInfo, code: str, sentence: str, *, first: bool = False) -> BackupInfo:
     from dataclasses import replace
 
-    return replace(info, problems=(*info.problems, (code, sentence)))
+    problems = ((code, sentence), *info.problems) if first else (*info.problems, (code, sentence))
+    return replace(info, problems=problems)
 
 
 def _with_verification(info: BackupInfo, verification: object) -> BackupInfo:

@@ -90,15 +90,46 @@ class TimelineHistory:
         return result
 
 
+_HISTORY_LINE_RE = re.compile(r"^(\d{1,10})\s+([0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8})(?:\s.*)?$")
+MAX_SMALL_FILE = 1024 * 1024  # history and backup-history files are a few hundred bytes
+
+
 def parse_history_file(tli: int, text: str) -> TimelineHistory:
+    """Parse ``<tli>.history``; ValueError names the first line that is not ``parent LSN why``
+    (the server refuses such a file too: "syntax error in history file")."""
     entries: list[tuple[int, int]] = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        parts = line.split()
-        entries.append((int(parts[0]), parse_lsn(parts[1])))
+        match = _HISTORY_LINE_RE.match(line)
+        if not match:
+            raise ValueError(f"line {number} is not 'parent-timeline LSN reason'")
+        parent = int(match.group(1))
+        if parent >= tli or (entries and parent <= entries[-1][0]):
+            raise ValueError(f"line {number}: timeline {parent} cannot be an ancestor there")
+        entries.append((parent, parse_lsn(match.group(2))))
     return TimelineHistory(tli=tli, entries=tuple(entries))
+
+
+def read_small_text(path: Path) -> str:
+    """A small text file of the archive (history, backup history, label) as UTF-8.
+
+    ValueError with a sentence for what cannot be read: too large, not UTF-8, an OS error.
+    """
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SMALL_FILE + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot be read ({exc.strerror or exc})") from exc
+    if len(raw) > MAX_SMALL_FILE:
+        raise ValueError(f"is over {MAX_SMALL_FILE} bytes, not a file PostgreSQL writes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"is not text (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,7 @@ class SegmentFile:
     size: int
     mtime_ns: int
     problem: str | None = None  # why the segment cannot be used, when it cannot
+    system_identifier: int | None = None  # from its page header, when readable
 
 
 @dataclass
@@ -121,6 +153,17 @@ class ArchiveListing:
     histories: dict[int, TimelineHistory] = field(default_factory=dict)
     backup_histories: dict[str, str] = field(default_factory=dict)  # file name -> text
     system_identifiers: set[int] = field(default_factory=set)
+    # history and backup-history files that cannot be read: file name -> what is wrong
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def unreadable_history_after(self, tli: int) -> tuple[str, str] | None:
+        """The first unreadable ``N.history`` with N > ``tli``: recovery of a backup on ``tli``
+        to the latest timeline reads it and stops ("syntax error in history file")."""
+        for name in sorted(self.unreadable):
+            match = _HISTORY_RE.match(name)
+            if match and int(match.group(1), 16) > tli:
+                return name, self.unreadable[name]
+        return None
 
 
 def list_archive(
@@ -133,17 +176,30 @@ def list_archive(
         history = _HISTORY_RE.match(name)
         if history:
             tli = int(history.group(1), 16)
-            listing.histories[tli] = parse_history_file(tli, entry.read_text())
+            try:
+                listing.histories[tli] = parse_history_file(tli, read_small_text(entry))
+            except ValueError as exc:
+                listing.unreadable[name] = f"timeline history {name} {_as_clause(exc)}"
             continue
         if _BACKUP_HISTORY_RE.match(name):
-            listing.backup_histories[name] = entry.read_text()
+            try:
+                listing.backup_histories[name] = read_small_text(entry)
+            except ValueError as exc:
+                listing.unreadable[name] = f"backup history file {name} {exc}"
             continue
         parsed = parse_segment_name(name, segment_size)
         if parsed is None:
             continue  # .partial files and strangers are not used by recovery
-        stat = entry.stat()
         tli, segno = parsed
+        try:
+            stat = entry.stat()
+        except OSError as exc:  # a dangling symlink, a file removed while listing
+            listing.segments[name] = SegmentFile(
+                name, tli, segno, 0, 0, problem=f"cannot be read ({exc.strerror or exc})"
+            )
+            continue
         problem = None
+        sysid = None
         if stat.st_size != segment_size:
             problem = f"has {stat.st_size} bytes, a segment has {segment_size} (truncated copy?)"
         else:
@@ -156,6 +212,7 @@ def list_archive(
                     "(renamed or overwritten file?)"
                 )
             else:
+                sysid = header.system_identifier
                 listing.system_identifiers.add(header.system_identifier)
                 if system_identifier is not None and header.system_identifier != system_identifier:
                     problem = (
@@ -169,8 +226,14 @@ def list_archive(
             size=stat.st_size,
             mtime_ns=stat.st_mtime_ns,
             problem=problem,
+            system_identifier=sysid,
         )
     return listing
+
+
+def _as_clause(exc: ValueError) -> str:
+    text = str(exc)
+    return text if text.startswith(("is ", "cannot ")) else f"cannot be parsed ({text})"
 
 
 def history_for(listing_histories: dict[int, TimelineHistory], tli: int) -> TimelineHistory:
