@@ -10,6 +10,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from drillkit.catalog.walfiles import ArchivedName, parse_archived_name, read_head
+
 DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024
 _SEGMENT_RE = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})$")
 _HISTORY_RE = re.compile(r"^([0-9A-F]{8})\.history$")
@@ -56,14 +58,11 @@ class SegmentHeader:
     page_address: int
 
 
-def read_segment_header(path: Path) -> SegmentHeader | None:
-    """The long page header at the start of a segment, or None when it is not a WAL header."""
-    try:
-        with path.open("rb") as handle:
-            raw = handle.read(_LONG_HEADER.size)
-    except OSError:
-        return None
-    if len(raw) < _LONG_HEADER.size:
+def read_segment_header(path: Path, *, compression: str | None = None) -> SegmentHeader | None:
+    """The long page header at the start of a segment (decompressed when ``compression``), or
+    None when it is not a WAL header."""
+    raw = read_head(path, compression, _LONG_HEADER.size)
+    if raw is None or len(raw) < _LONG_HEADER.size:
         return None
     magic, info, _tli, pageaddr, _rem, sysid, seg_size, blcksz = _LONG_HEADER.unpack(raw)
     if not info & 0x0002 or blcksz == 0 or seg_size == 0 or seg_size & (seg_size - 1):
@@ -141,6 +140,13 @@ class SegmentFile:
     mtime_ns: int
     problem: str | None = None  # why the segment cannot be used, when it cannot
     system_identifier: int | None = None  # from its page header, when readable
+    file: str = ""  # the archive file holding it when not ``name`` (e.g. ``name``.gz)
+    compression: str | None = None  # drillkit.catalog.walfiles compression of ``file``
+    problem_code: str | None = None  # finding code of ``problem`` when not WAL_SEGMENT_DAMAGED
+
+    @property
+    def file_name(self) -> str:
+        return self.file or self.name
 
 
 @dataclass
@@ -171,64 +177,118 @@ def list_archive(
 ) -> ArchiveListing:
     """List an archive; each segment gets a ``problem`` when its size or header is wrong."""
     listing = ArchiveListing(path=path, segment_size=segment_size)
-    for entry in sorted(path.iterdir()):
-        name = entry.name
+    for entry, archived in _archived_files(path):
+        name = archived.name
         history = _HISTORY_RE.match(name)
         if history:
             tli = int(history.group(1), 16)
             try:
-                listing.histories[tli] = parse_history_file(tli, read_small_text(entry))
+                text = _read_archived_text(entry, archived)
+                listing.histories[tli] = parse_history_file(tli, text)
             except ValueError as exc:
-                listing.unreadable[name] = f"timeline history {name} {_as_clause(exc)}"
+                listing.unreadable[name] = f"timeline history {archived.file} {_as_clause(exc)}"
             continue
         if _BACKUP_HISTORY_RE.match(name):
             try:
-                listing.backup_histories[name] = read_small_text(entry)
+                listing.backup_histories[name] = _read_archived_text(entry, archived)
             except ValueError as exc:
-                listing.unreadable[name] = f"backup history file {name} {exc}"
+                listing.unreadable[name] = f"backup history file {archived.file} {exc}"
             continue
         parsed = parse_segment_name(name, segment_size)
         if parsed is None:
-            continue  # .partial files and strangers are not used by recovery
-        tli, segno = parsed
-        try:
-            stat = entry.stat()
-        except OSError as exc:  # a dangling symlink, a file removed while listing
-            listing.segments[name] = SegmentFile(
-                name, tli, segno, 0, 0, problem=f"cannot be read ({exc.strerror or exc})"
-            )
             continue
-        problem = None
-        sysid = None
-        if stat.st_size != segment_size:
-            problem = f"has {stat.st_size} bytes, a segment has {segment_size} (truncated copy?)"
-        else:
-            header = read_segment_header(entry)
-            if header is None:
-                problem = "does not start with a WAL page header"
-            elif header.page_address != segno * segment_size:
-                problem = (
-                    f"holds WAL of address {format_lsn(header.page_address)}, not of its name "
-                    "(renamed or overwritten file?)"
-                )
-            else:
-                sysid = header.system_identifier
-                listing.system_identifiers.add(header.system_identifier)
-                if system_identifier is not None and header.system_identifier != system_identifier:
-                    problem = (
-                        f"belongs to database system {header.system_identifier}, not to "
-                        f"{system_identifier} (another cluster's WAL in this archive)"
-                    )
-        listing.segments[name] = SegmentFile(
-            name=name,
-            tli=tli,
-            segno=segno,
-            size=stat.st_size,
-            mtime_ns=stat.st_mtime_ns,
-            problem=problem,
-            system_identifier=sysid,
+        listing.segments[name] = _segment_file(
+            entry, archived, parsed, segment_size, system_identifier, listing.system_identifiers
         )
     return listing
+
+
+def _archived_files(path: Path) -> list[tuple[Path, ArchivedName]]:
+    """The archive's WAL files, one per WAL file name: the plain file when there is one, else
+    the first compressed form (what the sandbox's restore_command takes too)."""
+    chosen: dict[str, tuple[int, Path, ArchivedName]] = {}
+    for entry in sorted(path.iterdir()):
+        archived = parse_archived_name(entry.name)
+        if archived is None:
+            continue  # .partial files and strangers are not used by recovery
+        rank = 2 if archived.unsupported else 1 if archived.compression else 0
+        if archived.name not in chosen or rank < chosen[archived.name][0]:
+            chosen[archived.name] = (rank, entry, archived)
+    return [
+        (entry, archived)
+        for _rank, entry, archived in sorted(chosen.values(), key=lambda c: c[2].name)
+    ]
+
+
+def _read_archived_text(entry: Path, archived: ArchivedName) -> str:
+    if archived.unsupported:
+        raise ValueError(f"is compressed with {archived.unsupported}, which drillkit cannot read")
+    if archived.compression is None:
+        return read_small_text(entry)
+    head = read_head(entry, archived.compression, MAX_SMALL_FILE + 1)
+    if head is None:
+        raise ValueError(f"cannot be decompressed ({archived.compression})")
+    if len(head) > MAX_SMALL_FILE:
+        raise ValueError(f"is over {MAX_SMALL_FILE} bytes, not a file PostgreSQL writes")
+    try:
+        return head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(
+            f"is not text (byte 0x{head[exc.start]:02x} at offset {exc.start})"
+        ) from exc
+
+
+def _segment_file(
+    entry: Path,
+    archived: ArchivedName,
+    parsed: tuple[int, int],
+    segment_size: int,
+    system_identifier: int | None,
+    seen: set[int],
+) -> SegmentFile:
+    tli, segno = parsed
+    name, file = archived.name, "" if archived.file == archived.name else archived.file
+    try:
+        stat = entry.stat()
+    except OSError as exc:  # a dangling symlink, a file removed while listing
+        return SegmentFile(
+            name, tli, segno, 0, 0, problem=f"cannot be read ({exc.strerror or exc})", file=file
+        )
+    base = {"name": name, "tli": tli, "segno": segno, "size": stat.st_size}
+    base |= {"mtime_ns": stat.st_mtime_ns, "file": file, "compression": archived.compression}
+    if archived.unsupported:
+        return SegmentFile(
+            **base,
+            problem=(
+                f"is archived as {archived.file}, compressed with {archived.unsupported}, which "
+                f"drillkit cannot read: decompress it into the archive as {name}"
+            ),
+            problem_code="WAL_COMPRESSION_UNSUPPORTED",
+        )
+    if archived.compression is None and stat.st_size != segment_size:
+        problem = f"has {stat.st_size} bytes, a segment has {segment_size} (truncated copy?)"
+        return SegmentFile(**base, problem=problem)
+    # A compressed segment's length is checked when it is decompressed to be indexed.
+    header = read_segment_header(entry, compression=archived.compression)
+    if header is None:
+        what = f" ({archived.file} does not decompress)" if archived.compression else ""
+        return SegmentFile(**base, problem=f"does not start with a WAL page header{what}")
+    if header.page_address != segno * segment_size:
+        return SegmentFile(
+            **base,
+            problem=(
+                f"holds WAL of address {format_lsn(header.page_address)}, not of its name "
+                "(renamed or overwritten file?)"
+            ),
+        )
+    seen.add(header.system_identifier)
+    problem = None
+    if system_identifier is not None and header.system_identifier != system_identifier:
+        problem = (
+            f"belongs to database system {header.system_identifier}, not to "
+            f"{system_identifier} (another cluster's WAL in this archive)"
+        )
+    return SegmentFile(**base, problem=problem, system_identifier=header.system_identifier)
 
 
 def _as_clause(exc: ValueError) -> str:

@@ -23,6 +23,7 @@ import psycopg2
 from drillkit import pgbin
 from drillkit.catalog.tarformat import PLAIN, backup_format
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE
+from drillkit.catalog.walfiles import restore_command
 from drillkit.exceptions import (
     InvalidInputError,
     RecoveryTargetNotReachedError,
@@ -252,7 +253,7 @@ class LocalSandboxBackend:
         hba.write_text("\n".join(hba_lines) + "\n")
         if not (data / "postgresql.conf").exists():  # Debian-style servers keep it in /etc
             (data / "postgresql.conf").write_text("")
-        restore = f'cp "{archive}/%f" "%p"'
+        restore = restore_command(archive, directory)  # reads .gz/.bz2/.xz/.zst/.lz4 too
         config = {
             "listen_addresses": "127.0.0.1" if self.port is not None else "",
             "port": str(port),
