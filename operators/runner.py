@@ -39,7 +39,43 @@ def prepare_airflow_home(spec_path: Path, home: Path) -> Path:
     return dags
 
 
-def _migrate_once(home: Path) -> None:
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created) for the block; other holders wait."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def private_home(root: Path, *, keep: int = 20) -> Path:
+    """A new Airflow home of its own under ``root`` for one run: concurrent runs never share a
+    metadata database or a dags folder. The newest ``keep`` homes stay for their logs."""
+    import tempfile
+    import time
+
+    homes = root / "homes"
+    homes.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=homes))
+    old = sorted((p for p in homes.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for stale in old[:-keep]:
+        if stale != home and not (stale / ".running").exists():
+            import shutil
+
+            shutil.rmtree(stale, ignore_errors=True)
+    return home
+
+
+def _migrate_once(home: Path, template_root: Path | None = None) -> None:
+    """A migrated metadata database in ``home``: migrated once per Airflow version into
+    ``template_root`` (under a lock, so concurrent first runs migrate once) and copied from
+    there, which keeps start-up fast; or migrated in place without a template."""
+    import shutil
     import subprocess
 
     from airflow import __version__
@@ -48,11 +84,21 @@ def _migrate_once(home: Path) -> None:
     if marker.exists():
         return
     airflow = Path(sys.executable).parent / "airflow"
-    result = subprocess.run(
-        [str(airflow), "db", "migrate"], capture_output=True, text=True, env=dict(os.environ)
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+    target = home if template_root is None else template_root / f"template-{__version__}"
+    target.mkdir(parents=True, exist_ok=True)
+    with locked(target / ".lock"):
+        if not (target / f".migrated-{__version__}").exists():
+            env = dict(os.environ)
+            env["AIRFLOW_HOME"] = str(target)
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{target / 'airflow.db'}"
+            result = subprocess.run(
+                [str(airflow), "db", "migrate"], capture_output=True, text=True, env=env
+            )
+            if result.returncode != 0:
+                raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+            (target / f".migrated-{__version__}").touch()
+        if target != home:
+            shutil.copyfile(target / "airflow.db", home / "airflow.db")
     marker.touch()
 
 
@@ -111,12 +157,16 @@ def run_spec(
     json_out: Path | None = None,
     junit_out: Path | None = None,
     say: Say = print,
+    template_root: Path | None = None,
 ) -> int:
-    """Run the spec's DAG once; print a line per stage and the report; return the exit code."""
+    """Run the spec's DAG once; print a line per stage and the report; return the exit code.
+
+    ``home`` is this run's own Airflow home; with ``template_root`` its metadata database is a
+    copy of one migrated there once (see :func:`_migrate_once`)."""
     from drillkit.report import junit_xml
 
     prepare_airflow_home(spec_path, home)
-    _migrate_once(home)
+    _migrate_once(home, template_root)
     from airflow.dag_processing.dagbag import DagBag
 
     from drillkit.spec import load_spec
