@@ -205,6 +205,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"VERDICT: {report['verdict']}  ({report['summary']})", "tiers tried:"]
     for tier in report["tiers"]:
         lines.append(f"  - {tier['tier']}: {tier['status']} - {tier['reason']}")
+    if not report["tiers"]:
+        lines.append("  (none)")
     lines += [
         f"backup used:            {report.get('backup_id')}",
         f"recovery target:        {target.get('requested') or 'newest restorable point'}"
