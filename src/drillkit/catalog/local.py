@@ -12,6 +12,7 @@ from drillkit.catalog.backups import read_backup
 from drillkit.catalog.model import BackupInfo, CatalogSnapshot
 from drillkit.catalog.verify import verify_backup
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, read_segment_header
+from drillkit.catalog.walfiles import parse_archived_name
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError
 from drillkit.timeutil import utcnow
@@ -46,8 +47,9 @@ class LocalCatalog:
 
     def _segment_size(self, wal: Path) -> int:
         for entry in sorted(wal.iterdir()):
-            if len(entry.name) == 24:
-                header = read_segment_header(entry)
+            archived = parse_archived_name(entry.name)
+            if archived is not None and len(archived.name) == 24 and not archived.unsupported:
+                header = read_segment_header(entry, compression=archived.compression)
                 if header is not None:
                     return header.segment_size
         return DEFAULT_SEGMENT_SIZE
