@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from fabricated import SEG, BackupInfo, at, linear, lsn, rec, seg, snapshot
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drillkit.catalog.backups import read_backup
 from drillkit.catalog.continuity import plan_wal
@@ -193,3 +195,70 @@ def test_garbage_stop_location_in_a_backup_history_file_is_named(tmp_path: Path)
     info = read_backup(path, backup_histories=history, segment_size=SEG)
     assert info.problems[0][0] == "BACKUP_HISTORY_UNREADABLE"
     assert "000000010000000000000002.00000028.backup" in info.problems[0][1]
+
+
+# --- whatever lands in an archive or a backup directory: an answer, never an exception ---------
+
+_names = st.one_of(
+    st.from_regex(r"\A[0-9A-F]{8}(\.history|[0-9A-F]{16}(\.[0-9A-F]{8}\.backup)?)\Z"),
+    st.from_regex(r"\A[0-9A-F]{24}(-[0-9a-f]{40})?\.(gz|bz2|xz|zst|lz4|br|partial)\Z"),
+    st.text(alphabet="0123456789ABCDEF.-_xyz", min_size=1, max_size=30),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(files=st.dictionaries(_names, st.binary(max_size=200), max_size=6))
+def test_list_archive_answers_any_files(tmp_path_factory, files: dict[str, bytes]):
+    wal = tmp_path_factory.mktemp("wal")
+    for name, content in files.items():
+        if name not in (".", ".."):
+            (wal / name).write_bytes(content)
+    listing = list_archive(wal)
+    for segment in listing.segments.values():
+        assert segment.problem is not None  # 200 bytes are never a whole segment
+    for name, sentence in listing.unreadable.items():
+        assert name.split(".")[0] in sentence or name in sentence
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    label=st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode)),
+    manifest=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.none() | st.integers() | st.text(max_size=12),
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "WAL-Ranges",
+                            "Files",
+                            "System-Identifier",
+                            "Timeline",
+                            "Start-LSN",
+                            "End-LSN",
+                            "Size",
+                            "x",
+                        ]
+                    ),
+                    inner,
+                    max_size=4,
+                )
+            ),
+            max_leaves=10,
+        ).map(lambda d: json.dumps(d).encode()),
+    ),
+)
+def test_read_backup_answers_any_label_and_manifest(
+    tmp_path_factory, label: bytes, manifest: bytes
+):
+    path = tmp_path_factory.mktemp("b")
+    (path / "backup_label").write_bytes(label)
+    (path / "backup_manifest").write_bytes(manifest)
+    info = read_backup(path, backup_histories={}, segment_size=SEG)
+    assert all(code.isupper() and sentence for code, sentence in info.problems)
