@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from drillkit.exceptions import DrillError
+
 EXIT = {"PASS": 0, "DRY RUN": 0, "FAIL": 1, "COULD NOT VERIFY": 2}
 Say = Callable[[str], None]
 
@@ -95,7 +97,10 @@ def _migrate_once(home: Path, template_root: Path | None = None) -> None:
                 [str(airflow), "db", "migrate"], capture_output=True, text=True, env=env
             )
             if result.returncode != 0:
-                raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+                raise DrillError(
+                    f"airflow db migrate failed in {target}: {result.stderr[-2000:]}",
+                    code="AIRFLOW_DB_MIGRATE_FAILED",
+                )
             (target / f".migrated-{__version__}").touch()
         if target != home:
             shutil.copyfile(target / "airflow.db", home / "airflow.db")
@@ -179,7 +184,11 @@ def run_spec(
         dag = bag.get_dag(spec.dag_id)
         if dag is None:
             errors = "; ".join(str(e) for e in bag.import_errors.values())
-            raise RuntimeError(f"the drill's DAG did not load: {errors}")
+            raise DrillError(
+                f"the drill's DAG {spec.dag_id} did not load from {spec_path}: "
+                f"{errors or 'no DAG with that id'} (Airflow's log: {log_path})",
+                code="DAG_IMPORT_FAILED",
+            )
         run = dag.test(logical_date=None, run_conf=conf)
     say(f"drill {spec.name}: DAG {spec.dag_id}, run {run.run_id} ({run.state})")
     for task_id, state, duration in _task_lines(run.run_id, spec.dag_id):
