@@ -77,6 +77,16 @@ def test_spec_decoder_answers_any_bytes(raw: bytes):
 
 @FUZZ
 @given(values)
+def test_spec_loader_answers_any_yaml_document(document):
+    """Random YAML (dumped from random data, anchors included when a node repeats)."""
+    from drillkit.specfile import load_spec_text
+
+    text = yaml.safe_dump({"drill": "x", "doc": document, "again": document})
+    _answers(lambda t: parse_spec(load_spec_text(t, source="f.yaml"), source="f.yaml"), text)
+
+
+@FUZZ
+@given(values)
 def test_spec_validator_answers_any_document(document):
     _answers(lambda d: parse_spec(d, source="fuzz.yaml"), document)
 
