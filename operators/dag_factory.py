@@ -32,6 +32,7 @@ from drillkit.sensors.sandbox import SandboxReadySensor
 
 from drillkit.spec import (
     DrillSpec,
+    SpecError,
     is_chain_spec,
     loader_name,
     loader_source,
@@ -254,10 +255,37 @@ def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> D
 
 
 def sync_loaders(dags_dir: Path, *, specs_subdir: str = "drills") -> list[Path]:
-    """Write a loader next to the specs for each spec that has none; return the files written."""
+    """Write a loader next to the specs for each spec that has none; return the files written.
+
+    Refuses (SpecError, nothing written) when a spec file name is outside ``[A-Za-z0-9._-]``
+    or two specs would share one loader (``a-b.yaml`` and ``a_b.yml``).
+    """
+    specs = sorted(
+        p
+        for p in (dags_dir / specs_subdir).glob("*")
+        if p.suffix in (".yaml", ".yml") and p.is_file()
+    )
+    problems: list[str] = []
+    owners: dict[str, Path] = {}
+    for spec_path in specs:
+        try:
+            name = loader_name(spec_path)
+        except SpecError as exc:
+            problems.append(str(exc))
+            continue
+        if name in owners:
+            problems.append(
+                f"{spec_path}: its loader {name} would also load {owners[name].name}; "
+                "rename one of the two spec files"
+            )
+        owners.setdefault(name, spec_path)
+    if problems:
+        raise SpecError(
+            "; ".join(problems), code="SPEC_FILE_NAME_INVALID", source=str(dags_dir / specs_subdir)
+        )
     written = []
-    for spec_path in sorted((dags_dir / specs_subdir).glob("*.y*ml")):
-        target = dags_dir / loader_name(spec_path)
+    for name, spec_path in owners.items():
+        target = dags_dir / name
         if not target.exists():
             target.write_text(loader_source(f"{specs_subdir}/{spec_path.name}"))
             written.append(target)

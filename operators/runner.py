@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from drillkit.exceptions import DrillError
+
 EXIT = {"PASS": 0, "DRY RUN": 0, "FAIL": 1, "COULD NOT VERIFY": 2}
 Say = Callable[[str], None]
 
@@ -23,13 +25,14 @@ def prepare_airflow_home(spec_path: Path, home: Path) -> Path:
 
     Must run before airflow is imported: Airflow reads its configuration once.
     """
-    from drillkit.spec import loader_name, loader_source  # no airflow import before the env
+    from drillkit.spec import loader_source  # no airflow import before the env
 
     dags = home / "dags"
     dags.mkdir(parents=True, exist_ok=True)
     for old in dags.glob("drill_*.py"):
         old.unlink()
-    (dags / loader_name(spec_path)).write_text(loader_source(str(spec_path)))
+    # A fixed loader name: the spec file's own name may hold anything (the DAG is found by id).
+    (dags / "drill_spec.py").write_text(loader_source(str(spec_path)))
     os.environ["AIRFLOW_HOME"] = str(home)
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -38,7 +41,43 @@ def prepare_airflow_home(spec_path: Path, home: Path) -> Path:
     return dags
 
 
-def _migrate_once(home: Path) -> None:
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created) for the block; other holders wait."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def private_home(root: Path, *, keep: int = 20) -> Path:
+    """A new Airflow home of its own under ``root`` for one run: concurrent runs never share a
+    metadata database or a dags folder. The newest ``keep`` homes stay for their logs."""
+    import tempfile
+    import time
+
+    homes = root / "homes"
+    homes.mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%dT%H%M%S-"), dir=homes))
+    old = sorted((p for p in homes.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)
+    for stale in old[:-keep]:
+        if stale != home and not (stale / ".running").exists():
+            import shutil
+
+            shutil.rmtree(stale, ignore_errors=True)
+    return home
+
+
+def _migrate_once(home: Path, template_root: Path | None = None) -> None:
+    """A migrated metadata database in ``home``: migrated once per Airflow version into
+    ``template_root`` (under a lock, so concurrent first runs migrate once) and copied from
+    there, which keeps start-up fast; or migrated in place without a template."""
+    import shutil
     import subprocess
 
     from airflow import __version__
@@ -47,11 +86,24 @@ def _migrate_once(home: Path) -> None:
     if marker.exists():
         return
     airflow = Path(sys.executable).parent / "airflow"
-    result = subprocess.run(
-        [str(airflow), "db", "migrate"], capture_output=True, text=True, env=dict(os.environ)
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"airflow db migrate failed: {result.stderr[-2000:]}")
+    target = home if template_root is None else template_root / f"template-{__version__}"
+    target.mkdir(parents=True, exist_ok=True)
+    with locked(target / ".lock"):
+        if not (target / f".migrated-{__version__}").exists():
+            env = dict(os.environ)
+            env["AIRFLOW_HOME"] = str(target)
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{target / 'airflow.db'}"
+            result = subprocess.run(
+                [str(airflow), "db", "migrate"], capture_output=True, text=True, env=env
+            )
+            if result.returncode != 0:
+                raise DrillError(
+                    f"airflow db migrate failed in {target}: {result.stderr[-2000:]}",
+                    code="AIRFLOW_DB_MIGRATE_FAILED",
+                )
+            (target / f".migrated-{__version__}").touch()
+        if target != home:
+            shutil.copyfile(target / "airflow.db", home / "airflow.db")
     marker.touch()
 
 
@@ -110,12 +162,16 @@ def run_spec(
     json_out: Path | None = None,
     junit_out: Path | None = None,
     say: Say = print,
+    template_root: Path | None = None,
 ) -> int:
-    """Run the spec's DAG once; print a line per stage and the report; return the exit code."""
+    """Run the spec's DAG once; print a line per stage and the report; return the exit code.
+
+    ``home`` is this run's own Airflow home; with ``template_root`` its metadata database is a
+    copy of one migrated there once (see :func:`_migrate_once`)."""
     from drillkit.report import junit_xml
 
     prepare_airflow_home(spec_path, home)
-    _migrate_once(home)
+    _migrate_once(home, template_root)
     from airflow.dag_processing.dagbag import DagBag
 
     from drillkit.spec import load_spec
@@ -128,7 +184,11 @@ def run_spec(
         dag = bag.get_dag(spec.dag_id)
         if dag is None:
             errors = "; ".join(str(e) for e in bag.import_errors.values())
-            raise RuntimeError(f"the drill's DAG did not load: {errors}")
+            raise DrillError(
+                f"the drill's DAG {spec.dag_id} did not load from {spec_path}: "
+                f"{errors or 'no DAG with that id'} (Airflow's log: {log_path})",
+                code="DAG_IMPORT_FAILED",
+            )
         run = dag.test(logical_date=None, run_conf=conf)
     say(f"drill {spec.name}: DAG {spec.dag_id}, run {run.run_id} ({run.state})")
     for task_id, state, duration in _task_lines(run.run_id, spec.dag_id):
@@ -154,6 +214,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [f"VERDICT: {report['verdict']}  ({report['summary']})", "tiers tried:"]
     for tier in report["tiers"]:
         lines.append(f"  - {tier['tier']}: {tier['status']} - {tier['reason']}")
+    if not report["tiers"]:
+        lines.append("  (none)")
     lines += [
         f"backup used:            {report.get('backup_id')}",
         f"recovery target:        {target.get('requested') or 'newest restorable point'}"

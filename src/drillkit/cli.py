@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -206,27 +207,69 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--tiers: {', '.join(unknown)} not in the spec's tiers")
     if args.pinned_backup:
         conf["pinned_backup"] = args.pinned_backup
-    home = Path(args.airflow_home or os.environ.get("DRILLKIT_RUN_HOME") or state_dir() / "run")
+    root = state_dir() / "run"
+    explicit = args.airflow_home or os.environ.get("DRILLKIT_RUN_HOME")
     refuse_inside(
-        home, setting="--airflow-home (DRILLKIT_RUN_HOME)", catalogs=catalog_paths(spec.catalog)
+        Path(explicit) if explicit else root,
+        setting="--airflow-home (DRILLKIT_RUN_HOME)" if explicit else "DRILLKIT_STATE_DIR",
+        catalogs=catalog_paths(spec.catalog),
     )
-    home.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("DRILLKIT_SIGNING_KEY"):
         # A private Airflow home has no drillkit_signing connection: keep a local key there.
-        key_file = home / "signing.key"
-        if not key_file.exists():
-            key_file.touch(mode=0o600)
-            key_file.write_text(os.urandom(32).hex())
-        os.environ["DRILLKIT_SIGNING_KEY"] = key_file.read_text().strip()
-    from drillkit.operators.runner import run_spec
+        os.environ["DRILLKIT_SIGNING_KEY"] = _local_signing_key(root / "signing.key")
+    from drillkit.operators.runner import locked, private_home, run_spec
 
+    if explicit:
+        # A home the caller names may be shared: runs in it take turns instead of colliding.
+        home = Path(explicit)
+        home.mkdir(parents=True, exist_ok=True)
+        with locked(home / ".drillkit-run.lock"):
+            return _run(run_spec, spec_path, home, conf, args, template_root=None)
+    # Each run its own home (metadata database copied from a template migrated once): two
+    # runs at once, of one spec or of two, never share a database or a dags folder.
+    home = private_home(root)
+    (home / ".running").touch()
+    try:
+        return _run(run_spec, spec_path, home, conf, args, template_root=root)
+    finally:
+        (home / ".running").unlink(missing_ok=True)
+
+
+def _run(
+    run_spec: Callable[..., int],
+    spec_path: Path,
+    home: Path,
+    conf: dict[str, Any],
+    args: argparse.Namespace,
+    *,
+    template_root: Path | None,
+) -> int:
     return run_spec(
         spec_path,
         home=home,
         conf=conf,
         json_out=Path(args.json) if args.json else None,
         junit_out=Path(args.junit) if args.junit else None,
+        template_root=template_root,
     )
+
+
+def _local_signing_key(key_file: Path) -> str:
+    """The run homes' shared signing key, created once (atomically: runs may start together)."""
+    import os
+
+    if not key_file.exists():
+        tmp = key_file.with_name(f".{key_file.name}.{os.getpid()}")
+        tmp.touch(mode=0o600)
+        tmp.write_text(os.urandom(32).hex())
+        try:
+            os.link(tmp, key_file)  # fails if another run created it first: keep theirs
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return key_file.read_text().strip()
 
 
 def cmd_dags_sync(args: argparse.Namespace) -> int:
@@ -354,7 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-sandbox", action="store_true")
     run.add_argument("--json", default=None, help="write the report JSON here")
     run.add_argument("--junit", default=None, help="write JUnit XML here")
-    run.add_argument("--airflow-home", default=None, help="default: <state dir>/run")
+    run.add_argument(
+        "--airflow-home",
+        default=None,
+        help="default: a private home per run under <state dir>/run/homes (runs in a named "
+        "home take turns)",
+    )
     run.set_defaults(func=cmd_run)
 
     dags = sub.add_parser("dags", help="DAG loader files for drill specs")

@@ -131,6 +131,57 @@ def evaluate(
     require_verified: bool = True,
     checksum_gate: bool = False,
 ) -> Evaluation:
+    """What ``backup`` can do for ``target`` (see :func:`_evaluate`), with a warning for
+    archived WAL the window could not use: a timeline whose history is archived but none of
+    its WAL, and segments past a gap that could not be read."""
+    ev = _evaluate(
+        snapshot,
+        backup,
+        target=target,
+        rpo=rpo,
+        require_verified=require_verified,
+        checksum_gate=checksum_gate,
+    )
+    plan = ev.plan
+    if plan is None:
+        return ev
+    if plan.timeline_without_wal is not None:
+        history = f"{plan.timeline_without_wal:08X}.history"
+        ev.findings.append(
+            Finding(
+                code="WAL_TIMELINE_WITHOUT_WAL",
+                severity="warning",
+                subject=backup.backup_id,
+                message=f"the archive holds {history} but no WAL of timeline "
+                f"{plan.timeline_without_wal}: recovery follows timeline {plan.timeline.tli} "
+                "instead, and what the newer timeline wrote is not restorable; archive its WAL "
+                "(check archive_command on the promoted server) or remove the stray history file",
+            )
+        )
+    if plan.unread_after_gap:
+        first, count = plan.unread_after_gap[0], len(plan.unread_after_gap)
+        ev.findings.append(
+            Finding(
+                code="WAL_NOT_READ",
+                severity="warning",
+                subject=backup.backup_id,
+                message=f"{count} archived segment(s) after the gap could not be read (first: "
+                f"{first}): transactions in them are not counted, so the data loss may be larger "
+                "than reported; make them readable (see their findings) to measure it",
+            )
+        )
+    return ev
+
+
+def _evaluate(
+    snapshot: CatalogSnapshot,
+    backup: BackupInfo,
+    *,
+    target: datetime | None,
+    rpo: timedelta,
+    require_verified: bool = True,
+    checksum_gate: bool = False,
+) -> Evaluation:
     """What ``backup`` can do for ``target``.
 
     With ``checksum_gate`` a backup that failed verification stays eligible: the drill then
@@ -140,6 +191,15 @@ def evaluate(
     if backup.problems:
         code, sentence = backup.problems[0]
         return _reject(backup, code, sentence)
+    unreadable = snapshot.archive.unreadable_history_after(backup.timeline)
+    if unreadable is not None:
+        return _reject(
+            backup,
+            "WAL_HISTORY_UNREADABLE",
+            f"backup {backup.backup_id}: {unreadable[1]}; recovery to the latest timeline reads "
+            f"it and stops there: restore {unreadable[0]} from the server's pg_wal, or remove it "
+            "if that timeline was abandoned",
+        )
     verification = backup.verification
     gated = checksum_gate and verification.code is not None
     restorable = verification.status in RESTORABLE_STATUSES

@@ -55,6 +55,10 @@ def build_report(
     from drillkit.drill import drill_id_for
 
     tried = [t for t in tiers if t["decision"] and t["decision"].get("decision") != "not_reached"]
+    if run_error:
+        # The run was refused before any tier ran: the gates' "upstream failed" decisions say
+        # nothing about the backups, so no tier counts as tried.
+        tried = []
     judgements = [_judgement(t["decision"]) for t in tried]
     # A refused run configuration means nothing was drilled: never a pass, never a backup fault.
     verdict = VERDICT_UNVERIFIED if run_error else overall_verdict(judgements)
@@ -77,6 +81,12 @@ def build_report(
         + (f"PostgreSQL {major}, " if (major := _major(coordinate, sandbox)) else "")
         + f"tiers tried: {len(judgements)}"
     )
+    if run_error:
+        summary = (
+            f"{verdict}: drill {drill}: the run was refused before any tier ran "
+            f"({run_error.get('code')}: {run_error.get('message')}); no tier was tried and no "
+            "backup was judged"
+        )
     report: dict[str, Any] = {
         "schema": SCHEMA,
         "drill": drill,
@@ -130,8 +140,13 @@ def build_report(
         + ("; ".join(tier_lines) or "none")
         + ". Findings: "
         + ("; ".join(f"{f.get('code')}: {f.get('message')}" for f in findings) or "none")
-        + ". Next: read the findings above, fix the backups or archiving they name, then re-run "
-        "this drill (Trigger DAG w/ config) or `drillkit run` on the spec."
+        + (
+            ". Next: fix the run configuration the first finding names (the backups were not "
+            "looked at), then trigger the drill again."
+            if run_error
+            else ". Next: read the findings above, fix the backups or archiving they name, then "
+            "re-run this drill (Trigger DAG w/ config) or `drillkit run` on the spec."
+        )
     )
     return redact(report)
 

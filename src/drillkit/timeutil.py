@@ -31,7 +31,10 @@ def parse_target_time(value: str | datetime) -> datetime:
                 "+02:00 so the recovery point is unambiguous",
                 code="TARGET_INVALID",
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as exc:
+            raise _out_of_range(value.isoformat()) from exc
     text = str(value).strip()
     match = _TARGET_RE.match(text)
     if not match:
@@ -61,7 +64,18 @@ def parse_target_time(value: str | datetime) -> datetime:
         raise InvalidInputError(
             f"target time {value!r} is not a valid date or time ({exc})", code="TARGET_INVALID"
         ) from exc
-    return (naive - offset).replace(tzinfo=UTC)
+    try:
+        return (naive - offset).replace(tzinfo=UTC)
+    except OverflowError as exc:
+        raise _out_of_range(repr(value)) from exc
+
+
+def _out_of_range(shown: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"target time {shown} is outside the calendar once converted to UTC (years 1-9999); "
+        "give a time within it",
+        code="TARGET_INVALID",
+    )
 
 
 def format_pg_timestamp(value: datetime) -> str:
@@ -88,7 +102,10 @@ def parse_duration(value: str | int | float, *, field: str = "duration") -> time
             raise InvalidInputError(f"{field}: {value!r} is not a finite number of seconds")
         if value < 0:
             raise InvalidInputError(f"{field}: {value} is negative; durations are >= 0")
-        return timedelta(seconds=value)
+        try:
+            return timedelta(seconds=value)
+        except OverflowError as exc:
+            raise InvalidInputError(f"{field}: {value!r} is too large for a duration") from exc
     match = _DURATION_RE.match(str(value).strip())
     if not match:
         raise InvalidInputError(

@@ -20,7 +20,7 @@ from drillkit.catalog.tarformat import (
     tar_layout,
     unreadable_sentence,
 )
-from drillkit.catalog.wal import parse_lsn, segment_name, segno_of
+from drillkit.catalog.wal import parse_lsn, read_small_text, segment_name, segno_of
 
 _OFFSET_ZONE = re.compile(r"^([+-])(\d{2})(?::?(\d{2}))?$")
 
@@ -63,8 +63,11 @@ def history_file_name(timeline: int, start_lsn: int, segment_size: int) -> str:
     return f"{segment_name(timeline, segno, segment_size)}.{start_lsn % segment_size:08X}.backup"
 
 
-def _manifest_size(files: list[dict[str, Any]]) -> int:
-    return sum(int(f.get("Size", 0)) for f in files)
+def _manifest_size(files: Any) -> int:
+    try:
+        return sum(int(f.get("Size", 0)) for f in files)
+    except (TypeError, ValueError, AttributeError):
+        return 0  # a malformed manifest: pg_verifybackup names what is wrong with it
 
 
 def _read_label(path: Path, problems: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
@@ -72,8 +75,19 @@ def _read_label(path: Path, problems: list[tuple[str, str]]) -> tuple[str, dict[
     label_path = path / "backup_label"
     layout = None if label_path.exists() else tar_layout(path)
     if layout is None:
-        label = parse_label(label_path.read_text()) if label_path.exists() else {}
-        where, fmt = "", PLAIN
+        where, fmt, label = "", PLAIN, {}
+        if label_path.exists():
+            try:
+                label = parse_label(read_small_text(label_path))
+            except ValueError as exc:
+                problems.append(
+                    (
+                        "BACKUP_LABEL_UNREADABLE",
+                        f"backup {path.name}: its backup_label {exc}; take the backup again "
+                        "(recovery cannot start without it)",
+                    )
+                )
+                return fmt, {}
     elif not layout.readable:
         problems.append(("BACKUP_UNVERIFIABLE", unreadable_sentence(path.name, layout)))
         return layout.format, {}
@@ -83,7 +97,17 @@ def _read_label(path: Path, problems: list[tuple[str, str]]) -> tuple[str, dict[
             data = read_member(layout.base, "backup_label")
         except READ_ERRORS as exc:
             data, where = None, f" readable in {layout.base.name} ({exc})"
-        label = parse_label(data.decode("utf-8", "replace")) if data else {}
+        try:
+            label = parse_label(data.decode("utf-8")) if data else {}
+        except UnicodeDecodeError:
+            problems.append(
+                (
+                    "BACKUP_LABEL_UNREADABLE",
+                    f"backup {path.name}: the backup_label in {layout.base.name} is not text; "
+                    "take the backup again",
+                )
+            )
+            return fmt, {}
     if not label:
         problems.append(
             (
@@ -160,8 +184,11 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
     manifest: dict[str, Any] = {}
     if manifest_path.exists():
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            manifest = json.loads(manifest_path.read_bytes())
+            if not isinstance(manifest, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            manifest = {}
             problems.append(
                 (
                     "BACKUP_INCOMPLETE",
@@ -177,22 +204,39 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
                 "backups with pg_basebackup (which writes one) and keep the manifest",
             )
         )
-    # WAL-Ranges lists the newest timeline first (AddWALInfoToBackupManifest).
-    ranges = manifest.get("WAL-Ranges") or []
-    start_lsn = parse_lsn(ranges[-1]["Start-LSN"]) if ranges else 0
-    stop_lsn = parse_lsn(ranges[0]["End-LSN"]) if ranges else 0
-    timeline = int(ranges[-1]["Timeline"]) if ranges else 0
-    stop_timeline = int(ranges[0]["Timeline"]) if ranges else 0
-    if not ranges and "START WAL LOCATION" in label:
-        start_lsn = parse_lsn(label["START WAL LOCATION"].split()[0])
-        timeline = stop_timeline = int(label.get("START TIMELINE", "1"))
+    try:
+        fields = _positions(manifest, label)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        # Valid JSON or label text, but not what pg_basebackup writes: named, never a traceback.
+        problems.append(
+            (
+                "BACKUP_INCOMPLETE",
+                f"backup {path.name}: its backup_manifest or backup_label does not hold the WAL "
+                f"positions pg_basebackup writes ({type(exc).__name__}: {exc}); take the backup "
+                "again",
+            )
+        )
+        fields = {"start_lsn": 0, "stop_lsn": 0, "timeline": 0, "stop_timeline": 0, "sysid": None}
+    start_lsn, timeline = fields["start_lsn"], fields["timeline"]
+    stop_lsn = fields["stop_lsn"]
     stop_time = None
-    history = backup_histories.get(history_file_name(timeline, start_lsn, segment_size))
+    history_name = history_file_name(timeline, start_lsn, segment_size)
+    history = backup_histories.get(history_name)
     if history:
-        fields = parse_label(history)
-        stop_time = parse_label_time(fields.get("STOP TIME", ""))
-        if not stop_lsn and "STOP WAL LOCATION" in fields:
-            stop_lsn = parse_lsn(fields["STOP WAL LOCATION"].split()[0])
+        history_fields = parse_label(history)
+        stop_time = parse_label_time(history_fields.get("STOP TIME", ""))
+        if not stop_lsn and "STOP WAL LOCATION" in history_fields:
+            try:
+                stop_lsn = parse_lsn(history_fields["STOP WAL LOCATION"].split()[0])
+            except (ValueError, IndexError):
+                problems.append(
+                    (
+                        "BACKUP_HISTORY_UNREADABLE",
+                        f"backup {path.name}: the archive's {history_name} has no readable STOP "
+                        "WAL LOCATION and the manifest none either; restore that file from the "
+                        "server's pg_wal or take the backup again",
+                    )
+                )
     if not stop_lsn and not problems:
         problems.append(
             (
@@ -200,7 +244,6 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
                 f"backup {path.name}: neither its manifest nor the archive says where it ended",
             )
         )
-    sysid = manifest.get("System-Identifier")
     pg_major = read_pg_major(path) if label else None
     _check_manifest_major(path.name, manifest, pg_major, problems)
     return BackupInfo(
@@ -209,12 +252,34 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
         start_lsn=start_lsn,
         stop_lsn=stop_lsn,
         timeline=timeline,
-        stop_timeline=stop_timeline,
+        stop_timeline=fields["stop_timeline"],
         start_time=parse_label_time(label.get("START TIME", "")),
         stop_time=stop_time,
-        system_identifier=int(sysid) if sysid is not None else None,
+        system_identifier=fields["sysid"],
         size_bytes=_manifest_size(manifest.get("Files", [])),
         format=fmt,
         problems=tuple(problems),
         pg_major=pg_major,
     )
+
+
+def _positions(manifest: dict[str, Any], label: dict[str, str]) -> dict[str, Any]:
+    """Start/stop LSN, timelines and system identifier from the manifest (or the label)."""
+    # WAL-Ranges lists the newest timeline first (AddWALInfoToBackupManifest).
+    ranges = manifest.get("WAL-Ranges") or []
+    if not isinstance(ranges, list):
+        raise TypeError("WAL-Ranges is not a list")
+    out: dict[str, Any] = {
+        "start_lsn": parse_lsn(ranges[-1]["Start-LSN"]) if ranges else 0,
+        "stop_lsn": parse_lsn(ranges[0]["End-LSN"]) if ranges else 0,
+        "timeline": int(ranges[-1]["Timeline"]) if ranges else 0,
+        "stop_timeline": int(ranges[0]["Timeline"]) if ranges else 0,
+    }
+    if not ranges and "START WAL LOCATION" in label:
+        out["start_lsn"] = parse_lsn(label["START WAL LOCATION"].split()[0])
+        out["timeline"] = out["stop_timeline"] = int(label.get("START TIMELINE", "1"))
+    sysid = manifest.get("System-Identifier")
+    out["sysid"] = int(sysid) if sysid is not None else None
+    if any(out[k] < 0 for k in ("start_lsn", "stop_lsn", "timeline", "stop_timeline")):
+        raise ValueError("a negative position")
+    return out

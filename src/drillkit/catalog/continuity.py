@@ -43,6 +43,10 @@ class WalPlan:
     records: tuple[XactRecord, ...]  # commits and aborts at or after the backup start, LSN order
     archive_last_xact: XactRecord | None  # newest record anywhere on the timeline, beyond gaps
     tablespaces: tuple[TablespaceRecord, ...] = ()  # CREATE TABLESPACE in that WAL, LSN order
+    # A newer timeline the backup could follow whose history is archived but none of its WAL:
+    # not followed (recovery could not), and reported.
+    timeline_without_wal: int | None = None
+    unread_after_gap: tuple[str, ...] = ()  # archived segments past the gap that were not read
 
     def records_before(self, lsn: int) -> list[XactRecord]:
         return [r for r in self.records if r.lsn < lsn]
@@ -56,14 +60,26 @@ class WalPlan:
 def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
     archive = snapshot.archive
     size = archive.segment_size
+    with_wal = {seg.tli for seg in archive.segments.values()}
     timeline = recovery_timeline(
+        {tli: h for tli, h in archive.histories.items() if tli in with_wal},
+        backup.timeline,
+        backup.start_lsn,
+        backup.stop_lsn,
+    )
+    newest = recovery_timeline(
         archive.histories, backup.timeline, backup.start_lsn, backup.stop_lsn
     )
     start = segno_of(backup.start_lsn, size)
-    by_segno: dict[int, list[str]] = {}
-    for seg in archive.segments.values():
-        by_segno.setdefault(seg.segno, []).append(seg.name)
-    last_present = max(by_segno) if by_segno else start - 1
+    # Only segments that exist are walked: one stray far-off name must not make this loop
+    # over every segment number in between.
+    on_timeline = sorted(
+        seg.segno
+        for seg in archive.segments.values()
+        if seg.segno >= start
+        and seg.name == segment_name(expected_tli(timeline, seg.segno, size), seg.segno, size)
+    )
+    last_present = on_timeline[-1] if on_timeline else start - 1
 
     records: list[XactRecord] = []
     tablespaces: list[TablespaceRecord] = []
@@ -91,10 +107,14 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
             )
             break
         if seg.problem is not None:
-            code = (
+            code = seg.problem_code or (
                 "WAL_FOREIGN_SYSTEM" if "database system" in seg.problem else "WAL_SEGMENT_DAMAGED"
             )
             gap = Gap(name, code, f"segment {name} {seg.problem}", segno * size)
+            break
+        foreign = _foreign(seg.system_identifier, backup.system_identifier)
+        if foreign:
+            gap = Gap(name, "WAL_FOREIGN_SYSTEM", f"segment {name} {foreign}", segno * size)
             break
         major = seg.major or backup.pg_major
         if index is None and major in snapshot.missing_majors:
@@ -119,12 +139,18 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         name = segment_name(expected_tli(timeline, segno, size), segno, size)
         gap = Gap(name, "WAL_GAP", f"segment {name} is missing from the archive", segno * size)
 
-    newest = None
-    for later in range(start, last_present + 1):
+    newest_xact = None
+    unread: list[str] = []
+    for later in on_timeline:
         name = segment_name(expected_tli(timeline, later, size), later, size)
         index = snapshot.segments.get(name)
+        seg = archive.segments[name]
+        if _foreign(seg.system_identifier, backup.system_identifier):
+            continue
         if index and index.records:
-            newest = index.records[-1]
+            newest_xact = index.records[-1]
+        if gap is not None and later > segno and (index is None or index.error):  # segno: the gap's
+            unread.append(seg.file_name)
     return WalPlan(
         timeline=timeline,
         first_segment=segment_name(expected_tli(timeline, start, size), start, size),
@@ -132,8 +158,20 @@ def plan_wal(snapshot: CatalogSnapshot, backup: BackupInfo) -> WalPlan:
         segment_count=count,
         gap=gap,
         records=tuple(records),
-        archive_last_xact=newest,
+        archive_last_xact=newest_xact,
         tablespaces=tuple(tablespaces),
+        timeline_without_wal=newest.tli if newest.tli != timeline.tli else None,
+        unread_after_gap=tuple(unread),
+    )
+
+
+def _foreign(segment_sysid: int | None, backup_sysid: int | None) -> str | None:
+    """Why a segment is of another database system than the backup, or None."""
+    if segment_sysid is None or backup_sysid is None or segment_sysid == backup_sysid:
+        return None
+    return (
+        f"belongs to database system {segment_sysid}, not to the backup's {backup_sysid} "
+        "(another cluster's WAL in this archive)"
     )
 
 

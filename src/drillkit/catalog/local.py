@@ -5,10 +5,12 @@ Read-only: caches live in drillkit's state directory, never in the repository.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from drillkit.catalog import walfiles
 from drillkit.catalog.backups import read_backup
 from drillkit.catalog.model import BackupInfo, CatalogSnapshot
 from drillkit.catalog.protocol import Materialised, select_from_snapshot
@@ -19,6 +21,7 @@ from drillkit.catalog.wal import (
     list_archive,
     read_segment_header,
 )
+from drillkit.catalog.walfiles import parse_archived_name
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError, ToolMissingError
 from drillkit.outputs import check_state, refuse_inside
@@ -61,8 +64,9 @@ class LocalCatalog:
 
     def _segment_size(self, wal: Path) -> int:
         for entry in sorted(wal.iterdir()):
-            if len(entry.name) == 24:
-                header = read_segment_header(entry)
+            archived = parse_archived_name(entry.name)
+            if archived is not None and len(archived.name) == 24 and not archived.unsupported:
+                header = read_segment_header(entry, compression=archived.compression)
                 if header is not None:
                     return header.segment_size
         return DEFAULT_SEGMENT_SIZE
@@ -75,16 +79,12 @@ class LocalCatalog:
         say = progress or (lambda _msg: None)
         dirs = sorted(p for p in base.iterdir() if p.is_dir())
         size = self._segment_size(wal)
-        first = next((read_backup(d, backup_histories={}, segment_size=size) for d in dirs), None)
-        sysid = first.system_identifier if first else None
-        archive = list_archive(wal, segment_size=size, system_identifier=sysid)
+        # The system each segment belongs to comes from its own page header, and each backup's
+        # from its own manifest: no backup speaks for the archive (a foreign one may sort first).
+        archive = list_archive(wal, segment_size=size)
         say(f"archive {wal}: {len(archive.segments)} segments, {len(archive.histories)} timelines")
         infos = [
-            _with_major(
-                read_backup(d, backup_histories=archive.backup_histories, segment_size=size),
-                archive,
-            )
-            for d in dirs
+            _with_major(_read_backup(d, archive.backup_histories, size), archive) for d in dirs
         ]
         majors = {i.pg_major for i in infos if i.pg_major} | {
             s.major for s in archive.segments.values() if s.major
@@ -96,12 +96,19 @@ class LocalCatalog:
             say(f"PostgreSQL {major}: {sentence}")
         backups: list[BackupInfo] = []
         for directory, info in zip(dirs, infos, strict=True):
-            if sysid is not None and info.system_identifier not in (None, sysid):
+            foreign = archive.system_identifiers and info.system_identifier not in (
+                None,
+                *archive.system_identifiers,
+            )
+            if foreign:
+                systems = ", ".join(map(str, sorted(archive.system_identifiers)))
                 info = _with_problem(
                     info,
-                    "WAL_FOREIGN_SYSTEM",
+                    "BACKUP_FOREIGN_SYSTEM",
                     f"backup {info.backup_id} belongs to database system {info.system_identifier}, "
-                    f"the archive to {sysid}: keep one cluster per repository",
+                    f"but the WAL archive holds only WAL of {systems}: it cannot be recovered "
+                    "from this archive; keep one cluster per repository",
+                    first=True,
                 )
             if info.pg_major in missing:
                 # First: a PostgreSQL 12 backup lacks a manifest too, but that is why.
@@ -183,7 +190,6 @@ class LocalCatalog:
         from drillkit.sandbox.copy import copy_backup
         from drillkit.sandbox.untar import extract_backup
 
-        del workdir  # nothing of the tool's own: the copy is plain files
         backup = Path(str(coordinate.get("backup_path")))
         archive = Path(str(coordinate.get("archive")))
         fmt = backup_format(backup)
@@ -203,13 +209,51 @@ class LocalCatalog:
             say(f"extracting backup {backup.name} ({fmt}) into {data}")
             extract_backup(backup, data, owner=owner, progress=extracted, say=say)
         # Quoted for /bin/sh, % doubled for the server: a repository path is data, never shell.
-        return Materialised(restore_command=sandbox_config.restore_command(archive))
+        plain = sandbox_config.restore_command(archive)  # refuses a path it cannot quote
+        if not _has_compressed_wal(archive):
+            return Materialised(restore_command=plain)
+        # Compressed segments (.gz, .zst, ...): a helper copied into the sandbox reads them.
+        return Materialised(restore_command=walfiles.restore_command(archive, workdir))
 
 
 def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None) -> LocalCatalog:
     """``{kind: local, path: DIR}``; a coordinate without ``path`` still materialises from its
     own ``backup_path`` and ``archive``."""
     return LocalCatalog(str(config.get("path") or "."), postgres=postgres)
+
+
+def _read_backup(directory: Path, histories: dict[str, str], size: int) -> BackupInfo:
+    """read_backup, with a directory that cannot be read at all as a problem of that backup."""
+    try:
+        return read_backup(directory, backup_histories=histories, segment_size=size)
+    except OSError as exc:
+        return BackupInfo(
+            backup_id=directory.name,
+            path=str(directory),
+            start_lsn=0,
+            stop_lsn=0,
+            timeline=0,
+            stop_timeline=0,
+            start_time=None,
+            stop_time=None,
+            system_identifier=None,
+            size_bytes=0,
+            problems=(
+                (
+                    "BACKUP_UNREADABLE",
+                    f"backup {directory.name} cannot be read ({exc.strerror or exc}: "
+                    f"{exc.filename or directory}); fix its permissions or remove it",
+                ),
+            ),
+        )
+
+
+def _has_compressed_wal(archive: Path) -> bool:
+    for entry in os.scandir(archive):
+        archived = parse_archived_name(entry.name)
+        if archived is not None and archived.compression is not None:
+            return True
+    return False
 
 
 def _with_problem(info: BackupInfo, code: str, sentence: str, *, first: bool = False) -> BackupInfo:

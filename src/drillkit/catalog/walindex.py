@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from drillkit.catalog.wal import ArchiveListing, SegmentFile, parse_lsn
+from drillkit.catalog.walfiles import decompress_to
 from drillkit.pgbin import Installation
 from drillkit.state import read_json, state_dir, write_json_atomic
 
@@ -78,6 +80,28 @@ def parse_tablespaces(output: str) -> list[TablespaceRecord]:
     ]
 
 
+def _index_archived(
+    path: Path, segment: SegmentFile, segment_size: int, installation: Installation
+) -> SegmentIndex:
+    """Index a segment as archived: a compressed one is decompressed into a private temporary
+    directory first (pg_waldump reads only plain files), and must be exactly one segment long."""
+    if segment.compression is None:
+        return _index_segment(path, installation)
+    with tempfile.TemporaryDirectory(prefix="drillkit-wal-") as tmp:
+        plain = Path(tmp) / segment.name
+        try:
+            size = decompress_to(path, segment.compression, plain, limit=segment_size)
+        except ValueError as exc:
+            return SegmentIndex(records=(), error=f"{segment.file_name} {exc}")
+        if size != segment_size:
+            return SegmentIndex(
+                records=(),
+                error=f"{segment.file_name} decompresses to {size} bytes, a segment has "
+                f"{segment_size} (truncated copy?)",
+            )
+        return _index_segment(plain, installation)
+
+
 def _index_segment(path: Path, installation: Installation) -> SegmentIndex:
     result = installation.run(
         "pg_waldump",
@@ -120,8 +144,8 @@ class WalIndex:
         self._cache_path = (cache_dir or state_dir() / "walindex") / f"{key}.json"
         self._segments: dict[str, SegmentIndex] = {}
 
-    def _signature(self, segment: SegmentFile) -> list[int]:
-        return [segment.size, segment.mtime_ns]
+    def _signature(self, segment: SegmentFile) -> list[int | str]:
+        return [segment.size, segment.mtime_ns, segment.file_name]
 
     def build(self, *, workers: int = 2, progress: object = None) -> None:
         """Index every usable segment, reading only those not already cached."""
@@ -148,8 +172,12 @@ class WalIndex:
                 todo.append((segment, installation))
         if todo:
             with ThreadPoolExecutor(max_workers=workers) as pool:
+                size = self.listing.segment_size
                 indexes = pool.map(
-                    lambda job: _index_segment(self.listing.path / job[0].name, job[1]), todo
+                    lambda job: _index_archived(
+                        self.listing.path / job[0].file_name, job[0], size, job[1]
+                    ),
+                    todo,
                 )
                 for (segment, _tool), index in zip(todo, indexes, strict=True):
                     self._segments[segment.name] = index

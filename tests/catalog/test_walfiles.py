@@ -1,0 +1,111 @@
+"""drillkit.catalog.walfiles: the archive forms archive tools write, and the restore helper."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import subprocess
+import sys
+from pathlib import Path
+
+import lz4.frame
+import pytest
+import zstandard
+
+from drillkit.catalog import walfiles
+from drillkit.catalog.walfiles import ArchivedName, decompress_to, parse_archived_name, read_head
+
+pytestmark = pytest.mark.unit
+SEGMENT = "000000010000000000000003"
+COMPRESS = {
+    ".gz": gzip.compress,
+    ".bz2": bz2.compress,
+    ".xz": lzma.compress,
+    ".zst": lambda d: zstandard.ZstdCompressor().compress(d),
+    ".lz4": lz4.frame.compress,
+}
+
+
+@pytest.mark.parametrize(
+    ("file", "expected"),
+    [
+        (SEGMENT, ArchivedName(SEGMENT, SEGMENT, None)),
+        (f"{SEGMENT}.gz", ArchivedName(SEGMENT, f"{SEGMENT}.gz", "gzip")),
+        (f"{SEGMENT}.zst", ArchivedName(SEGMENT, f"{SEGMENT}.zst", "zstd")),
+        (f"{SEGMENT}-{'a' * 40}.lz4", ArchivedName(SEGMENT, f"{SEGMENT}-{'a' * 40}.lz4", "lz4")),
+        (f"{SEGMENT}-{'a' * 40}", ArchivedName(SEGMENT, f"{SEGMENT}-{'a' * 40}", None)),
+        ("00000002.history.bz2", ArchivedName("00000002.history", "00000002.history.bz2", "bzip2")),
+        (f"{SEGMENT}.br", ArchivedName(SEGMENT, f"{SEGMENT}.br", None, unsupported="brotli")),
+        (f"{SEGMENT}.partial", None),
+        (f"{SEGMENT}.gz.tmp", None),
+        ("README", None),
+        ("*", None),
+    ],
+)
+def test_parse_archived_name(file: str, expected: ArchivedName | None):
+    assert parse_archived_name(file) == expected
+
+
+@pytest.mark.parametrize("suffix", sorted(COMPRESS))
+def test_every_form_reads_back_exactly(tmp_path: Path, suffix: str):
+    data = bytes(range(256)) * 4096  # 1 MiB
+    path = tmp_path / f"{SEGMENT}{suffix}"
+    path.write_bytes(COMPRESS[suffix](data))
+    compression = parse_archived_name(path.name).compression
+    assert read_head(path, compression, 40) == data[:40]
+    assert decompress_to(path, compression, tmp_path / "out", limit=len(data)) == len(data)
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_a_decompression_bomb_stops_at_the_limit_and_writes_nothing(tmp_path: Path):
+    path = tmp_path / f"{SEGMENT}.gz"
+    path.write_bytes(gzip.compress(b"\0" * (64 << 20)))  # 64 MiB of zeros in ~64 KiB
+    assert path.stat().st_size < 1 << 20
+    with pytest.raises(ValueError, match="more than 16777216 bytes"):
+        decompress_to(path, "gzip", tmp_path / "out", limit=16 << 20)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_corrupt_file_is_a_value_error_not_a_crash(tmp_path: Path):
+    for suffix in COMPRESS:
+        path = tmp_path / f"{SEGMENT}{suffix}"
+        path.write_bytes(b"not compressed at all" * 10)
+        compression = parse_archived_name(path.name).compression
+        assert read_head(path, compression, 40) in (None, b"")
+        with pytest.raises(ValueError):
+            decompress_to(path, compression, tmp_path / "out", limit=1 << 20)
+
+
+def _helper(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, walfiles.__file__, *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_the_restore_helper_prefers_plain_then_reads_compressed(tmp_path: Path):
+    archive = tmp_path / "wal"
+    archive.mkdir()
+    (archive / f"{SEGMENT}-{'b' * 40}.zst").write_bytes(COMPRESS[".zst"](b"zstd form"))
+    assert _helper(str(archive), SEGMENT, str(tmp_path / "p1")).returncode == 0
+    assert (tmp_path / "p1").read_bytes() == b"zstd form"
+    (archive / SEGMENT).write_bytes(b"plain form")
+    assert _helper(str(archive), SEGMENT, str(tmp_path / "p2")).returncode == 0
+    assert (tmp_path / "p2").read_bytes() == b"plain form"
+
+
+def test_the_restore_helper_answers_missing_and_odd_names_with_exit_1(tmp_path: Path):
+    (tmp_path / "00000001000000000000000X").write_text("x")
+    for name in ("00000002.history", "*", "../etc/passwd", "0000000100000000000000[0-9]"):
+        result = _helper(str(tmp_path), name, str(tmp_path / "out"))
+        assert result.returncode == 1, name
+    assert not (tmp_path / "out").exists()
+
+
+def test_restore_command_copies_a_standalone_helper(tmp_path: Path):
+    command = walfiles.restore_command(tmp_path / "wal", tmp_path)
+    helper = tmp_path / "walfiles.py"
+    assert helper.read_text() == Path(walfiles.__file__).read_text()
+    assert oct(helper.stat().st_mode & 0o777) == "0o644"
+    assert command.endswith(f'"{helper}" "{tmp_path / "wal"}" "%f" "%p"')
+    assert "import drillkit" not in helper.read_text() and "from drillkit" not in helper.read_text()
