@@ -26,6 +26,8 @@ class Launched:
     concurrent: list[tuple[str, dict[str, Any]]]
     unknown_key: str
     backfill: Any
+    fallback: str
+    fail: str
 
 
 def _truth_ids(truth: dict[str, Any], target: str) -> dict[str, int]:
@@ -58,7 +60,20 @@ def launched(services) -> Launched:
             (_triggered(services, manual, {"target_time": t["target"]}), t) for t in targets[1:4]
         ],
         backfill=backfill,
+        fallback=_triggered(services, services.dag_ids["fallback"], {}),
+        fail=_triggered(services, services.dag_ids["fail"], {}),
     )
+
+
+def _task_states(services, dag_id: str, run_id: str) -> dict[str, str]:
+    status, tasks = services.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    assert status == 200, tasks
+    return {t["task_id"]: t["state"] for t in tasks["task_instances"]}
+
+
+def _failed(states: dict[str, str]) -> list[str]:
+    """The task instances Airflow counts as failed (what its failure alerts fire on)."""
+    return sorted(t for t, s in states.items() if s in ("failed", "upstream_failed"))
 
 
 def _assert_pitr_proven(report: dict[str, Any], truth: dict[str, Any], target: str) -> None:
@@ -134,12 +149,36 @@ def test_an_invalid_config_is_refused_with_the_validation_message(services, laun
     assert report["verdict"] == "COULD NOT VERIFY"
     assert report["findings"][0]["code"] == "CONF_INVALID"
     assert "taget_time" in report["findings"][0]["message"]
-    status, tasks = services.api(
-        "GET", f"/api/v2/dags/{dag_id}/dagRuns/{launched.unknown_key}/taskInstances"
-    )
-    states = {t["task_id"]: t["state"] for t in tasks["task_instances"]}
-    assert states["check_conf"] == "failed"
+    states = _task_states(services, dag_id, launched.unknown_key)
+    assert states["check_conf"] == "skipped"
     assert states["primary.provision_sandbox"] != "success"  # nothing was restored
+    assert _failed(states) == ["escalate"]
+
+
+def test_a_planned_fallback_leaves_no_failed_task_instance(services, launched):
+    """A PASS after a fallback raises no Airflow failure: the tier that failed its gate is
+    skipped, with its reason in the report, and `escalate` is skipped too."""
+    dag_id = services.dag_ids["fallback"]
+    run = services.wait_run(dag_id, launched.fallback)
+    report = services.report(dag_id, launched.fallback)
+    assert report["verdict"] == "PASS", report["escalation"]
+    assert run["state"] == "success"
+    primary, secondary = report["tiers"]
+    assert primary["status"] == "failed" and primary["findings"][0]["code"] == "PROVISION_TIMEOUT"
+    assert secondary["status"] == "passed"
+    states = _task_states(services, dag_id, launched.fallback)
+    assert states["primary.provision_sandbox"] == "skipped"
+    assert states["escalate"] == "skipped"
+    assert _failed(states) == [], states
+
+
+def test_a_failed_drill_fails_only_escalate(services, launched):
+    dag_id = services.dag_ids["fail"]
+    run = services.wait_run(dag_id, launched.fail)
+    report = services.report(dag_id, launched.fail)
+    assert report["verdict"] == "FAIL"
+    assert run["state"] == "failed"
+    assert _failed(_task_states(services, dag_id, launched.fail)) == ["escalate"]
 
 
 def test_three_drills_at_once_never_share_a_sandbox(services, launched):
