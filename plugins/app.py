@@ -26,7 +26,7 @@ from drillkit.report import junit_xml
 HERE = Path(__file__).parent
 STATIC = {"drillkit.css": "text/css", "drillkit.js": "text/javascript"}
 PageSize = Annotated[int, Query(description=f"runs per page, 1 to {history.DEFAULT_LIMIT}")]
-VERDICTS = ["PASS", "FAIL", "COULD NOT VERIFY", "DRY RUN", history.NO_REPORT]
+VERDICTS = ["PASS", "FAIL", "COULD NOT VERIFY", "DRY RUN", history.RUNNING, history.NO_REPORT]
 SECURITY_HEADERS = {
     # Everything the pages use is served here: no CDN, no inline script.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "

@@ -22,6 +22,7 @@ VERDICT_CLASS = {
     "COULD NOT VERIFY": "unverified",
     "DRY RUN": "dryrun",
     "NO REPORT": "noreport",
+    "RUNNING": "running",
 }
 
 
@@ -175,6 +176,12 @@ def _outcome(run: Mapping[str, Any]) -> tuple[int, str, str]:
         return 90, "fail", "FAIL: every tier failed"
     if verdict == "COULD NOT VERIFY":
         return 80, "unverified", "COULD NOT VERIFY"
+    if verdict == "RUNNING":
+        return (
+            2,
+            "running",
+            f"running ({(run.get('progress') or {}).get('current_tier') or 'starting'})",
+        )
     return 5, "noreport", f"no report ({run.get('run_state')})"
 
 

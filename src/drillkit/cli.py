@@ -28,9 +28,10 @@ def _say(message: str) -> None:
 
 
 def cmd_scenario_create(args: argparse.Namespace) -> int:
-    from drillkit.scenario import ScenarioOptions, create_scenario
+    from drillkit.scenario import ScenarioOptions, create_scenario, drill_name_for
 
     options = ScenarioOptions(
+        drill_name=args.drill_name or drill_name_for(Path(args.directory)),
         batches=args.batches,
         rows_per_batch=args.rows_per_batch,
         backups_after=tuple(int(x) for x in args.backups_after.split(",")),
@@ -179,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
     create = scenario_sub.add_parser("create", help="run a production, archive WAL, take backups")
     create.add_argument("directory")
+    create.add_argument(
+        "--drill-name",
+        default=None,
+        help="the drill's name in drill.yaml (DAG drill_<name>); default: the directory's name",
+    )
     create.add_argument("--batches", type=int, default=6)
     create.add_argument("--rows-per-batch", type=int, default=200)
     create.add_argument("--backups-after", default="0,2,4", help="batch numbers, comma separated")

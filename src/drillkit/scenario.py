@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -48,6 +49,14 @@ class ScenarioOptions:
     # plain: pg_basebackup -Fp; tar / tar.gz: -Ft (gzip with -z) with WAL streamed into pg_wal.tar
     backup_format: str = "plain"
     tablespace: bool = False  # a table in a user tablespace outside the data directory
+
+
+def drill_name_for(directory: Path) -> str:
+    """The drill name of a scenario in ``directory``: its directory's name, as a drill name
+    ([a-z0-9_-], up to 63 characters), so two scenarios never share a DAG id by default."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", directory.expanduser().absolute().name.lower())
+    name = name.strip("-_")[:63].rstrip("-_")
+    return name or "scenario"
 
 
 def _sql(sock: Path, query: str, *, db: str = DATABASE) -> list[tuple[Any, ...]]:
@@ -96,6 +105,11 @@ def create_scenario(
         raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
     if max(options.backups_after) >= options.batches:
         raise InvalidInputError("backups_after must name batches below the batch count")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", options.drill_name):
+        raise InvalidInputError(
+            f"drill name {options.drill_name!r} is not a drill name: use [a-z0-9_-], starting "
+            "with a letter or digit (the DAG id is drill_<name>)"
+        )
     if options.backup_format not in BACKUP_FORMATS:
         raise InvalidInputError(
             f"backup format {options.backup_format!r} is not one of {', '.join(BACKUP_FORMATS)}"
