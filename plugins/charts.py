@@ -142,7 +142,8 @@ def line_chart(
 
 @dataclass
 class Heatmap:
-    """Drills by days; each cell the worst outcome of that day's runs."""
+    """Drills by days; each cell the worst outcome of that day's runs (the one that decides the
+    day), a tooltip naming every outcome, and a link to those runs."""
 
     days: list[date]
     rows: list[dict[str, Any]]
@@ -223,6 +224,8 @@ def heatmap(
                 {
                     "cls": worst[1],
                     "title": f"{drill} {day}: {words} ({count} run{'s' if count != 1 else ''})",
+                    # The runs of that drill on that day, listed by the view's own filters.
+                    "href": {"drill": dag_id, "since": day.isoformat(), "until": day.isoformat()},
                 }
             )
         rows.append({"drill": drill, "dag_id": dag_id, "cells": cells})

@@ -144,6 +144,7 @@ SUMMARY_FIELDS = (
     "data_loss_seconds",
     "rto_seconds",
     "rto_budget_seconds",
+    "rpo_seconds",
     "findings",
 )
 
@@ -187,6 +188,8 @@ def summarize(
         "run_id": dag_run.run_id,
         "run_state": str(dag_run.state),
         "run_after": isoformat(dag_run.run_after),
+        # When it ran: its start (a backfilled run's run_after is its logical date's interval).
+        "ran_at": isoformat(dag_run.start_date or dag_run.run_after),
         "cursor": cursor_of(dag_run.run_after, dag_run.id),
         "logical_date": isoformat(dag_run.logical_date),
         "start_date": isoformat(dag_run.start_date),
@@ -197,7 +200,7 @@ def summarize(
         row = {
             **base,
             **dict.fromkeys(SUMMARY_FIELDS),
-            "drill": _drill_from_dag_id(dag_run.dag_id),
+            "drill": drill_from_dag_id(dag_run.dag_id),
             "verdict": RUNNING if unfinished else NO_REPORT,
             "tiers_tried": [],
             "findings": [],
@@ -223,11 +226,12 @@ def summarize(
         "data_loss_seconds": report.get("data_loss_seconds"),
         "rto_seconds": report.get("rto_seconds"),
         "rto_budget_seconds": report.get("rto_budget_seconds"),
+        "rpo_seconds": report.get("rpo_seconds"),
         "findings": [f.get("code") for f in report.get("findings") or []],
     }
 
 
-def _drill_from_dag_id(dag_id: str) -> str:
+def drill_from_dag_id(dag_id: str) -> str:
     return dag_id.removeprefix(DRILL_DAG_PREFIX)
 
 
@@ -256,6 +260,10 @@ def list_runs(session: Session, readable: list[str], flt: RunFilter) -> list[dic
         rows.append(row)
         if len(rows) >= flt.limit:
             break
+    # A run without a report shows its drill's name as the drill's reports spell it.
+    names = {r["dag_id"]: r["drill"] for r in rows if r["verdict"] not in (NO_REPORT, RUNNING)}
+    for row in rows:
+        row["drill"] = names.get(row["dag_id"]) or row["drill"]
     return rows
 
 
