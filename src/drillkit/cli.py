@@ -43,7 +43,17 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
         backup_format=args.backup_format,
         tablespace=args.tablespace,
     )
-    truth = create_scenario(Path(args.directory), options, say=_say)
+    if args.history:
+        from drillkit.scenario_history import create_history_scenario
+        from drillkit.timeutil import parse_duration
+
+        span = parse_duration(args.history, field="--history")
+        days = span.days
+        if span != timedelta(days=days):
+            raise InvalidInputError(f"--history takes whole days, e.g. 3d, not {args.history!r}")
+        truth = create_history_scenario(Path(args.directory), days, options, say=_say)
+    else:
+        truth = create_scenario(Path(args.directory), options, say=_say)
     print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
     return EXIT_PASS
 
@@ -180,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
     create = scenario_sub.add_parser("create", help="run a production, archive WAL, take backups")
     create.add_argument("directory")
+    create.add_argument(
+        "--history",
+        default=None,
+        metavar="DAYS",
+        help="commits and backups spread over the past days (e.g. 3d; needs libfaketime), with a "
+        "daily drill to backfill",
+    )
     create.add_argument(
         "--drill-name",
         default=None,

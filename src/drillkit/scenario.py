@@ -13,7 +13,7 @@ import re
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,10 @@ class ScenarioOptions:
     # plain: pg_basebackup -Fp; tar / tar.gz: -Ft (gzip with -z) with WAL streamed into pg_wal.tar
     backup_format: str = "plain"
     tablespace: bool = False  # a table in a user tablespace outside the data directory
+    # The production server's extra environment (initdb and pg_ctl pass it on to the server),
+    # e.g. libfaketime's; and a call after each batch commits, before its backup (a clock move).
+    server_env: Mapping[str, str] | None = None
+    after_batch: Callable[[int], None] | None = None
 
 
 def drill_name_for(directory: Path) -> str:
@@ -124,7 +128,12 @@ def create_scenario(
         pgbin.give_to_server_user(path)
     pgbin.give_to_server_user(directory)
     say(f"production: initdb {prod}")
-    pgbin.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
+    server_env = dict(options.server_env) if options.server_env else None
+    pgbin.run(
+        "initdb",
+        ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"],
+        env=server_env,
+    )
     with (prod / "postgresql.conf").open("a") as conf:
         conf.write(
             f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
@@ -132,7 +141,11 @@ def create_scenario(
             f"archive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\n"
             "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
         )
-    pgbin.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    pgbin.run(
+        "pg_ctl",
+        ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"],
+        env=server_env,
+    )
     truth: dict[str, Any] = {"database": DATABASE, "table": "orders", "id_column": "id"}
     try:
         _sql(sock, f"create database {DATABASE}", db="postgres")
@@ -183,6 +196,8 @@ def create_scenario(
                 }
             )
             say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
+            if options.after_batch is not None:
+                options.after_batch(batch)
             next_id = last + 1
             time.sleep(options.pause)
             if batch in options.backups_after:
