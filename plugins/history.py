@@ -269,12 +269,21 @@ def list_runs(session: Session, readable: list[str], flt: RunFilter) -> list[dic
 
 def get_run(session: Session, dag_id: str, run_id: str) -> tuple[dict[str, Any], Any] | None:
     """``(summary, report or None)`` of one run, or None when there is no such drill run."""
+    from airflow.models.xcom import XComModel
+
     found = session.execute(_runs_query([dag_id], run_id=run_id)).first()
     if found is None:
         return None
     dag_run, xcom = found
     report = _report_of(xcom)
-    return summarize(dag_run, report, session), report
+    summary = summarize(dag_run, report, session)
+    if report is None:  # the drill's name as its reports spell it, not the DAG id's
+        reported = session.execute(
+            _runs_query([dag_id]).where(XComModel.dag_run_id.is_not(None))
+        ).first()
+        named = _report_of(reported[1]) if reported else None
+        summary["drill"] = (named or {}).get("drill") or summary["drill"]
+    return summary, report
 
 
 def _day_start(day: date) -> datetime:
