@@ -7,6 +7,7 @@ SYNCED := $(VENV)/.synced
 export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON := $(abspath $(VENV))/bin/python
 DEMO_DIR ?= $(CURDIR)/demo
+AIRFLOW_PORT ?= 8080
 PYTEST_ARGS ?=
 
 .PHONY: install system-deps test demo bench lint format clean airflow
@@ -34,7 +35,7 @@ demo: install
 	@$(VENV)/bin/python scripts/demo.py "$(DEMO_DIR)"
 
 airflow: install
-	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/python scripts/airflow_local.py
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/python scripts/airflow_local.py --port $(AIRFLOW_PORT)
 
 bench: install
 	@$(VENV)/bin/python bench/run.py

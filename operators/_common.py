@@ -1,11 +1,16 @@
-"""What every drillkit operator shares: core errors to Airflow failures, run identity, the key.
+"""What every drillkit operator shares: core errors to Airflow outcomes, run identity, the key.
 
-A deterministic DrillError becomes AirflowFailException (no retry); its finding is pushed to XCom
-under ``error`` first, so the tier's gate can tell *why* the tier failed.
+A core error's finding is pushed to XCom under ``error`` first, so the tier's gate can tell *why*
+the tier failed. Then, for a stage of a restore-drill tier (``fall_back=True``), the task is
+*skipped*: a tier that fails its gate is data for the gate, not an Airflow failure, so the only
+task that fails a drill run is ``escalate`` (FAIL or COULD NOT VERIFY) and Airflow's failure
+alerts mean exactly "the drill failed". Elsewhere a deterministic DrillError becomes
+AirflowFailException (no retry). A transient error is raised as is while retries remain.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -13,7 +18,11 @@ from datetime import timedelta
 from typing import Any, NoReturn, TypeVar
 
 from airflow.sdk import DAG
-from airflow.sdk.exceptions import AirflowFailException, AirflowTaskTimeout
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+)
 
 from drillkit.drill import drill_id_for
 from drillkit.exceptions import DrillError
@@ -25,6 +34,7 @@ SIGNING_CONN_ID = "drillkit_signing"
 # {"postgres_bin_dirs": {"15": "/usr/lib/postgresql/15/bin"}} of this connection, or
 # [drillkit] postgres_bin_dirs (AIRFLOW__DRILLKIT__POSTGRES_BIN_DIRS) as JSON; a spec's own wins.
 POSTGRES_CONN_ID = "drillkit_postgres"
+_log = logging.getLogger(__name__)
 
 
 def run_core(
@@ -33,8 +43,16 @@ def run_core(
     *,
     timeout_code: str = "TASK_TIMEOUT",
     undo: Callable[[T], Any] | None = None,
+    fall_back: bool = False,
 ) -> T:
-    """Call the core; record a DrillError or a task timeout for the gate, then fail the task.
+    """Call the core; record a DrillError or a task timeout for the gate, then end the task.
+
+    ``fall_back``: the task is a stage of a fallback tier. Its final outcome (a deterministic
+    DrillError, a timeout, a transient error or a crash on the last try) is recorded and the task
+    is skipped (so is the rest of its tier); the gate judges the tier from the record. Without it
+    a deterministic DrillError or a timeout fails the task (AirflowFailException, no retry).
+    A transient DrillError, or with ``fall_back`` any other exception, is raised as is while
+    the task has retries left, so Airflow retries it.
 
     Airflow's execution timeout is one SIGALRM: when it lands inside a finalizer or an
     ``except Exception`` of a library, it is lost and the task runs on. A result that arrives
@@ -54,11 +72,24 @@ def run_core(
             result = func()
     except DrillError as exc:
         ti.xcom_push(key="error", value=_json_safe(exc.to_dict()))
-        if exc.transient:
+        if exc.transient and _retries_left(context):
             raise
-        raise AirflowFailException(f"{exc.code}: {exc}") from exc
+        _end(fall_back, exc.code, str(exc), exc)
     except AirflowTaskTimeout as exc:
-        _timed_out(ti, timeout_code, f"{ti.task_id} ran past its execution timeout", exc)
+        _timed_out(ti, timeout_code, f"{ti.task_id} ran past its execution timeout", exc, fall_back)
+    except (AirflowFailException, AirflowSkipException):
+        raise
+    except Exception as exc:
+        if not fall_back or _retries_left(context):
+            raise
+        # A crash on the last try: the tier could not be judged (an error, never a pass).
+        _log.exception("%s crashed; recorded for the gate", ti.task_id)
+        message = (
+            f"{ti.task_id} crashed: {type(exc).__name__}: {exc} (a fault of drillkit or its "
+            "environment, not a finding about the backup: see this task's log)"
+        )
+        ti.xcom_push(key="error", value={"code": "STAGE_CRASHED", "message": message})
+        _end(fall_back, "STAGE_CRASHED", message, exc)
     took = time.monotonic() - started
     if limit is not None and took > limit.total_seconds():
         if undo is not None:
@@ -69,13 +100,32 @@ def run_core(
             f"{ti.task_id} took {took:.1f} s, past its execution timeout of "
             f"{limit.total_seconds():g} s (the timeout signal was lost; the late result is "
             "discarded)",
+            None,
+            fall_back,
         )
     return result
 
 
-def _timed_out(ti: Any, code: str, message: str, cause: BaseException | None = None) -> NoReturn:
-    ti.xcom_push(key="error", value={"code": code, "message": message})
+def _retries_left(context: Any) -> bool:
+    """Whether Airflow will run this task again if this try raises (try_number counts from 1)."""
+    retries = int(getattr(context["task"], "retries", 0) or 0)
+    return int(getattr(context["ti"], "try_number", 1) or 1) <= retries
+
+
+def _end(fall_back: bool, code: str, message: str, cause: BaseException | None) -> NoReturn:
+    """A recorded stage outcome: skip the task (a fallback tier's stage) or fail it."""
+    if fall_back:
+        raise AirflowSkipException(
+            f"{code}: {message} (recorded for the tier's gate; the tier falls back)"
+        ) from cause
     raise AirflowFailException(f"{code}: {message}") from cause
+
+
+def _timed_out(
+    ti: Any, code: str, message: str, cause: BaseException | None = None, fall_back: bool = False
+) -> NoReturn:
+    ti.xcom_push(key="error", value={"code": code, "message": message})
+    _end(fall_back, code, message, cause)
 
 
 def scheduled_dag(

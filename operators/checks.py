@@ -51,6 +51,7 @@ class SmokeTestOperator(BaseOperator):
                 sandbox=ti.xcom_pull(task_ids=self.sandbox_task_id),
                 key=signing_key(),
             ),
+            fall_back=True,
         )
         for result in validation["results"]:
             self.log.info(

@@ -1,4 +1,8 @@
-"""Refuse run configuration keys the drill does not know: Airflow accepts them silently."""
+"""Refuse run configuration keys the drill does not know: Airflow accepts them silently.
+
+The refusal is recorded for the report (COULD NOT VERIFY) and the task is skipped, which skips
+every tier: ``escalate`` is then the one task that fails the run.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowSkipException
 
 
 class ValidateDrillConfOperator(BaseOperator):
-    """Fail the run at once when its conf has keys that are not drill parameters.
+    """Stop the run at once when its conf has keys that are not drill parameters.
 
     :param allowed: the drill's parameter names
     """
@@ -30,5 +34,5 @@ class ValidateDrillConfOperator(BaseOperator):
                 f"{', '.join(self.allowed)} (a misspelt key would silently change nothing)"
             )
             context["ti"].xcom_push(key="error", value={"code": "CONF_INVALID", "message": message})
-            raise AirflowFailException(f"CONF_INVALID: {message}")
+            raise AirflowSkipException(f"CONF_INVALID: {message}")
         return {"conf": conf}

@@ -6,6 +6,7 @@ import errors per file, so a bad spec then fails only its own DAG and the others
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,17 @@ from drillkit.spec import (
 )
 
 DEFAULT_REPORT_DIR = "/tmp/drillkit-reports"
-TARGET_PATTERN = (
-    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?\s?(Z|UTC|[+-]\d{2}(:?\d{2})?)$"
+# What drillkit.timeutil.parse_target_time accepts, as a JSON-schema pattern: Airflow checks it
+# when a run is created, so an impossible date (Feb 30, Feb 29 of a common year, 24:00) is
+# refused there and then, not by the run.
+_DAY = (
+    r"(\d{4}-((0[13578]|1[02])-(0[1-9]|[12]\d|3[01])|(0[469]|11)-(0[1-9]|[12]\d|30)"
+    r"|02-(0[1-9]|1\d|2[0-8]))|(\d{2}(0[48]|[2468][048]|[13579][26])|([02468][048]|[13579][26])00)"
+    r"-02-29)"
 )
+_TIME = r"([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?"
+_ZONE = r"\s?(Z|UTC|[+-](0\d|1[0-5])(:?[0-5]\d)?)"
+TARGET_PATTERN = f"^{_DAY}[T ]{_TIME}{_ZONE}$"
 
 
 PARAM_NAMES = ("target_time", "tiers", "pinned_backup", "keep_sandbox", "dry_run")
@@ -56,13 +65,15 @@ def drill_params(spec: DrillSpec) -> dict[str, Param]:
     return {
         "target_time": Param(
             None,
+            # A text field, not "format": "date-time": the form's date picker takes minutes only
+            # and turns typed seconds into midnight. The pattern refuses what the drill would.
             type=["null", "string"],
-            format="date-time",
-            # Airflow does not enforce "format": the pattern refuses non-timestamps at trigger.
             pattern=TARGET_PATTERN,
             title="Recovery target",
-            description="Restore to this moment (ISO 8601 with zone). Empty: the run's logical "
-            "date, or for manual runs the newest restorable point.",
+            description="Restore to this moment: YYYY-MM-DD HH:MM[:SS[.ffffff]] with a zone "
+            "(Z, UTC or +HH:MM), e.g. 2026-11-21T08:00:00Z, 2026-11-21 08:00:30.25+02:00, "
+            "2026-11-21T08:00 UTC. Empty: the run's logical date, or for manual runs the "
+            "newest restorable point.",
         ),
         "tiers": Param(
             names,
@@ -133,6 +144,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
             tiers=tier_names,
             rto_seconds=rto,
             report_path=report_dir,
+            default_target=spec.target,
             trigger_rule=TriggerRule.ALL_DONE,
         )
         escalate = EscalateOperator(task_id="escalate", trigger_rule=TriggerRule.ALL_DONE)
@@ -242,7 +254,11 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
 
 def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> DAG:
     """Load ``spec_path`` (relative to the loader file's directory) and build its DAG: a
-    restore drill, or a routing-chain drill when the spec says ``kind: routing_chain``."""
+    restore drill, or a routing-chain drill when the spec says ``kind: routing_chain``.
+
+    A spec whose DAG id another spec beside it also has is refused (an import error naming
+    both files): Airflow would silently keep one of the two DAGs, and both would share its runs.
+    """
     path = spec_beside(spec_path, loader)
     data = read_spec_file(path)
     if is_chain_spec(data):
@@ -250,21 +266,60 @@ def dag_from_spec_file(spec_path: str | Path, *, loader: str | None = None) -> D
 
         from drillkit.chain.spec import parse_chain_spec
 
-        return build_chain_dag(parse_chain_spec(data, source=str(path)), fileloc=loader)
-    return build_drill_dag(parse_spec(data, source=str(path)), fileloc=loader)
+        chain_spec = parse_chain_spec(data, source=str(path))
+        refuse_duplicate_dag_id(path, chain_spec.dag_id)
+        return build_chain_dag(chain_spec, fileloc=loader)
+    spec = parse_spec(data, source=str(path))
+    refuse_duplicate_dag_id(path, spec.dag_id)
+    return build_drill_dag(spec, fileloc=loader)
+
+
+def spec_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def declared_dag_id(path: Path) -> str | None:
+    """The DAG id ``path``'s spec declares (``drill_<drill>``), without validating the rest;
+    None when it declares none (that spec's own loader reports why)."""
+    try:
+        data = read_spec_file(path)
+    except SpecError:
+        return None
+    name = data.get("drill") if isinstance(data, dict) else None
+    return f"drill_{name.replace('-', '_')}" if isinstance(name, str) and name else None
+
+
+def refuse_duplicate_dag_id(path: Path, dag_id: str) -> None:
+    """SpecError naming both files when another spec in ``path``'s directory has ``dag_id``."""
+    # Only a file whose text holds the name (either spelling) is parsed: loaders run at every
+    # DAG-processor pass, one per spec, and YAML parsing costs milliseconds a file.
+    named = re.compile(re.escape(dag_id.removeprefix("drill_")).replace("_", "[-_]"))
+    others = []
+    for other in spec_files(path.parent):
+        if other.resolve() == path.resolve():
+            continue
+        try:
+            text = other.read_text(errors="replace")
+        except OSError:
+            continue
+        if named.search(text) and declared_dag_id(other) == dag_id:
+            others.append(other)
+    if others:
+        raise SpecError(
+            f"{path}: DAG id {dag_id} is also the DAG id of {', '.join(map(str, others))}: "
+            "Airflow would keep only one of these DAGs and both would share its run history. "
+            "Give each drill its own `drill:` name (drill-a and drill_a are the same id)."
+        )
 
 
 def sync_loaders(dags_dir: Path, *, specs_subdir: str = "drills") -> list[Path]:
     """Write a loader next to the specs for each spec that has none; return the files written.
 
-    Refuses (SpecError, nothing written) when a spec file name is outside ``[A-Za-z0-9._-]``
-    or two specs would share one loader (``a-b.yaml`` and ``a_b.yml``).
+    Refuses (SpecError, nothing written) when a spec file name is outside ``[A-Za-z0-9._-]``,
+    two specs would share one loader (``a-b.yaml`` and ``a_b.yml``), or two specs declare the
+    same DAG id.
     """
-    specs = sorted(
-        p
-        for p in (dags_dir / specs_subdir).glob("*")
-        if p.suffix in (".yaml", ".yml") and p.is_file()
-    )
+    specs = [p for p in spec_files(dags_dir / specs_subdir) if p.is_file()]
     problems: list[str] = []
     owners: dict[str, Path] = {}
     for spec_path in specs:
@@ -282,6 +337,21 @@ def sync_loaders(dags_dir: Path, *, specs_subdir: str = "drills") -> list[Path]:
     if problems:
         raise SpecError(
             "; ".join(problems), code="SPEC_FILE_NAME_INVALID", source=str(dags_dir / specs_subdir)
+        )
+    by_id: dict[str, list[Path]] = {}
+    for spec_path in owners.values():
+        dag_id = declared_dag_id(spec_path)
+        if dag_id:
+            by_id.setdefault(dag_id, []).append(spec_path)
+    clashes = {dag_id: paths for dag_id, paths in by_id.items() if len(paths) > 1}
+    if clashes:
+        raise SpecError(
+            "; ".join(
+                f"DAG id {dag_id} is declared by {' and '.join(map(str, paths))}"
+                for dag_id, paths in sorted(clashes.items())
+            )
+            + ": Airflow would keep only one DAG per id and both would share its run history. "
+            "Give each drill its own `drill:` name; no loader was written."
         )
     written = []
     for name, spec_path in owners.items():

@@ -15,6 +15,7 @@ from drillkit.operators._common import as_bool
 from drillkit.operators.report_store import write_report_files
 from drillkit.operators.telemetry import event_key, record_transition, send_metrics
 
+from drillkit.drill import requested_target
 from drillkit.gate import gate_decision, judge_tier
 from drillkit.report import build_report
 from drillkit.sandbox.readiness import with_readiness
@@ -170,9 +171,12 @@ class DrillReportOperator(BaseOperator):
     :param tiers: tier names in order
     :param report_path: local directory, or an ObjectStoragePath URL (s3://, gs://, file://),
         for report files; None keeps the report in XCom only (templated)
+    :param target_time: the run's requested target (templated), recorded in the report even when
+        no tier selected a backup
+    :param default_target: the spec's target rule (logical_date, latest, or a timestamp)
     """
 
-    template_fields: Sequence[str] = ("report_path", "dry_run")
+    template_fields: Sequence[str] = ("report_path", "dry_run", "target_time")
     ui_color = "#dbe9f6"
 
     def __init__(
@@ -183,9 +187,13 @@ class DrillReportOperator(BaseOperator):
         rto_seconds: float,
         report_path: str | None = None,
         dry_run: Any = "{{ params.dry_run }}",
+        target_time: Any = "{{ params.target_time }}",
+        default_target: str = "logical_date",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.target_time = target_time
+        self.default_target = default_target
         self.drill = drill
         self.tiers = list(tiers)
         self.rto_seconds = rto_seconds
@@ -221,6 +229,11 @@ class DrillReportOperator(BaseOperator):
             run_error=ti.xcom_pull(task_ids="check_conf", key="error"),
             events=events,
             rto_budget_seconds=self.rto_seconds,
+            requested_target=requested_target(
+                requested=self.target_time,
+                spec_target=self.default_target,
+                logical_date=context.get("logical_date"),
+            ),
         )
         verdict_event = record_transition(context, "verdict", report)
         report["timeline"].append(verdict_event)

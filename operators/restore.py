@@ -107,7 +107,7 @@ class PITRSelectOperator(BaseOperator):
                 )
             return {**coordinate, "tier": self.tier}
 
-        coordinate = run_core(context, select)
+        coordinate = run_core(context, select, fall_back=True)
         self.log.info(
             "tier %s: backup %s, target %s (%s)",
             self.tier,
@@ -180,6 +180,7 @@ class ProvisionSandboxOperator(BaseOperator):
             provision,
             timeout_code="PROVISION_TIMEOUT",
             undo=_remove_late_sandbox,
+            fall_back=True,
         )
         self.log.info(
             "sandbox %s ready in %s s, recovery point %s",

@@ -64,6 +64,7 @@ class ApplyDrillRouteOperator(BaseOperator):
                 ttl=timedelta(seconds=self.ttl_seconds),
                 routes=self.routes,
             ),
+            fall_back=True,
         )
         for name, entry in manifest["services"].items():
             self.log.info("route %s -> %s (%s)", name, entry["endpoint"], entry["resolved_by"])

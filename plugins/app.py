@@ -7,7 +7,7 @@ Every route authenticates the Airflow user and checks DAG access (``drillkit.plu
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -24,9 +24,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from drillkit.report import junit_xml
 
 HERE = Path(__file__).parent
-STATIC = {"drillkit.css": "text/css", "drillkit.js": "text/javascript"}
+STATIC = {
+    "drillkit.css": "text/css",
+    "drillkit.js": "text/javascript",
+    "theme.js": "text/javascript",
+}
 PageSize = Annotated[int, Query(description=f"runs per page, 1 to {history.DEFAULT_LIMIT}")]
-VERDICTS = ["PASS", "FAIL", "COULD NOT VERIFY", "DRY RUN", history.NO_REPORT]
+VERDICTS = ["PASS", "FAIL", "COULD NOT VERIFY", "DRY RUN", history.RUNNING, history.NO_REPORT]
 SECURITY_HEADERS = {
     # Everything the pages use is served here: no CDN, no inline script.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
@@ -49,6 +53,7 @@ def _environment() -> Environment:
     env.filters["seconds"] = _seconds
     env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort_keys=True, default=str)
     env.filters["verdict_class"] = charts.verdict_class
+    env.filters["drill_name"] = history.drill_from_dag_id
     return env
 
 
@@ -198,6 +203,8 @@ def create_app() -> FastAPI:
             verdicts=VERDICTS,
             counts=counts,
             heatmap=charts.heatmap(runs, since=flt.since, until=flt.until, today=today),
+            ranges=[(days, (today - timedelta(days=days - 1)).isoformat()) for days in (7, 30, 90)],
+            names={r["dag_id"]: r["drill"] for r in runs if r["drill"]},
             trends=_trends(runs),
             limit=flt.limit,
             default_limit=history.DEFAULT_LIMIT,
@@ -285,7 +292,7 @@ def create_app() -> FastAPI:
 
 
 def _trends(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per drill, its RTO (against the budget) and achieved data loss over the listed runs."""
+    """Per drill, its RTO and achieved data loss over the listed runs, against the RTO and RPO."""
     per_drill: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         per_drill.setdefault(run["dag_id"], []).append(run)
@@ -305,7 +312,16 @@ def _trends(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     budget=budget,
                     budget_label="RTO",
                 ),
-                "loss": charts.line_chart("Achieved data loss", drill_runs, "data_loss_seconds"),
+                "loss": charts.line_chart(
+                    "Achieved data loss",
+                    drill_runs,
+                    "data_loss_seconds",
+                    budget=next(
+                        (r["rpo_seconds"] for r in drill_runs if r.get("rpo_seconds") is not None),
+                        None,
+                    ),
+                    budget_label="RPO",
+                ),
             }
         )
     return trends

@@ -22,6 +22,7 @@ VERDICT_CLASS = {
     "COULD NOT VERIFY": "unverified",
     "DRY RUN": "dryrun",
     "NO REPORT": "noreport",
+    "RUNNING": "running",
 }
 
 
@@ -141,7 +142,8 @@ def line_chart(
 
 @dataclass
 class Heatmap:
-    """Drills by days; each cell the worst outcome of that day's runs."""
+    """Drills by days; each cell the worst outcome of that day's runs (the one that decides the
+    day), a tooltip naming every outcome, and a link to those runs."""
 
     days: list[date]
     rows: list[dict[str, Any]]
@@ -175,6 +177,12 @@ def _outcome(run: Mapping[str, Any]) -> tuple[int, str, str]:
         return 90, "fail", "FAIL: every tier failed"
     if verdict == "COULD NOT VERIFY":
         return 80, "unverified", "COULD NOT VERIFY"
+    if verdict == "RUNNING":
+        return (
+            2,
+            "running",
+            f"running ({(run.get('progress') or {}).get('current_tier') or 'starting'})",
+        )
     return 5, "noreport", f"no report ({run.get('run_state')})"
 
 
@@ -216,6 +224,8 @@ def heatmap(
                 {
                     "cls": worst[1],
                     "title": f"{drill} {day}: {words} ({count} run{'s' if count != 1 else ''})",
+                    # The runs of that drill on that day, listed by the view's own filters.
+                    "href": {"drill": dag_id, "since": day.isoformat(), "until": day.isoformat()},
                 }
             )
         rows.append({"drill": drill, "dag_id": dag_id, "cells": cells})

@@ -1,7 +1,8 @@
 """The drillkit Airflow plugin, registered through the ``airflow.plugins`` entry point.
 
-The "Restore drills" view (a FastAPI app at ``/drillkit``, linked from the navigation) and the
-"Drill report" extra link. Do not also put this folder in Airflow's plugins_folder.
+The "Restore drills" view (a FastAPI app at ``/drillkit``, linked from the navigation), the
+"Drill report" extra link, and one-line refusals of a drill's invalid trigger form. Do not also
+put this folder in Airflow's plugins_folder.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 from drillkit.plugins.links import URL_PREFIX, DrillReportLink
+from drillkit.plugins.trigger_check import DrillConfErrors
 
 # A small shield, inline so the navigation needs no extra request.
 _ICON = base64.b64encode(
@@ -33,6 +35,7 @@ class DrillReportsPlugin(AirflowPlugin):
         }
     ]
     operator_extra_links = [DrillReportLink()]
+    fastapi_root_middlewares = [{"middleware": DrillConfErrors, "name": "drillkit-conf-errors"}]
 
     @property
     def fastapi_apps(self) -> list[dict[str, Any]]:  # type: ignore[override]

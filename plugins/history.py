@@ -23,7 +23,20 @@ DRILL_TAG = "drillkit"
 RESTORE_DRILL_TAG = "restore-drill"
 DRILL_DAG_PREFIX = "drill_"
 NO_REPORT = "NO REPORT"
+RUNNING = "RUNNING"
 DEFAULT_LIMIT = 500
+# A run in these states has not written its report yet: it is shown as RUNNING, not NO REPORT.
+UNFINISHED_RUN_STATES = ("queued", "running")
+# Task states of the stage a running drill is at (waiting for a slot or a retry counts too).
+ACTIVE_TASK_STATES = (
+    "running",
+    "deferred",
+    "queued",
+    "scheduled",
+    "up_for_retry",
+    "up_for_reschedule",
+    "restarting",
+)
 
 
 @dataclass(frozen=True)
@@ -131,31 +144,71 @@ SUMMARY_FIELDS = (
     "data_loss_seconds",
     "rto_seconds",
     "rto_budget_seconds",
+    "rpo_seconds",
     "findings",
 )
 
 
-def summarize(dag_run: Any, report: dict[str, Any] | None) -> dict[str, Any]:
-    """One row of the runs table."""
+def progress(session: Session, dag_run: Any) -> dict[str, Any]:
+    """Where an unfinished run is: its current task and tier, and how long it has been going.
+
+    The current task is the latest-started active one (else the latest started at all); its
+    tier is its task group (``secondary.sandbox_ready`` -> ``secondary``)."""
+    from datetime import UTC
+
+    from airflow.models.taskinstance import TaskInstance
+
+    rows = session.execute(
+        select(TaskInstance.task_id, TaskInstance.state, TaskInstance.start_date).where(
+            TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id
+        )
+    ).all()
+    started = dag_run.start_date or dag_run.run_after
+    oldest = datetime.min.replace(tzinfo=UTC)
+    active = [r for r in rows if str(r.state) in ACTIVE_TASK_STATES]
+    pool = active or [r for r in rows if r.start_date is not None]
+    current = max(pool, key=lambda r: (r.start_date or oldest, r.task_id), default=None)
+    task_id = current.task_id if current is not None else None
+    elapsed = None
+    if started is not None:
+        elapsed = max(0.0, round((datetime.now(UTC) - started).total_seconds(), 1))
+    return {
+        "current_task": task_id,
+        "current_tier": task_id.split(".", 1)[0] if task_id and "." in task_id else None,
+        "elapsed_seconds": elapsed,
+    }
+
+
+def summarize(
+    dag_run: Any, report: dict[str, Any] | None, session: Session | None = None
+) -> dict[str, Any]:
+    """One row of the runs table; with ``session``, an unfinished run's progress too."""
     base = {
         "dag_id": dag_run.dag_id,
         "run_id": dag_run.run_id,
         "run_state": str(dag_run.state),
         "run_after": isoformat(dag_run.run_after),
+        # When it ran: its start (a backfilled run's run_after is its logical date's interval).
+        "ran_at": isoformat(dag_run.start_date or dag_run.run_after),
         "cursor": cursor_of(dag_run.run_after, dag_run.id),
         "logical_date": isoformat(dag_run.logical_date),
         "start_date": isoformat(dag_run.start_date),
         "end_date": isoformat(dag_run.end_date),
     }
     if report is None:
-        return {
+        unfinished = str(dag_run.state) in UNFINISHED_RUN_STATES
+        row = {
             **base,
             **dict.fromkeys(SUMMARY_FIELDS),
-            "drill": _drill_from_dag_id(dag_run.dag_id),
-            "verdict": NO_REPORT,
+            "drill": drill_from_dag_id(dag_run.dag_id),
+            "verdict": RUNNING if unfinished else NO_REPORT,
             "tiers_tried": [],
             "findings": [],
         }
+        if unfinished and session is not None:
+            row["progress"] = progress(session, dag_run)
+            row["tier_reached"] = row["progress"]["current_tier"]
+        return row
     target = report.get("target") or {}
     tiers = report.get("tiers") or []
     deciding = report.get("deciding_tier")
@@ -173,11 +226,12 @@ def summarize(dag_run: Any, report: dict[str, Any] | None) -> dict[str, Any]:
         "data_loss_seconds": report.get("data_loss_seconds"),
         "rto_seconds": report.get("rto_seconds"),
         "rto_budget_seconds": report.get("rto_budget_seconds"),
+        "rpo_seconds": report.get("rpo_seconds"),
         "findings": [f.get("code") for f in report.get("findings") or []],
     }
 
 
-def _drill_from_dag_id(dag_id: str) -> str:
+def drill_from_dag_id(dag_id: str) -> str:
     return dag_id.removeprefix(DRILL_DAG_PREFIX)
 
 
@@ -200,23 +254,36 @@ def list_runs(session: Session, readable: list[str], flt: RunFilter) -> list[dic
         stmt = stmt.limit(flt.limit)
     rows = []
     for dag_run, xcom in session.execute(stmt):
-        row = summarize(dag_run, _report_of(xcom))
+        row = summarize(dag_run, _report_of(xcom), session)
         if flt.verdict and row["verdict"] != flt.verdict:
             continue
         rows.append(row)
         if len(rows) >= flt.limit:
             break
+    # A run without a report shows its drill's name as the drill's reports spell it.
+    names = {r["dag_id"]: r["drill"] for r in rows if r["verdict"] not in (NO_REPORT, RUNNING)}
+    for row in rows:
+        row["drill"] = names.get(row["dag_id"]) or row["drill"]
     return rows
 
 
 def get_run(session: Session, dag_id: str, run_id: str) -> tuple[dict[str, Any], Any] | None:
     """``(summary, report or None)`` of one run, or None when there is no such drill run."""
+    from airflow.models.xcom import XComModel
+
     found = session.execute(_runs_query([dag_id], run_id=run_id)).first()
     if found is None:
         return None
     dag_run, xcom = found
     report = _report_of(xcom)
-    return summarize(dag_run, report), report
+    summary = summarize(dag_run, report, session)
+    if report is None:  # the drill's name as its reports spell it, not the DAG id's
+        reported = session.execute(
+            _runs_query([dag_id]).where(XComModel.dag_run_id.is_not(None))
+        ).first()
+        named = _report_of(reported[1]) if reported else None
+        summary["drill"] = (named or {}).get("drill") or summary["drill"]
+    return summary, report
 
 
 def _day_start(day: date) -> datetime:

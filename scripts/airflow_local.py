@@ -49,12 +49,50 @@ def free_port() -> int:
 
 
 def _port_free(port: int) -> bool:
+    """Whether the api-server can bind ``port``. SO_REUSEADDR as uvicorn sets it: connections of
+    a previous api-server still in TIME_WAIT do not hold the port, only a listener does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
             return False
         return True
+
+
+def listeners(port: int) -> list[str]:
+    """``PID command`` of the processes listening on TCP ``port`` (from /proc/net/tcp[6])."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{fields[9]}]")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in (entry / "fd").iterdir()):
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+                found.append(f"{entry.name} {command[:120]}")
+    return found
+
+
+def choose_port(port: int, *, wait: float = 10.0) -> int:
+    """``port`` once it is free (a previous stack may still be stopping: wait up to ``wait`` s),
+    else SystemExit naming who holds it: the URL never moves silently to another port."""
+    deadline = time.monotonic() + wait
+    while not _port_free(port):
+        if time.monotonic() >= deadline:
+            holders = "; ".join(listeners(port)) or "a process this user cannot see"
+            raise SystemExit(
+                f"make airflow: port {port} is in use ({holders}). Stop that process, or "
+                f"choose another port: make airflow AIRFLOW_PORT=8081"
+            )
+        time.sleep(0.5)
+    return port
 
 
 # -- the metadata database -------------------------------------------------------------------
@@ -208,6 +246,9 @@ def airflow_env(
         "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundle_list),
         # New drill files show up in seconds, not the default 5 minutes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(refresh_interval),
+        # An edited spec: its loader .py does not change when its YAML does, so the edit shows
+        # when Airflow parses the loader again, every min_file_process_interval (default 30 s).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(refresh_interval),
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         "AIRFLOW__DAG_PROCESSOR__BUNDLE_STORAGE_PATH": str(home / "bundles"),
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
@@ -466,9 +507,10 @@ def tail(path: Path, lines: int = 20) -> str:
         return "(no log)"
 
 
-def processes_of(home: Path, roots: list[Path]) -> list[int]:
-    """Every process of this Airflow home (by environment), plus PostgreSQL servers whose
-    data directory lies under one of ``roots`` and their children."""
+def processes_of(home: Path, roots: list[Path], *, tree_of: int | None = None) -> list[int]:
+    """Every process of this Airflow home (by environment), PostgreSQL servers whose data
+    directory lies under one of ``roots`` (pg_ctl detaches them) with all their descendants,
+    and with ``tree_of`` that process and every descendant of it (walked from /proc)."""
     marker = f"AIRFLOW_HOME={home}".encode()
     found: set[int] = set()
     postmasters: set[int] = set()
@@ -487,8 +529,22 @@ def processes_of(home: Path, roots: list[Path]) -> list[int]:
         joined = b" ".join(cmdline)
         if cmdline[0].endswith(b"/postgres") and any(str(r).encode() in joined for r in roots):
             postmasters.add(pid)
-    found |= postmasters | {pid for pid, parent in parents.items() if parent in postmasters}
-    return sorted(found)
+    tops = postmasters | ({tree_of} if tree_of is not None and tree_of in parents else set())
+    return sorted(found | descendants(parents, tops))
+
+
+def descendants(parents: Mapping[int, int], tops: set[int]) -> set[int]:
+    """``tops`` and every process below them in the (pid -> parent pid) tree."""
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    seen, todo = set(), list(tops)
+    while todo:
+        pid = todo.pop()
+        if pid not in seen:
+            seen.add(pid)
+            todo += children.get(pid, [])
+    return seen
 
 
 def memory_mib(pids: list[int]) -> tuple[float, float]:
@@ -540,7 +596,8 @@ def single_instance(state: Path) -> Iterator[None]:
 
 def _banner(stack: LocalAirflow, truth: dict[str, Any], out: TextIO) -> None:
     user, password = stack.credentials()
-    rss, pss = memory_mib(processes_of(stack.home, [stack.state]))
+    pids = processes_of(stack.home, [stack.state], tree_of=os.getpid())
+    rss, pss = memory_mib(pids)
     target = truth["targets"][len(truth["targets"]) // 2]["target"]
     print(
         f"""
@@ -549,8 +606,11 @@ Airflow {stack.url}/  user {user}  password {password}
   trigger the demo drill from a shell:
     . {stack.state / "airflow.env"}
     airflow dags trigger drill_demo --conf '{{"target_time": "{target}"}}'
-  or in the UI: drill_demo > Trigger > target_time {target}
-  service logs: {stack.logs}/   memory of all services: RSS {rss:.0f} MiB (PSS {pss:.0f} MiB)
+  or in the UI: drill_demo > Trigger, "Recovery target" {target}
+  service logs: {stack.logs}/
+  memory of every process it started ({len(pids)}, this launcher and PostgreSQL included):
+    PSS {pss:.0f} MiB (shared pages counted once), RSS {rss:.0f} MiB (shared pages counted
+    in every process)
 Ctrl-C stops everything.""",
         file=out,
         flush=True,
@@ -569,7 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         with single_instance(state):
             MetadataDB(state / "pg").stop()
         shutil.rmtree(state)
-    port = args.port if _port_free(args.port) else free_port()
+    port = choose_port(args.port)
     stop_requested: list[int] = []
 
     def request_stop(signum: int, _frame: object) -> None:

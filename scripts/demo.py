@@ -30,18 +30,36 @@ def reachable_demo_dir(requested: Path) -> Path:
     return fallback
 
 
+def remove_previous_demo(demo: Path) -> None:
+    """Stop every sandbox an earlier (perhaps killed) demo left running, then delete it all.
+
+    In process, with the virtualenv's drillkit: not a `drillkit` looked up on PATH, which
+    `make demo` does not extend. Its sandboxes are all the demo's own, so none is spared
+    for its TTL."""
+    from datetime import UTC, datetime, timedelta
+
+    from drillkit.sandbox.gc import collect_local
+
+    print(f"removing the previous demo in {demo}", flush=True)
+    if (demo / "sandboxes").exists():
+        later = datetime.now(UTC) + timedelta(days=36500)
+        stopped = collect_local(root=demo / "sandboxes", now=later)
+        if stopped:
+            print(f"stopped {len(stopped)} sandbox(es) it left: {[s['id'] for s in stopped]}")
+    shutil.rmtree(demo)
+
+
 def main() -> int:
     demo = reachable_demo_dir(Path(sys.argv[1] if len(sys.argv) > 1 else "demo").absolute())
-    if demo.exists():
-        env_gc = dict(os.environ, DRILLKIT_SANDBOX_ROOT=str(demo / "sandboxes"))
-        subprocess.run(["drillkit", "gc"], env=env_gc, capture_output=True)  # stop leftovers
-        shutil.rmtree(demo)
     env = dict(
         os.environ,
         DRILLKIT_STATE_DIR=str(demo / "state"),
         DRILLKIT_SANDBOX_ROOT=str(demo / "sandboxes"),
     )
+    # The virtualenv's own drillkit, never one found (or not) on PATH.
     bin_dir = Path(sys.executable).parent
+    if demo.exists():
+        remove_previous_demo(demo)
 
     def drillkit(*args: str) -> int:
         print(f"\n$ drillkit {' '.join(args)}", flush=True)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
+from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from drillkit.sandbox.readiness import sandbox_readiness
@@ -105,7 +105,11 @@ class SandboxReadySensor(BaseSensorOperator):
     def _record(self, context: Any) -> dict[str, Any]:
         record = context["ti"].xcom_pull(task_ids=self.sandbox_task_id)
         if not record:
-            raise AirflowFailException("no sandbox record in XCom: provisioning did not finish")
+            message = "no sandbox record in XCom: provisioning did not finish"
+            context["ti"].xcom_push(
+                key="error", value={"code": "SANDBOX_RECORD_MISSING", "message": message}
+            )
+            raise AirflowSkipException(f"SANDBOX_RECORD_MISSING: {message}")
         return record
 
     def poke(self, context: Any) -> PokeReturnValue:
@@ -144,7 +148,8 @@ class SandboxReadySensor(BaseSensorOperator):
         return event
 
     def _not_ready(self, context: Any, detail: str) -> NoReturn:
-        """The wait ran out: record why for the gate (the tier falls back), then fail."""
+        """The wait ran out: record why for the gate, then skip the rest of the tier (a tier that
+        fails its gate is not an Airflow failure: only ``escalate`` fails a drill run)."""
         waited = float(self.timeout)
         if self.rto_seconds is not None and waited >= self.rto_seconds:
             code = "RTO_EXCEEDED"
@@ -157,4 +162,4 @@ class SandboxReadySensor(BaseSensorOperator):
             code = "SANDBOX_NOT_READY"
             message = f"the sandbox was not ready after {waited:.0f} s (last seen: {detail})"
         context["ti"].xcom_push(key="error", value={"code": code, "message": message})
-        raise AirflowFailException(f"{code}: {message}")
+        raise AirflowSkipException(f"{code}: {message} (recorded for the tier's gate)")

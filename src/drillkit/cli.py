@@ -29,11 +29,12 @@ def _say(message: str) -> None:
 
 
 def cmd_scenario_create(args: argparse.Namespace) -> int:
-    from drillkit.scenario import ScenarioOptions, create_scenario
+    from drillkit.scenario import ScenarioOptions, create_scenario, drill_name_for
 
     if args.tool == "barman-cloud":
         return _barman_scenario(args)
     options = ScenarioOptions(
+        drill_name=args.drill_name or drill_name_for(Path(args.directory)),
         batches=args.batches,
         rows_per_batch=args.rows_per_batch,
         backups_after=tuple(int(x) for x in args.backups_after.split(",")),
@@ -49,7 +50,17 @@ def cmd_scenario_create(args: argparse.Namespace) -> int:
         pg_major=args.pg_major,
         backup_types=tuple(t for t in (args.backup_types or "").split(",") if t),
     )
-    truth = create_scenario(Path(args.directory), options, say=_say)
+    if args.history:
+        from drillkit.scenario_history import create_history_scenario
+        from drillkit.timeutil import parse_duration
+
+        span = parse_duration(args.history, field="--history")
+        days = span.days
+        if span != timedelta(days=days):
+            raise InvalidInputError(f"--history takes whole days, e.g. 3d, not {args.history!r}")
+        truth = create_history_scenario(Path(args.directory), days, options, say=_say)
+    else:
+        truth = create_scenario(Path(args.directory), options, say=_say)
     print(json.dumps({"repo": str(Path(args.directory) / "repo"), **truth}, indent=2))
     return EXIT_PASS
 
@@ -318,6 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     scenario_sub = scenario.add_subparsers(dest="scenario_command", required=True)
     create = scenario_sub.add_parser("create", help="run a production, archive WAL, take backups")
     create.add_argument("directory")
+    create.add_argument(
+        "--history",
+        default=None,
+        metavar="DAYS",
+        help="commits and backups spread over the past days (e.g. 3d; needs libfaketime), with a "
+        "daily drill to backfill",
+    )
+    create.add_argument(
+        "--drill-name",
+        default=None,
+        help="the drill's name in drill.yaml (DAG drill_<name>); default: the directory's name",
+    )
     create.add_argument("--batches", type=int, default=6)
     create.add_argument("--rows-per-batch", type=int, default=200)
     create.add_argument("--backups-after", default="0,2,4", help="batch numbers, comma separated")

@@ -57,6 +57,26 @@ def resolve_target(
     return parse_target_time(spec_target)
 
 
+def requested_target(
+    *, requested: str | None, spec_target: str, logical_date: datetime | None
+) -> dict[str, str | None]:
+    """What the run asked to restore to, known before (and whether or not) any tier selects a
+    backup: ``requested`` (ISO 8601, None for the newest restorable point) and ``source``."""
+    if requested not in (None, "", "None"):
+        source = "run configuration"
+    elif spec_target == "latest" or (spec_target == "logical_date" and logical_date is None):
+        source = "newest"
+    else:
+        source = "logical date" if spec_target == "logical_date" else "spec"
+    try:
+        moment = resolve_target(
+            requested=requested, spec_target=spec_target, logical_date=logical_date
+        )
+    except InvalidInputError:
+        return {"requested": str(requested), "source": source}  # shown as given, never hidden
+    return {"requested": isoformat(moment), "source": source}
+
+
 def select(
     catalog: Mapping[str, Any],
     *,

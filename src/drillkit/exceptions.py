@@ -14,8 +14,9 @@
     │                               major's binaries): COULD NOT VERIFY, never the backup's fault
     └── TransientDrillError         worth a retry (a lock, a busy port): operators let Airflow retry
 
-Every class but ``TransientDrillError`` is deterministic: operators turn it into
-``AirflowFailException`` so Airflow does not retry something that will fail the same way.
+Every class but ``TransientDrillError`` is deterministic: Airflow must not retry something that
+will fail the same way. Operators record it for the tier's gate and skip the rest of the tier
+(a stage of a restore drill) or raise ``AirflowFailException`` (elsewhere).
 """
 
 from __future__ import annotations

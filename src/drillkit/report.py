@@ -49,9 +49,12 @@ def build_report(
     run_error: dict[str, Any] | None = None,
     events: Iterable[dict[str, Any] | None] = (),
     rto_budget_seconds: float | None = None,
+    requested_target: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``tiers``: per tier (in order) its gate decision and its tasks' XCom results;
-    ``events``: the run's telemetry events (``drillkit.event/v1``), for the timeline."""
+    ``events``: the run's telemetry events (``drillkit.event/v1``), for the timeline;
+    ``requested_target``: what the run asked for (``drill.requested_target``), recorded even
+    when no tier selected a backup."""
     from drillkit.drill import drill_id_for
 
     tried = [t for t in tiers if t["decision"] and t["decision"].get("decision") != "not_reached"]
@@ -109,7 +112,9 @@ def build_report(
             for t, j in zip(tried, judgements, strict=True)
         ],
         "target": {
-            "requested": (coordinate.get("target") or {}).get("requested"),
+            "requested": (coordinate.get("target") or {}).get("requested")
+            or (requested_target or {}).get("requested"),
+            "source": (requested_target or {}).get("source"),
             "mode": (coordinate.get("target") or {}).get("mode"),
             "recovery_point": sandbox.get("achieved_recovery_point")
             or coordinate.get("recovery_point"),
@@ -145,7 +150,7 @@ def build_report(
             "looked at), then trigger the drill again."
             if run_error
             else ". Next: read the findings above, fix the backups or archiving they name, then "
-            "re-run this drill (Trigger DAG w/ config) or `drillkit run` on the spec."
+            "re-run this drill (Trigger, with its form) or `drillkit run` on the spec."
         )
     )
     return redact(report)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import io
 import itertools
 import os
+import re
 import shutil
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,18 @@ class ScenarioOptions:
     # embedded wheel's 18). Every tool of the scenario comes from that one installation.
     pg_bin_dir: str | None = None
     pg_major: int | None = None
+    # The production server's extra environment (initdb and pg_ctl pass it on to the server),
+    # e.g. libfaketime's; and a call after each batch commits, before its backup (a clock move).
+    server_env: Mapping[str, str] | None = None
+    after_batch: Callable[[int], None] | None = None
+
+
+def drill_name_for(directory: Path) -> str:
+    """The drill name of a scenario in ``directory``: its directory's name, as a drill name
+    ([a-z0-9_-], up to 63 characters), so two scenarios never share a DAG id by default."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", directory.expanduser().absolute().name.lower())
+    name = name.strip("-_")[:63].rstrip("-_")
+    return name or "scenario"
 
 
 def scenario_installation(options: ScenarioOptions) -> pgbin.Installation:
@@ -127,6 +140,11 @@ def create_scenario(
         raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
     if max(options.backups_after) >= options.batches:
         raise InvalidInputError("backups_after must name batches below the batch count")
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", options.drill_name):
+        raise InvalidInputError(
+            f"drill name {options.drill_name!r} is not a drill name: use [a-z0-9_-], starting "
+            "with a letter or digit (the DAG id is drill_<name>)"
+        )
     if options.tool == "pgbackrest":
         from drillkit.scenario_pgbackrest import create_pgbackrest_scenario
 
@@ -148,7 +166,12 @@ def create_scenario(
         pgbin.give_to_server_user(path)
     pgbin.give_to_server_user(directory)
     say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
-    pg.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
+    server_env = dict(options.server_env) if options.server_env else None
+    pg.run(
+        "initdb",
+        ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"],
+        env=server_env,
+    )
     with (prod / "postgresql.conf").open("a") as conf:
         conf.write(
             f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
@@ -156,7 +179,11 @@ def create_scenario(
             f"archive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\n"
             "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
         )
-    pg.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    pg.run(
+        "pg_ctl",
+        ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"],
+        env=server_env,
+    )
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
@@ -212,6 +239,8 @@ def create_scenario(
                 }
             )
             say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
+            if options.after_batch is not None:
+                options.after_batch(batch)
             next_id = last + 1
             time.sleep(options.pause)
             if batch in options.backups_after:

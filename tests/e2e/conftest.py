@@ -119,10 +119,29 @@ def build_three_day_scenario(directory: Path) -> dict[str, Any]:
 
 
 def drill_spec(scenario: Path, name: str, **changes: Any) -> dict[str, Any]:
-    """The scenario's own spec, one tier (no fallback is under test here), unpaused."""
+    """The scenario's own spec, one tier unless ``changes`` say otherwise, unpaused."""
     spec = yaml.safe_load((scenario / "drill.yaml").read_text())
-    spec.update(drill=name, paused=False, tiers=spec["tiers"][:1], **changes)
+    spec.update({"drill": name, "paused": False, "tiers": spec["tiers"][:1], **changes})
     return spec
+
+
+def fallback_and_fail_specs(scenario: Path) -> list[dict[str, Any]]:
+    """A drill whose primary tier always times out provisioning (it falls back and passes),
+    and one whose check can never hold (FAIL)."""
+    base = yaml.safe_load((scenario / "drill.yaml").read_text())
+    primary, secondary = base["tiers"][:2]
+    impossible = {
+        "name": "impossible",
+        "kind": "sql",
+        "target": "app-db",
+        "query": "select count(*) from orders",
+        "expect": {"lt": 0},
+    }
+    return [
+        # Restoring takes longer than 100 ms on any machine: PROVISION_TIMEOUT, then fall back.
+        drill_spec(scenario, "e2e-fallback", tiers=[{**primary, "timeout": "100ms"}, secondary]),
+        drill_spec(scenario, "e2e-fail", checks=[*base["checks"], impossible]),
+    ]
 
 
 def write_drill(dags: Path, spec: dict[str, Any]) -> str:
@@ -250,6 +269,8 @@ def services(work_root: Path) -> Iterator[Services]:
                 ),
             ),
         }
+        for spec in fallback_and_fail_specs(scenario):
+            dag_ids[spec["drill"].removeprefix("e2e-")] = write_drill(dags, spec)
         stack.wait_healthy(timeout=240)
         deployed = Services(launcher, stack, root, scenario, truth, dag_ids, token=stack.token())
         deadline = time.monotonic() + 120

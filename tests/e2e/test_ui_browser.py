@@ -213,3 +213,109 @@ def test_the_view_in_airflow_shows_runs_charts_and_a_run(api_server, browser, hi
     text = page.content()
     assert not [secret for secret in history.secrets if secret in text]
     context.close()
+
+
+def _session(browser, base: str, token: str, *, theme: str | None = None):
+    context = browser.new_context(viewport={"width": 1440, "height": 1000}, color_scheme="light")
+    context.add_cookies([{"name": "_token", "value": token, "url": base}])
+    if theme is not None:  # what Airflow's own colour-mode toggle stores
+        context.add_init_script(f"window.localStorage.setItem('theme', '{theme}')")
+    return context
+
+
+def test_running_drills_targets_and_the_overview_in_dark_mode(api_server, browser, history):
+    """RUNNING with its tier, the requested target of a run whose selection failed, RAN as the
+    run's start, heatmap links, budget lines, plurals, and Airflow's dark mode followed."""
+    base, token = api_server
+    artifacts = _artifacts()
+    context = _session(browser, base, token, theme="dark")
+    page = context.new_page()
+    page.goto(f"{base}/drillkit/")
+    _parsed(page, "table.runs tr.run-row")
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(15, 20, 25)"
+    page.screenshot(path=str(artifacts / "05-runs-dark.png"), full_page=True)
+
+    running_dag, running_run = history.runs["running"]
+    row = page.locator("tr.run-row", has_text=running_run)
+    text = row.inner_text()
+    assert "RUNNING" in text and "primary" in text and "primary.sandbox_ready" in text, text
+    assert "NO REPORT" not in text
+    # RAN is when the run started, and the column sorts by it.
+    fail_dag, fail_run = history.runs["scheduled-fail"]
+    ran = page.locator("tr.run-row", has_text=fail_run).locator("td.ran")
+    assert ran.get_attribute("data-sort")
+    assert page.locator("svg.line-chart line.budget").count() >= 2  # RTO and RPO lines
+    assert page.locator("svg.line-chart text.budget-label", has_text="RPO").count() >= 1
+    # A heatmap cell links to that day's runs of that drill.
+    cell = page.locator("svg.heatmap a.cell-link").first
+    cell.click()
+    _parsed(page, "table.runs")
+    assert "since=" in page.url and "until=" in page.url and "drill=" in page.url
+    count = page.locator(".counts .count").first.inner_text()
+    rows = page.locator("table.runs tr.run-row").count()
+    assert count.split()[1] == ("run" if rows == 1 else "runs"), count
+
+    # The scheduled run whose selection failed shows the target it asked for.
+    page.goto(f"{base}/drillkit/")
+    _parsed(page, "table.runs tr.run-row")
+    page.locator(f'a.run-link[href*="/{fail_dag}/"]', has_text=fail_run).click()
+    _parsed(page, "section.figures")
+    figure = page.locator(".figure", has_text="Recovery target").inner_text()
+    target = history.reports["scheduled-fail"]["target"]["requested"]
+    assert target in figure and "logical date" in figure and "newest" not in figure, figure
+    page.screenshot(path=str(artifacts / "06-target-of-a-failed-selection-dark.png"))
+    context.close()
+
+    light = _session(browser, base, token, theme="light")
+    page = light.new_page()
+    page.goto(f"{base}/drillkit/runs/{running_dag}/{running_run}")
+    _parsed(page, "section.running-now")
+    assert page.evaluate("document.documentElement.dataset.theme") == "light"
+    assert "RUNNING" in page.locator("section.running-now").inner_text()
+    assert page.locator("h1").inner_text().endswith("ui-alpha")  # the drill's name, as reported
+    page.screenshot(path=str(artifacts / "07-running-run-light.png"))
+    light.close()
+
+
+def test_the_trigger_form_takes_a_precise_target_and_refuses_feb_30_in_one_line(
+    api_server, browser, history
+):
+    """Airflow's own Trigger form: the recovery target is a text field that keeps seconds,
+    fractions and the zone as typed; an impossible date is refused when the run is created,
+    with drillkit's one-line message."""
+    base, token = api_server
+    artifacts = _artifacts()
+    dag_id = history.runs["pass"][0]
+    context = _session(browser, base, token)
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/dags/{dag_id}")
+        page.get_by_role("button", name="Trigger").first.click(timeout=60_000)
+        field = page.locator("input[name='element_target_time'], input#element_target_time")
+        if field.count() == 0:
+            field = page.get_by_label("Recovery target")
+        field.first.wait_for(timeout=30_000)
+        precise = "2026-11-21 08:00:30.25+02:00"
+        field.first.fill(precise)
+        page.keyboard.press("Tab")
+        assert field.first.input_value() == precise  # no picker rounding it to minutes
+        assert field.first.get_attribute("type") in (None, "text")
+        assert "2026-11-21T08:00:00Z" in page.content()  # the format hint and examples
+        page.screenshot(path=str(artifacts / "08-trigger-form.png"))
+        field.first.fill("2026-02-30T10:00:00Z")
+        page.keyboard.press("Tab")
+        page.get_by_role("button", name="Trigger").last.click()
+        message = page.get_by_text("day is out of range for month")
+        message.first.wait_for(timeout=30_000)
+        message.first.scroll_into_view_if_needed()
+        assert message.first.is_visible()
+        shown = message.first.inner_text()
+        assert "Failed validating" not in shown and "2026-02-30T10:00:00Z" in shown
+        assert "\n" not in shown.strip(), shown
+        page.screenshot(path=str(artifacts / "09-trigger-refused.png"))
+    except Exception:
+        page.screenshot(path=str(artifacts / "trigger-form-failure.png"), full_page=True)
+        raise
+    finally:
+        context.close()

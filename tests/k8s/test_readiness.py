@@ -143,12 +143,13 @@ def test_the_deferred_sensor_gets_the_measurement_from_the_trigger_event(product
 
 def test_a_sandbox_not_ready_when_the_wait_ends_is_over_the_rto(production):
     """No operator marks the Cluster ready: the poking sensor gives the gate RTO_EXCEEDED, with
-    the Cluster's last status, instead of leaving the tier without a result."""
-    from airflow.sdk.exceptions import AirflowFailException
+    the Cluster's last status, instead of leaving the tier without a result. The sensor is
+    skipped, not failed: a tier over its RTO falls back, and only `escalate` fails a run."""
+    from airflow.sdk.exceptions import AirflowSkipException
 
     record = provision_sandbox(production)
     context = {"ti": TaskInstance(record)}
-    with pytest.raises(AirflowFailException, match="RTO_EXCEEDED"):
+    with pytest.raises(AirflowSkipException, match="RTO_EXCEEDED"):
         sensor(production.conn_id, deferrable=False, timeout=0.5, rto=0.5).execute(context)
     error = context["ti"].pushed["error"]
     assert error["code"] == "RTO_EXCEEDED"
@@ -157,7 +158,7 @@ def test_a_sandbox_not_ready_when_the_wait_ends_is_over_the_rto(production):
 
 
 def test_a_deferred_wait_ends_at_its_deadline_in_the_trigger(production):
-    from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+    from airflow.sdk.exceptions import AirflowSkipException, TaskDeferred
 
     record = provision_sandbox(production)
     context = {"ti": TaskInstance(record)}
@@ -173,6 +174,6 @@ def test_a_deferred_wait_ends_at_its_deadline_in_the_trigger(production):
 
     event = asyncio.run(asyncio.wait_for(first_event(), timeout=20))
     assert event.payload["ready"] is False and event.payload["timed_out"] is True
-    with pytest.raises(AirflowFailException, match="RTO_EXCEEDED"):
+    with pytest.raises(AirflowSkipException, match="RTO_EXCEEDED"):
         waiting.execute_complete(context, event.payload)
     assert context["ti"].pushed["error"]["code"] == "RTO_EXCEEDED"

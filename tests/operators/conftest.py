@@ -46,6 +46,10 @@ class DrillRun:
     def verdict(self) -> str | None:
         return self.report["verdict"] if self.report else None
 
+    def failed_tasks(self) -> list[str]:
+        """Task instances Airflow counts as failures (what its failure alerts fire on)."""
+        return sorted(t for t, s in self.tasks.items() if s in ("failed", "upstream_failed"))
+
     def tier(self, name: str) -> dict[str, Any]:
         return next(t for t in self.report["tiers"] if t["tier"] == name)
 

@@ -46,8 +46,11 @@ def test_fallback_to_the_second_tier_skips_the_failed_backup(
     assert secondary["status"] == "passed"
     assert secondary["backup_id"] != newest
     assert run.report["backup_id"] == secondary["backup_id"]
-    assert run.tasks["primary.teardown"] in ("skipped", "upstream_failed")
+    # A planned fallback is no Airflow failure: the failed tier's stages are skipped.
+    assert run.tasks["primary.provision_sandbox"] == "skipped"
+    assert run.tasks["primary.teardown"] == "skipped"
     assert run.tasks["secondary.teardown"] == "success"
+    assert run.failed_tasks() == []
 
 
 def test_all_tiers_failing_escalates_with_fail(
@@ -69,6 +72,7 @@ def test_all_tiers_failing_escalates_with_fail(
     assert run.state == "failed"
     assert run.tasks["exhausted"] == "success"
     assert run.tasks["escalate"] == "failed"
+    assert run.failed_tasks() == ["escalate"]  # the one task that fails: an alert means FAIL
     assert [t["status"] for t in run.report["tiers"]] == ["failed", "failed", "failed"]
     used = [t["backup_id"] for t in run.report["tiers"]]
     assert len(set(used)) == len(used), f"a later tier retried a failed backup: {used}"
@@ -81,11 +85,12 @@ def test_provisioning_timeout_falls_back(clean_scenario, run_drill, make_spec, n
     spec["tiers"][0]["timeout"] = "100ms"  # restoring takes longer than that on any machine
     run = run_drill("timeout", spec, {"target_time": truth["targets"][-1]["target"]})
     primary = run.tier("primary")
-    assert run.tasks["primary.provision_sandbox"] == "failed"
+    assert run.tasks["primary.provision_sandbox"] == "skipped"
     assert primary["status"] == "failed"
     assert primary["findings"][0]["code"] == "PROVISION_TIMEOUT"
     assert run.tier("secondary")["status"] == "passed"
     assert run.verdict == "PASS"
+    assert run.failed_tasks() == []
 
 
 def test_dry_run_restores_nothing(clean_scenario, run_drill, make_spec, no_sandboxes_left):
@@ -129,9 +134,10 @@ def test_keep_sandbox_leaves_it_for_investigation_with_a_ttl(clean_scenario, run
 def test_unknown_conf_keys_are_refused(clean_scenario, run_drill, make_spec, no_sandboxes_left):
     repo, _ = clean_scenario
     run = run_drill("conf", make_spec(repo, repo.parent), {"taget_time": "2026-01-01T00:00:00Z"})
-    assert run.tasks["check_conf"] == "failed"
+    assert run.tasks["check_conf"] == "skipped"
     assert run.verdict == "COULD NOT VERIFY"
     assert run.state == "failed"
+    assert run.failed_tasks() == ["escalate"]
     assert run.report["findings"][0]["code"] == "CONF_INVALID"
     assert "taget_time" in run.report["findings"][0]["message"]
 

@@ -1,4 +1,4 @@
-"""Real drill runs for the view's tests: two drills, seven runs, built once per test session.
+"""Real drill runs for the view's tests: two drills, nine runs, built once per test session.
 
 Shared by tests/plugins and tests/e2e (both put this folder on sys.path): a session builds the
 history once, whichever tier asks first.
@@ -56,6 +56,47 @@ def _run(
     return dag_id, run.run_id, _report(run.run_id, dag_id)
 
 
+def _running(name: str, when: datetime, *, started: datetime, at_task: str) -> tuple[str, str]:
+    """A run the scheduler is in the middle of: created as the scheduler creates one (the DAG's
+    serialized version, every task instance), its earlier stages done, ``at_task`` running."""
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.models.dagrun import DagRun, get_or_create_dagrun
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState, TaskInstanceState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    dag_id = f"drill_{name.replace('-', '_')}"
+    dag = DagBag(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]).get_dag(dag_id)
+    assert dag is not None
+    scheduler_dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(dag))
+    run_id = DagRun.generate_run_id(run_type=DagRunType.MANUAL, logical_date=when, run_after=when)
+    done = {"check_conf", "primary.pitr_select"}
+    with create_session() as session:
+        run = get_or_create_dagrun(
+            dag=scheduler_dag,
+            run_id=run_id,
+            logical_date=when,
+            data_interval=(when, when),
+            run_after=when,
+            conf={},
+            triggered_by=DagRunTriggeredByType.TEST,
+            triggering_user_name="test",
+            start_date=started,
+            session=session,
+        )
+        run.state = DagRunState.RUNNING
+        run.start_date = started
+        for ti in run.get_task_instances(session=session):
+            if ti.task_id in done:
+                ti.state, ti.start_date = TaskInstanceState.SUCCESS, started
+            elif ti.task_id == at_task:
+                ti.state = TaskInstanceState.RUNNING
+                ti.start_date = started + timedelta(seconds=5)
+        session.commit()
+    return dag_id, run_id
+
+
 def _route_context(dag_id: str, run_id: str, tier: str) -> str:
     """The full signed context (with its MAC) that the route task keeps in XCom."""
     from airflow.models.xcom import XComModel
@@ -79,8 +120,9 @@ _BUILT: dict[Path, History] = {}
 
 
 def drill_history(clean_scenario: tuple[Path, dict], work_root: Path) -> History:
-    """Seven real runs of two drills over five days: PASS on the first tier, PASS after a
-    fallback, FAIL (every tier), a dry run, and a refused configuration with markup in it.
+    """Eight real runs of two drills over five days: PASS on the first tier, PASS after a
+    fallback, FAIL (every tier), a scheduled FAIL whose selection failed, a dry run, and a
+    refused configuration with markup in it; and one run still running.
 
     Needs a migrated Airflow database (the ``airflow_db`` fixture)."""
     if work_root in _BUILT:
@@ -118,6 +160,9 @@ def drill_history(clean_scenario: tuple[Path, dict], work_root: Path) -> History
         ("beta-pass", "ui-beta", beta, {"target_time": targets[1]}, 2),
         ("fallback", "ui-alpha", alpha_damaged, {"target_time": targets[-1]}, 1),
         ("dry", "ui-beta", beta, {"dry_run": True, "target_time": targets[0]}, 1),
+        # A scheduled drill's target is its logical date, before every backup: selection fails
+        # on every tier, and the target it asked for is still the one shown.
+        ("scheduled-fail", "ui-beta", {**beta, "target": "logical_date"}, {}, 1),
         # Airflow accepts unknown conf keys; drillkit refuses them and names the key in a finding,
         # so markup reaches the report: every page must show it as text.
         ("hostile", "ui-beta", beta, {HOSTILE_KEY: 1}, 0),
@@ -132,5 +177,10 @@ def drill_history(clean_scenario: tuple[Path, dict], work_root: Path) -> History
         tier = report["deciding_tier"]
         if tier and report.get("manifest"):
             history.secrets.append(_route_context(dag_id, run_id, tier).rsplit(".", 1)[-1])
+    # One drill still running: started 95 s ago, its primary tier waiting for the sandbox.
+    now = datetime.now(UTC).replace(microsecond=0)
+    history.runs["running"] = _running(
+        "ui-alpha", now, started=now - timedelta(seconds=95), at_task="primary.sandbox_ready"
+    )
     _BUILT[work_root] = history
     return history

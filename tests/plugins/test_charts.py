@@ -89,3 +89,22 @@ def test_timeline_bars_run_from_each_task_start_to_its_event():
     assert first["x"] == bars.label_width
     assert second["w"] == pytest.approx(3 * first["w"], rel=0.01)
     assert second["label"] == "primary · provisioned"
+
+
+def test_a_heatmap_cell_links_to_that_days_runs_and_shows_a_running_drill():
+    runs = [
+        _run(20, "FAIL", tried=("primary",)),
+        _run(21, "RUNNING", progress={"current_tier": "secondary"}),
+    ]
+    hm = heatmap(runs, since=date(2026, 11, 19), until=date(2026, 11, 21), today=date(2026, 12, 1))
+    none, fail, running = hm.rows[0]["cells"]
+    assert "href" not in none
+    assert fail["href"] == {"drill": "drill_orders", "since": "2026-11-20", "until": "2026-11-20"}
+    assert running["cls"] == "running" and "running (secondary)" in running["title"]
+    assert fail["title"].endswith("(1 run)")
+
+
+def test_the_data_loss_chart_draws_the_rpo_line_even_at_zero():
+    runs = [_run(19, "PASS", data_loss_seconds=0.0), _run(20, "PASS", data_loss_seconds=2.0)]
+    chart = line_chart("loss", runs, "data_loss_seconds", budget=0.0, budget_label="RPO")
+    assert chart.budget is not None and chart.budget["label"] == "RPO 0 s"

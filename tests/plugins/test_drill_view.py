@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -130,7 +131,8 @@ def test_runs_are_filtered_by_drill_verdict_and_dates(airflow_api, history):
     }
     assert {r["dag_id"] for r in runs(drill=ALPHA)} == {ALPHA}
     failed = [r for r in runs(verdict="FAIL") if (r["dag_id"], r["run_id"]) in ours]
-    assert [(r["dag_id"], r["run_id"]) for r in failed] == [history.runs["fail"]]
+    expected = [history.runs["scheduled-fail"], history.runs["fail"]]  # newest first
+    assert [(r["dag_id"], r["run_id"]) for r in failed] == expected
     fallback_day = history.reports["fallback"]["run_id"].split("__")[1][:10]
     same_day = runs(since=fallback_day, until=fallback_day, drill=ALPHA)
     assert [r["run_id"] for r in same_day] == [history.runs["fallback"][1]]
@@ -319,3 +321,75 @@ def test_reports_are_written_to_a_local_path_and_to_an_object_storage_url(histor
         written = json.loads(Path(files["json"].removeprefix("file://")).read_text())
         assert written == {k: v for k, v in history.reports[label].items() if k != "files"}
         assert ET.parse(files["junit"].removeprefix("file://")).getroot().tag == "testsuite"
+
+
+def test_the_requested_target_is_shown_when_no_tier_selected_a_backup(airflow_api, history):
+    """A scheduled drill restores to its logical date: when selection fails on every tier, the
+    list and the run page still show that moment, never "newest"."""
+    from drillkit.timeutil import parse_iso
+
+    client, tokens = airflow_api
+    viewer = _as(tokens, "viewer")
+    dag_id, run_id = history.runs["scheduled-fail"]
+    report = history.reports["scheduled-fail"]
+    assert report["verdict"] == "FAIL" and report["coordinate"] is None
+    assert report["tiers"][0]["findings"][0]["code"] == "TARGET_BEFORE_OLDEST_RESTORABLE"
+    row = client.get(f"{URL_PREFIX}/api{run_path(dag_id, run_id)}", headers=viewer).json()
+    logical = parse_iso(row["run"]["logical_date"])
+    assert parse_iso(row["run"]["target"]) == logical
+    assert report["target"]["source"] == "logical date"
+    listed = client.get(f"{URL_PREFIX}/api/runs", headers=viewer).json()["runs"]
+    assert next(r for r in listed if r["run_id"] == run_id)["target"] == row["run"]["target"]
+    page = client.get(_run_url(history, "scheduled-fail"), headers=viewer).text
+    assert row["run"]["target"] in page and "from the logical date" in page
+    assert "newest restorable point" not in page
+
+
+def test_a_running_drill_shows_running_with_its_tier_and_elapsed_time(airflow_api, history):
+    client, tokens = airflow_api
+    viewer = _as(tokens, "viewer")
+    dag_id, run_id = history.runs["running"]
+    listed = client.get(f"{URL_PREFIX}/api/runs", headers=viewer).json()["runs"]
+    row = next(r for r in listed if r["run_id"] == run_id)
+    assert row["verdict"] == "RUNNING"
+    assert row["progress"]["current_tier"] == "primary"
+    assert row["progress"]["current_task"] == "primary.sandbox_ready"
+    assert row["progress"]["elapsed_seconds"] >= 95
+    assert row["tier_reached"] == "primary"
+    html = client.get(f"{URL_PREFIX}/", headers=viewer).text
+    rows = html.split('<tr class="run-row">')[1:]
+    shown = next(r.split("</tr>")[0] for r in rows if run_id in r)
+    assert ">RUNNING</span>" in shown and "NO REPORT" not in shown
+    elapsed = re.search(r"for (\d+(?:\.\d+)?) (s|min|h)<", shown)
+    assert elapsed, shown
+    seconds = float(elapsed.group(1)) * {"s": 1, "min": 60, "h": 3600}[elapsed.group(2)]
+    assert seconds >= 95  # it started 95 s before the history was built
+    assert "primary" in shown
+    page = client.get(f"{URL_PREFIX}{run_path(dag_id, run_id)}", headers=viewer).text
+    assert "RUNNING" in page and "primary.sandbox_ready" in page
+    running = client.get(f"{URL_PREFIX}/api/runs", params={"verdict": "RUNNING"}, headers=viewer)
+    assert [r["run_id"] for r in running.json()["runs"]] == [run_id]
+
+
+@pytest.mark.parametrize(
+    ("conf", "needle"),
+    [
+        ({"target_time": "2026-02-30T10:00:00Z"}, "day is out of range for month"),
+        ({"target_time": "2026-11-21T08:00:30"}, "is not a timestamp"),
+        ({"dry_run": "yes"}, "'yes' is not of type 'boolean'"),
+    ],
+)
+def test_a_drill_trigger_with_an_invalid_form_is_refused_in_one_line(
+    airflow_api, history, conf, needle
+):
+    """Through Airflow's own API app (the Trigger form posts here): the run is refused when it
+    is created, and the answer is one line, not the JSON-schema dump."""
+    client, tokens = airflow_api
+    answer = client.post(
+        f"/api/v2/dags/{ALPHA}/dagRuns",
+        json={"logical_date": None, "conf": conf},
+        headers=_as(tokens, "admin"),
+    )
+    assert answer.status_code == 400, answer.text
+    detail = answer.json()["detail"]
+    assert needle in detail and "\n" not in detail and "Failed validating" not in detail
