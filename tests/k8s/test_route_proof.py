@@ -160,6 +160,18 @@ def verdict(validation: dict[str, Any]) -> str:
     ).status
 
 
+def through_sidecar(env: dict[str, Any], path: str, **headers: str) -> tuple[int, str | None]:
+    """A caller's GET to the production host (the sidecar): status and the proof header."""
+    connection = http.client.HTTPConnection("127.0.0.1", env["port"], timeout=5)
+    try:
+        connection.request("GET", path, headers={"Host": HOST, **headers})
+        answer = connection.getresponse()
+        answer.read()
+        return answer.status, answer.getheader("x-drill-sandbox")
+    finally:
+        connection.close()
+
+
 def signed(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in requests if any(k.lower() == "x-drill-context" for k in r["headers"])]
 
@@ -232,14 +244,9 @@ def test_a_dead_sandbox_answers_503_and_production_receives_nothing(mesh, cluste
         "DELETE",
         cluster.path("discovery.k8s.io/v1", "endpointslices", "orders-api-1", SANDBOX["namespace"]),
     )
-    header = manifest["context"]["value"]
-    statuses = []
-    for _ in range(3):
-        connection = http.client.HTTPConnection("127.0.0.1", mesh["port"], timeout=5)
-        connection.request("GET", "/orders", headers={"Host": HOST, "X-Drill-Context": header})
-        statuses.append(connection.getresponse().status)
-        connection.close()
-    assert statuses == [503, 503, 503]
+    header = {"X-Drill-Context": manifest["context"]["value"]}
+    answers = [through_sidecar(mesh, "/orders", **header) for _ in range(3)]
+    assert answers == [(503, None)] * 3
     # A new smoke run cannot prove the route (the signed probe gets the 503, unstamped).
     validation = smoke(manifest)
     assert [f["code"] for f in validation["findings"]] == ["ROUTE_NOT_IN_EFFECT"]
@@ -346,6 +353,16 @@ def test_gateway_api_drill_rule_wins_over_longer_production_prefixes(mesh, clust
     )
     before = cluster.stored("gateway.networking.k8s.io/v1", "httproutes", "orders-api", "orders")
     manifest = routed_manifest(mesh, gateway_routes(mesh["port"]))
+    header = {"X-Drill-Context": manifest["context"]["value"]}
+    # Drill traffic on a path production routes by a longer prefix still reaches the sandbox;
+    # other traffic stays with production.
+    assert through_sidecar(mesh, "/api/orders", **header) == (200, SANDBOX["id"])
+    assert through_sidecar(mesh, "/api/orders") == (200, None)
+    assert through_sidecar(mesh, "/other", **header) == (200, SANDBOX["id"])
+    assert [r["path"] for r in mesh["production"].requests] == ["/api/orders"]
+    assert [r["path"] for r in mesh["sandbox"].requests] == ["/api/orders", "/other"]
+    mesh["production"].requests.clear()
+    mesh["sandbox"].requests.clear()
     check = {**CHECK, "path": "/api/orders"}
     validation = smoke(manifest, [check])
     assert validation["status"] == "passed", validation
@@ -410,3 +427,67 @@ def test_the_proof_is_in_the_report(mesh):
         dry_run=False,
     )
     assert report["route_proof"]["routes"]["orders-api"]["proven"] is True
+
+
+def test_other_ports_of_a_multi_port_service_keep_their_routing(cluster, monkeypatch):
+    """orders-api serves http and admin ports: only the routed port's signed traffic goes to the
+    sandbox; the admin port keeps going to production's admin port, signed or not."""
+    for name in ("orders", "airflow", SANDBOX["namespace"]):
+        cluster.ensure_namespace(name)
+    with (
+        MeshSidecar(cluster, namespace="airflow", ports=2) as sidecar,
+        Backend("production-http") as prod_http,
+        Backend("production-admin") as prod_admin,
+        Backend("sandbox") as sandbox,
+    ):
+        http_port, admin_port = sidecar.ports
+        cluster.seed(
+            {
+                "_plural": "services",
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "orders-api", "namespace": "orders"},
+                "spec": {
+                    "ports": [
+                        {"name": "http", "port": http_port},
+                        {"name": "admin", "port": admin_port},
+                    ]
+                },
+            }
+        )
+        cluster.seed(
+            {
+                "_plural": "endpointslices",
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": "orders-api-1",
+                    "namespace": "orders",
+                    "labels": {"kubernetes.io/service-name": "orders-api"},
+                },
+                "addressType": "IPv4",
+                "ports": [
+                    {"name": "http", "port": prod_http.port},
+                    {"name": "admin", "port": prod_admin.port},
+                ],
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+            }
+        )
+        service_with_endpoints(
+            cluster,
+            name="orders-api",
+            namespace=SANDBOX["namespace"],
+            port=http_port,
+            backend_port=sandbox.port,
+        )
+        env = {"cluster": cluster, "sandbox": sandbox, "port": http_port}
+        manifest = routed_manifest(env, istio_routes(http_port))
+        header = {"X-Drill-Context": manifest["context"]["value"]}
+        assert through_sidecar(env, "/a", **header) == (200, SANDBOX["id"])
+        admin = {**env, "port": admin_port}
+        assert through_sidecar(admin, "/metrics", **header) == (200, None)
+        assert through_sidecar(admin, "/metrics") == (200, None)
+        assert [r["path"] for r in prod_admin.requests] == ["/metrics", "/metrics"]
+        assert [r["path"] for r in sandbox.requests] == ["/a"]
+        assert prod_http.requests == []
+        assert sidecar.unmodelled == []
