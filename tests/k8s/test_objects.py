@@ -90,10 +90,18 @@ def test_virtual_service_drill_rule_names_only_the_sandbox():
     service = config.services["orders-api"]
     destination = service.destination("drill-x")
     vs = route_objects.virtual_service(
-        META, service=service, destination=destination, context_value="v1.ctx", config=config
+        META,
+        service=service,
+        destination=destination,
+        context_value="v1.ctx",
+        sandbox_id="x",
+        config=config,
     )
     drill_rule, default_rule = vs["spec"]["http"]
-    assert drill_rule["match"] == [{"headers": {"x-drill-context": {"exact": "v1.ctx"}}}]
+    assert drill_rule["match"] == [
+        {"headers": {"x-drill-context": {"exact": "v1.ctx"}}, "port": service.port}
+    ]
+    assert drill_rule["headers"] == {"response": {"set": {"x-drill-sandbox": "x"}}}
     assert [r["destination"]["host"] for r in drill_rule["route"]] == [
         "orders-api.drill-x.svc.cluster.local"
     ]

@@ -491,3 +491,52 @@ def test_other_ports_of_a_multi_port_service_keep_their_routing(cluster, monkeyp
         assert [r["path"] for r in sandbox.requests] == ["/a"]
         assert prod_http.requests == []
         assert sidecar.unmodelled == []
+
+
+@pytest.mark.parametrize(
+    ("export_to", "gateways", "host", "refused"),
+    [
+        (["airflow"], None, HOST, True),  # exported by name to the workers' namespace
+        (["*"], None, "orders-api.orders.svc", True),  # namespaced form of the same Service
+        (["team-y"], None, HOST, False),  # the workers cannot see it
+        (None, ["istio-ingress/public"], HOST, False),  # bound to a gateway, not the mesh
+        (None, ["mesh", "istio-ingress/public"], "orders-api.orders", True),
+    ],
+)
+def test_conflicts_follow_export_to_gateways_and_host_forms(
+    mesh, cluster, export_to, gateways, host, refused
+):
+    cluster.ensure_namespace("team-x")
+    vs = copy.deepcopy(PRODUCTION_VS)
+    vs["metadata"]["namespace"] = "team-x"
+    vs["spec"]["hosts"] = [host]
+    vs["spec"]["http"] = [{"route": [{"destination": {"host": HOST}}]}]
+    if export_to:
+        vs["spec"]["exportTo"] = export_to
+    if gateways:
+        vs["spec"]["gateways"] = gateways
+    cluster.seed(vs)
+    if refused:
+        with pytest.raises(RoutingError) as taken:
+            routed_manifest(mesh, istio_routes(mesh["port"]))
+        assert taken.value.code == "ROUTE_HOST_TAKEN"
+    else:
+        routed_manifest(mesh, istio_routes(mesh["port"]))
+        assert len(cluster.listed("networking.istio.io/v1", "virtualservices", "airflow")) == 1
+
+
+def test_another_drills_http_route_on_the_same_service_is_busy(mesh, cluster):
+    from drillkit.exceptions import TransientDrillError
+
+    other = dict(SANDBOX, id="other-1")
+    context = issue_context(drill_id=DRILL_ID, environment="drill", key=KEY, ttl_seconds=3600)
+    apply_routes(
+        Kube(cluster.api),
+        routes=gateway_routes(mesh["port"]),
+        manifest={"context": {"value": context.value}},
+        sandbox=other,
+        guard=ProductionGuard.from_spec(PRODUCTION),
+    )
+    with pytest.raises(TransientDrillError) as busy:
+        routed_manifest(mesh, gateway_routes(mesh["port"]))
+    assert busy.value.code == "ROUTE_HOST_BUSY"
