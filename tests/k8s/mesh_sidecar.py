@@ -219,12 +219,14 @@ class MeshSidecar:
         """HTTPRouteRule.matches precedence across all rules of the applicable routes
         (gateway-api-httproutes.yaml CRD description): an Exact path; the longest Prefix; a
         method match; the most header matches; the most query param matches; then the oldest
-        route; then "{namespace}/{name}" alphabetically. A rule without matches is a ``/``
-        prefix match. No match: 404 (a Service with routes sends only what they match)."""
+        route; then "{namespace}/{name}" alphabetically; within a route, the first matching
+        rule in list order. A rule without matches is a ``/`` prefix match. "When no rules
+        matching a request have been successfully attached to the parent a request is coming
+        from, a HTTP 404 status code MUST be returned." Query param matches are not modelled."""
         candidates = []
         for route in routes:
             meta = route["metadata"]
-            for rule in route["spec"].get("rules") or []:
+            for index, rule in enumerate(route["spec"].get("rules") or []):
                 if set(rule) - {"name", "matches", "backendRefs", "filters", "timeouts"}:
                     raise NotModelled(f"HTTPRoute rule keys {sorted(rule)}")
                 for match in rule.get("matches") or [{}]:
@@ -240,6 +242,7 @@ class MeshSidecar:
                         -len(match.get("headers") or []),
                         meta.get("creationTimestamp", ""),
                         f"{meta['namespace']}/{meta['name']}",
+                        index,
                     )
                     candidates.append((key, route, rule))
         if not candidates:
