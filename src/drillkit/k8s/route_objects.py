@@ -19,6 +19,7 @@ HEADER = "x-drill-context"  # Envoy and Gateway API match lower-case header name
 PROOF_HEADER = "x-drill-sandbox"
 # HTTPRoute v1 CRD: a rule holds at most 64 matches (one is the drill's header-only match).
 MAX_MATCHES = 64
+MAX_HEADER_MATCHES = 16  # HTTPRouteMatch.headers maxItems
 RETRY_ON = "connect-failure,refused-stream,unavailable,cancelled,5xx"
 
 
@@ -158,6 +159,13 @@ def drill_matches(
     found: list[dict[str, Any]] = []
     for match in production_matches:
         headers = [h for h in match.get("headers") or [] if h.get("name", "").lower() != HEADER]
+        if len(headers) >= MAX_HEADER_MATCHES:
+            raise RoutingError(
+                f"a production match of this host already has {len(headers)} header matches, "
+                f"the most one HTTPRouteMatch holds ({MAX_HEADER_MATCHES}): the drill rule cannot "
+                "add its header to it. Route the drill through another host, or use kind istio",
+                code="ROUTE_TOO_MANY_MATCHES",
+            )
         copied = {**copy.deepcopy(match), "headers": [*copy.deepcopy(headers), header]}
         if copied not in found:
             found.append(copied)
