@@ -126,17 +126,20 @@ class FakeEndpointSlices:
 
 
 @pytest.fixture
-def mesh(production, monkeypatch):
+def mesh(request, production, monkeypatch):
     """The workers' sidecar stand-in (the production host resolves to it), production's
-    orders-api pods, and the sandbox's (registered once the drill creates its Service)."""
+    orders-api pods, and the sandbox's (registered once the drill creates its Service).
+    Parametrised indirectly, the sidecar's namespace (default: the workers', airflow)."""
     from drillkit.routing import resolve
+
+    caller_namespace = getattr(request, "param", "airflow")
 
     real = resolve.lookup
     monkeypatch.setattr(
         resolve, "lookup", lambda host: ["127.0.0.1"] if host == HOST else real(host)
     )
     with (
-        MeshSidecar(production, namespace="airflow") as sidecar,
+        MeshSidecar(production, namespace=caller_namespace) as sidecar,
         Backend("production") as prod,
         Backend("sandbox") as sandbox,
         FakeEndpointSlices(production, backend_port=sandbox.port),
@@ -286,3 +289,25 @@ def test_a_restore_over_the_rto_falls_back_to_the_next_tier(
     assert len(cnpg.seen) == 2
     for stored in cnpg.seen:
         assert production.stored("v1", "namespaces", stored["metadata"]["namespace"]) is None
+
+
+@pytest.mark.parametrize("mesh", ["batch"], indirect=True)
+def test_a_route_not_in_effect_could_not_verify_and_no_check_runs(
+    production, mesh, tcp_listener, run_k8s_drill
+):
+    """The callers' sidecar does not see the drill route (it is exported only to airflow):
+    the signed probe reaches production unstamped, so nothing is checked."""
+    spec = _spec(production.conn_id, port=mesh["port"])
+    with FakeCnpgOperator(production, port=tcp_listener) as cnpg:
+        run = run_k8s_drill("k8s-unrouted", spec, {"target_time": TARGET})
+    report = run["report"]
+    assert report["verdict"] == "COULD NOT VERIFY"
+    codes = [f["code"] for f in report["tiers"][0]["findings"]]
+    assert "ROUTE_NOT_IN_EFFECT" in codes
+    assert {c["status"] for c in report["checks"]} == {"error"}
+    assert report["route_proof"]["proven"] is False
+    assert mesh["sandbox"].requests == []
+    assert [r["method"] for r in mesh["production"].requests] == ["HEAD", "HEAD"]
+    assert run["tasks"]["primary.teardown"] == "success"
+    (stored,) = cnpg.seen
+    assert production.stored("v1", "namespaces", stored["metadata"]["namespace"]) is None
