@@ -364,7 +364,46 @@ def smoke(
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
         params["target_time"] = isoformat(target)
+    routes = manifest.get("routes") or {}
+    if routes.get("backend") in ("istio", "gateway_api") and routes.get("routes"):
+        return _smoke_routed(clean, manifest, params=params, guard=guard, sandbox=sandbox)
     return run_checks(clean, manifest, params=params, sandbox=sandbox, guard=guard)
+
+
+def _smoke_routed(
+    checks: list[dict[str, Any]],
+    manifest: Mapping[str, Any],
+    *,
+    params: dict[str, Any],
+    guard: Any,
+    sandbox: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Mesh routes: prove them in effect first, then send HTTP checks the production way."""
+    from drillkit.checks import run_checks
+    from drillkit.checks.spec import parse_checks
+    from drillkit.routing.proof import (
+        ROUTE_NOT_IN_EFFECT,
+        not_in_effect,
+        prove_routes,
+        via_production_host,
+    )
+
+    parse_checks(checks)  # bad input is refused before any probe
+    proof = prove_routes(manifest, guard=guard, sandbox_id=str(sandbox.get("id")))
+    if not proof["proven"]:
+        message, results = not_in_effect(proof, checks)
+        return {
+            "schema": "drillkit.validation/v1",
+            "status": "error",
+            "results": [r for r in results if not r["warmup"]],
+            "warmup": [r for r in results if r["warmup"]],
+            "findings": [{"code": ROUTE_NOT_IN_EFFECT, "message": message, "severity": "error"}],
+            "route_proof": proof,
+        }
+    validation = run_checks(
+        checks, via_production_host(manifest, proof), params=params, sandbox=sandbox, guard=guard
+    )
+    return {**validation, "route_proof": proof}
 
 
 def dumps(value: Any) -> str:

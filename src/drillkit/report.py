@@ -134,6 +134,8 @@ def build_report(
         "manifest": (deciding or {}).get("manifest"),
         "checks": validation.get("results", []),
         "warmup": validation.get("warmup", []),
+        # Mesh routes: both probes per route, and whether it was proven before the checks ran.
+        "route_proof": validation.get("route_proof"),
         "findings": findings,
         "timeline": run_timeline,
         "started_at": run_timeline[0]["at"] if run_timeline else None,

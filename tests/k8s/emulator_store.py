@@ -47,7 +47,7 @@ class Resource:
 
     @property
     def custom(self) -> bool:
-        return self.group not in ("", "apps", "networking.k8s.io")
+        return self.group not in ("", "apps", "networking.k8s.io", "discovery.k8s.io")
 
 
 BUILTINS = (
@@ -57,6 +57,17 @@ BUILTINS = (
     Resource("", "v1", "secrets", "Secret", True, "secret", False, False),
     Resource("apps", "v1", "deployments", "Deployment", True, "deployment", True, True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy"),
+    # What the mesh stand-in (mesh_sidecar.py) reads a Service's endpoints from, as EDS does.
+    Resource(
+        "discovery.k8s.io",
+        "v1",
+        "endpointslices",
+        "EndpointSlice",
+        True,
+        "endpointslice",
+        False,
+        False,
+    ),
 )
 # Used by drillkit but with no upstream CRD in ../shared/crds: served without a schema.
 SCHEMALESS = (

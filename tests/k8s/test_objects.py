@@ -90,10 +90,18 @@ def test_virtual_service_drill_rule_names_only_the_sandbox():
     service = config.services["orders-api"]
     destination = service.destination("drill-x")
     vs = route_objects.virtual_service(
-        META, service=service, destination=destination, context_value="v1.ctx", config=config
+        META,
+        service=service,
+        destination=destination,
+        context_value="v1.ctx",
+        sandbox_id="x",
+        config=config,
     )
     drill_rule, default_rule = vs["spec"]["http"]
-    assert drill_rule["match"] == [{"headers": {"x-drill-context": {"exact": "v1.ctx"}}}]
+    assert drill_rule["match"] == [
+        {"headers": {"x-drill-context": {"exact": "v1.ctx"}}, "port": service.port}
+    ]
+    assert drill_rule["headers"] == {"response": {"set": {"x-drill-sandbox": "x"}}}
     assert [r["destination"]["host"] for r in drill_rule["route"]] == [
         "orders-api.drill-x.svc.cluster.local"
     ]
@@ -123,3 +131,24 @@ def test_retry_budget(timeout, per_try, attempts, ok):
 def test_durations_fit_gateway_api_and_istio():
     assert route_objects.duration(1.5) == "1500ms"
     assert route_objects.duration(30) == "30s"
+
+
+def test_gateway_drill_matches_repeat_production_and_respect_the_crd_limits():
+    production = [
+        {"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"},
+        {"path": {"type": "Exact", "value": "/healthz"}},
+    ]
+    found = route_objects.drill_matches("v1.ctx", production)
+    header = {"type": "Exact", "name": "x-drill-context", "value": "v1.ctx"}
+    assert found == [
+        {"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET", "headers": [header]},
+        {"path": {"type": "Exact", "value": "/healthz"}, "headers": [header]},
+        {"headers": [header]},
+    ]
+    crowded = [{"headers": [{"name": f"h{i}", "value": "x"} for i in range(16)]}]
+    with pytest.raises(RoutingError) as refused:
+        route_objects.drill_matches("v1.ctx", crowded)
+    assert refused.value.code == "ROUTE_TOO_MANY_MATCHES"
+    many = [{"path": {"type": "Exact", "value": f"/p{i}"}} for i in range(64)]
+    with pytest.raises(RoutingError):
+        route_objects.drill_matches("v1.ctx", many)

@@ -27,7 +27,7 @@ VS_NAME = "drill-orders-abc123-orders-api"
 
 @pytest.fixture
 def mesh(cluster):
-    for name in ("orders", SANDBOX["namespace"]):
+    for name in ("orders", "airflow", SANDBOX["namespace"]):
         cluster.ensure_namespace(name)
     return cluster
 
@@ -41,7 +41,7 @@ def apply(cluster, routes=ISTIO_ROUTES, guard=GUARD):
 def test_istio_routes_as_stored(mesh):
     result = apply(mesh)
     assert [a["kind"] for a in result["applied"]] == ["DestinationRule", "VirtualService"]
-    vs = mesh.stored(VS, "virtualservices", VS_NAME, "orders")
+    vs = mesh.stored(VS, "virtualservices", VS_NAME, "airflow")
     drill_rule, default_rule = vs["spec"]["http"]
     assert drill_rule["match"][0]["headers"]["x-drill-context"] == {
         "exact": MANIFEST["context"]["value"]
@@ -54,7 +54,9 @@ def test_istio_routes_as_stored(mesh):
         "perTryTimeout": "3s",
         "retryOn": "connect-failure,refused-stream,unavailable,cancelled,5xx",
     }
-    assert default_rule["route"][0]["destination"]["host"] == "orders-api.orders.svc.cluster.local"
+    assert default_rule["route"][0]["destination"] == {
+        "host": "orders-api.orders.svc.cluster.local"
+    }
     assert vs["metadata"]["labels"][objects.SANDBOX_LABEL] == SANDBOX["id"]
     assert vs["metadata"]["annotations"][objects.EXPIRES_ANNOTATION] == SANDBOX["expires_at"]
     dr = mesh.stored(DR, "destinationrules", VS_NAME, SANDBOX["namespace"])
@@ -72,11 +74,12 @@ def test_reapply_patches_and_removal_takes_404_as_done(mesh):
     versions = [int(a["resource_version"]) for a in first["applied"]]
     assert int(second["applied"][1]["resource_version"]) > max(versions)
     assert (
-        mesh.stored(VS, "virtualservices", VS_NAME, "orders")["spec"]["http"][0]["timeout"] == "12s"
+        mesh.stored(VS, "virtualservices", VS_NAME, "airflow")["spec"]["http"][0]["timeout"]
+        == "12s"
     )
     removed = remove_routes(Kube(mesh.api), sandbox_id=SANDBOX["id"])
     assert [r["name"] for r in removed] == [VS_NAME]
-    assert mesh.stored(VS, "virtualservices", VS_NAME, "orders") is None
+    assert mesh.stored(VS, "virtualservices", VS_NAME, "airflow") is None
     assert remove_routes(Kube(mesh.api), sandbox_id=SANDBOX["id"]) == []
 
 

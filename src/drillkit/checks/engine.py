@@ -96,7 +96,9 @@ class CheckContext:
     def remaining(self) -> float:
         return self.started + self.budget - time.monotonic()
 
-    def pin(self, host: str, port: int, database: str | None = None) -> tuple[str, ...]:
+    def pin(
+        self, host: str, port: int, database: str | None = None, *, context: str | None = None
+    ) -> tuple[str, ...]:
         """The addresses to connect to for ``host``: resolved once and judged by the guard.
 
         Connecting to this address (never to the name again) is what makes the guard's judgement
@@ -104,7 +106,7 @@ class CheckContext:
         resolve (the check is an error saying so, never a pass).
         """
         try:
-            return self.guard.pin(host, port, database, service=self.service)
+            return self.guard.pin(host, port, database, service=self.service, context=context)
         except UnresolvableHostError as exc:
             raise EndpointUnreachable(str(exc)) from exc
 

@@ -150,10 +150,12 @@ async def _exchange(
     tls = _tls_context() if scheme == "https" else None
     # Resolved once and judged by the guard; the connection goes to that address (the Host
     # header and TLS still name the host), so a second lookup cannot answer differently.
+    # The signed context it carries lets it through a mesh route proven in effect (only).
+    context = headers.get(ctx.drill_header[0]) if ctx.drill_header else None
     if ctx.guard.known(host):
-        addresses = ctx.pin(host, port)
+        addresses = ctx.pin(host, port, context=context)
     else:
-        addresses = await asyncio.to_thread(ctx.pin, host, port)
+        addresses = await asyncio.to_thread(ctx.pin, host, port, None, context=context)
     try:
         async with asyncio.timeout(remaining):
             reader, writer = await _open_any(addresses, port, tls, host)

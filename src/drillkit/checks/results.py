@@ -54,6 +54,7 @@ VERDICT_CODES = frozenset(
         WRITE_CHECK_REFUSED,
         REDIRECT_OUTSIDE_MANIFEST,
         NO_CHECKS_RAN,
+        "ROUTE_NOT_IN_EFFECT",  # drillkit.routing.proof: the mesh drill route is not proven
     }
 )
 

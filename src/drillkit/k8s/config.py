@@ -41,8 +41,12 @@ _ROUTES_KEYS = frozenset(
         "outlier_detection",
         "api_version",
         "services",
+        "mode",
+        "gateways",
     }
 )
+ISTIO_MODES = ("mesh", "gateway")
+CLUSTER_DOMAIN = "cluster.local"  # Kubernetes' default DNS domain, as Istio's registry names it
 _ROUTE_SERVICE_KEYS = frozenset(
     {"host", "port", "sandbox_service", "sandbox_port", "sandbox_host", "parent"}
 )
@@ -179,6 +183,29 @@ class RoutesConfig:
     base_ejection_time: float = 30.0
     api_version: str = "v1"
     services: dict[str, RouteService] = field(default_factory=dict)
+    # istio: "mesh" (the drill's callers' sidecars: the VirtualService lives in ``namespace``,
+    # the workers' namespace, exported only there) or "gateway" (bound to ``gateways``).
+    mode: str = "mesh"
+    gateways: tuple[str, ...] = ()
+
+
+def service_fqdn(host: str, namespace: str) -> str:
+    """The fully qualified name of a Kubernetes Service host, as Istio compares hosts.
+
+    A short name (no dot) is read relative to ``namespace``: Istio interprets short names
+    "based on the namespace of the rule, not the service" (Destination docs, "Note for
+    Kubernetes users"). ``svc.ns``, ``svc.ns.svc`` and the FQDN are the same Service (the
+    Kubernetes DNS search path makes them equal for a caller); other names stay as written.
+    """
+    host = host.strip().lower().rstrip(".")
+    labels = host.split(".")
+    if len(labels) == 1:
+        return f"{host}.{namespace}.svc.{CLUSTER_DOMAIN}"
+    if len(labels) == 2:
+        return f"{host}.svc.{CLUSTER_DOMAIN}"
+    if len(labels) == 3 and labels[2] == "svc":
+        return f"{host}.{CLUSTER_DOMAIN}"
+    return host
 
 
 def _route_service(name: str, raw: Any, kind: str, where: str) -> RouteService:
@@ -188,6 +215,12 @@ def _route_service(name: str, raw: Any, kind: str, where: str) -> RouteService:
     host = raw.get("host")
     if not isinstance(host, str) or not _HOST.match(host):
         raise _fail(f"{where}.host", "the production host name the route is for")
+    if kind == "istio" and "." not in host:
+        raise _fail(
+            f"{where}.host",
+            f"write the Service's full name ({host}.<namespace>.svc.{CLUSTER_DOMAIN}): Istio "
+            "reads a short name relative to the VirtualService's namespace, not the Service's",
+        )
     service = _dns_label(raw.get("sandbox_service"), f"{where}.sandbox_service", required=False)
     sandbox_host = raw.get("sandbox_host")
     if (service is None) == (sandbox_host is None):
@@ -281,6 +314,7 @@ def parse_routes(raw: Mapping[str, Any] | None, *, where: str = "routes") -> Rou
         str(name): _route_service(str(name), spec, kind, f"{where}.services.{name}")
         for name, spec in services_raw.items()
     }
+    mode, gateways = _istio_mode(raw, kind, where)
     return RoutesConfig(
         kind=kind,
         namespace=namespace or "",
@@ -301,7 +335,38 @@ def parse_routes(raw: Mapping[str, Any] | None, *, where: str = "routes") -> Rou
         ),
         api_version=version,
         services=services,
+        mode=mode,
+        gateways=gateways,
     )
+
+
+def _istio_mode(raw: Mapping[str, Any], kind: str, where: str) -> tuple[str, tuple[str, ...]]:
+    """``mode`` and ``gateways`` (istio only): gateways are ``<namespace>/<name>`` names."""
+    mode = raw.get("mode", "mesh")
+    if kind != "istio":
+        if "mode" in raw or "gateways" in raw:
+            raise _fail(f"{where}.mode", "mode and gateways are for kind istio only")
+        return "mesh", ()
+    if mode not in ISTIO_MODES:
+        raise _fail(
+            f"{where}.mode",
+            "mesh (the drill workers' sidecars) or gateway (named ingress gateways)",
+        )
+    gateways = raw.get("gateways")
+    if mode == "mesh":
+        if gateways is not None:
+            raise _fail(f"{where}.gateways", "only with mode: gateway")
+        return mode, ()
+    if not isinstance(gateways, list) or not gateways:
+        raise _fail(f"{where}.gateways", "required with mode gateway: [<namespace>/<gateway>]")
+    for gateway in gateways:
+        ns, _, name = str(gateway).partition("/")
+        if not (_DNS_LABEL.match(ns) and _DNS_LABEL.match(name)) or gateway == "mesh":
+            raise _fail(
+                f"{where}.gateways",
+                f"{gateway!r} is not <namespace>/<gateway> (the reserved 'mesh' is mode: mesh)",
+            )
+    return mode, tuple(str(g) for g in gateways)
 
 
 def check_spec(
@@ -345,6 +410,16 @@ def check_spec(
         raise
     except Exception as exc:
         raise _fail("routes.retries", str(exc)) from exc
+    if config.kind == "istio" and config.mode == "mesh":
+        for index, sandbox in enumerate(sandboxes):
+            if sandbox.get("worker_namespace") != config.namespace:
+                raise _fail(
+                    "routes.namespace",
+                    f"in mode mesh the drill VirtualService lives where the drill's callers do "
+                    f"(exported only there): set it to the workers' namespace, "
+                    f"tiers[{index}].sandbox.worker_namespace "
+                    f"({sandbox.get('worker_namespace')!r})",
+                )
     guard = ProductionGuard.from_spec(production)
     for name, service in config.services.items():
         if service.sandbox_host:

@@ -2,7 +2,9 @@
 
 Guard rules run before anything is applied: the retry budget fits the route timeout, no drill
 destination is production (by the drill's ProductionGuard) or the routed host itself, and no
-other VirtualService owns the host. A failed apply removes what it applied.
+other VirtualService applies to the host where the drill's does (every namespace, hosts fully
+qualified). Gateway API routes repeat production's matches for the host. Production's own
+objects are only read, never written. A failed apply removes what it applied.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from drillkit.exceptions import (
 )
 from drillkit.k8s import objects, route_objects
 from drillkit.k8s.client import Kube
-from drillkit.k8s.config import RoutesConfig, parse_routes
+from drillkit.k8s.config import RoutesConfig, parse_routes, service_fqdn
 from drillkit.k8s.kinds import (
     HTTP_ROUTE,
     ISTIO_VERSIONS,
@@ -55,7 +57,11 @@ def check_routes(config: RoutesConfig, *, guard: ProductionGuard, sandbox_namesp
 
 
 def _objects(
-    config: RoutesConfig, *, manifest: Mapping[str, Any], sandbox: Mapping[str, Any]
+    config: RoutesConfig,
+    *,
+    manifest: Mapping[str, Any],
+    sandbox: Mapping[str, Any],
+    production: Mapping[str, tuple[list[dict[str, Any]], bool]] | None = None,
 ) -> list[tuple[Kind, dict[str, Any]]]:
     sandbox_id, namespace = str(sandbox["id"]), str(sandbox["namespace"])
     context_value = manifest["context"]["value"]
@@ -70,7 +76,8 @@ def _objects(
         )
 
     built: list[tuple[Kind, dict[str, Any]]] = []
-    if config.kind == "gateway_api":
+    if config.kind == "gateway_api" and config.namespace != namespace:
+        # A backendRef to another namespace needs the target namespace's ReferenceGrant.
         built.append(
             (
                 REFERENCE_GRANT,
@@ -97,11 +104,13 @@ def _objects(
                         service=service,
                         destination=destination,
                         context_value=context_value,
+                        sandbox_id=sandbox_id,
                         config=config,
                     ),
                 )
             )
         else:
+            matches, routed = (production or {}).get(name, ([], False))
             built.append(
                 (
                     HTTP_ROUTE,
@@ -110,37 +119,150 @@ def _objects(
                         service=service,
                         sandbox_namespace=namespace,
                         context_value=context_value,
+                        sandbox_id=sandbox_id,
                         config=config,
+                        production_matches=matches,
+                        production_routed=routed,
                     ),
                 )
             )
     return built
 
 
-def _check_hosts_free(kube: Kube, config: RoutesConfig, sandbox_id: str) -> None:
-    """Istio does not merge VirtualServices for one host: refuse to add a second one."""
-    if config.kind != "istio":
-        return
-    hosts = {s.host for s in config.services.values()}
-    for vs in kube.list(virtual_service(config.api_version), namespace=config.namespace):
-        taken = hosts & set((vs.get("spec") or {}).get("hosts") or [])
-        if not taken:
+def _owner(obj: Mapping[str, Any], sandbox_id: str) -> str | None:
+    """None for production's objects, "" for this sandbox's own, else the other drill's id."""
+    labels = obj["metadata"].get("labels") or {}
+    if labels.get(objects.MANAGED_BY) != objects.MANAGER:
+        return None
+    owner = str(labels.get(objects.SANDBOX_LABEL))
+    return "" if owner == sandbox_id else owner
+
+
+def _busy(owner: str, what: str) -> TransientDrillError:
+    return TransientDrillError(
+        f"another drill ({owner}) routes {what} right now; retry when it has finished",
+        code="ROUTE_HOST_BUSY",
+    )
+
+
+def _vs_applies(vs: Mapping[str, Any], callers: set[str], gateways: set[str]) -> bool:
+    """Whether ``vs`` is seen by proxies in ``callers`` namespaces bound to ``gateways``.
+
+    Istio VirtualService.exportTo: no value exports to all namespaces, "." to the declaring
+    namespace only, "*" to all, else the named namespaces. ``gateways``: no value means the
+    reserved ``mesh`` (every sidecar); a name without ``<namespace>/`` is in the
+    VirtualService's namespace.
+    """
+    spec, namespace = vs.get("spec") or {}, vs["metadata"].get("namespace", "")
+    export = spec.get("exportTo") or ["*"]
+    seen = "*" in export or bool(callers & set(export)) or ("." in export and namespace in callers)
+    bound = {
+        g if g == "mesh" or "/" in g else f"{namespace}/{g}"
+        for g in spec.get("gateways") or ["mesh"]
+    }
+    return seen and bool(bound & gateways)
+
+
+def _check_istio_hosts(kube: Kube, config: RoutesConfig, sandbox_id: str) -> None:
+    """No other VirtualService for a routed host where the drill's VirtualService applies.
+
+    Istio analyser IST0109 (ConflictingMeshGatewayVirtualServiceHosts): VirtualServices with one
+    host attached to the mesh gateway conflict (only ingress-gateway ones are merged), and the
+    drill rule can silently lose. Every namespace is listed; hosts are compared fully qualified
+    (short names relative to the VirtualService's namespace). On gateways Istio merges, so only
+    another drill's route is refused there (the probe proves which rule won).
+    """
+    if config.mode == "mesh":
+        callers, gateways = {config.namespace}, {"mesh"}
+    else:
+        callers = {g.split("/")[0] for g in config.gateways}
+        gateways = set(config.gateways)
+    hosts = {service_fqdn(s.host, config.namespace) for s in config.services.values()}
+    for vs in kube.list(virtual_service(config.api_version)):
+        if not _vs_applies(vs, callers, gateways):
             continue
-        labels = vs["metadata"].get("labels") or {}
-        owner = labels.get(objects.SANDBOX_LABEL)
-        if labels.get(objects.MANAGED_BY) != objects.MANAGER:
+        namespace = vs["metadata"].get("namespace", "")
+        theirs = {
+            service_fqdn(str(h), namespace) for h in (vs.get("spec") or {}).get("hosts") or []
+        }
+        taken = sorted(hosts & theirs)
+        owner = _owner(vs, sandbox_id)
+        if not taken or owner == "":
+            continue
+        if owner is not None:
+            raise _busy(owner, ", ".join(taken))
+        if config.mode == "mesh":
             raise RoutingError(
-                f"VirtualService {vs['metadata']['name']} already routes {', '.join(taken)}; "
-                "Istio does not merge two VirtualServices for one host. Route the drill through "
-                "a host without its own VirtualService, or use kind gateway_api",
+                f"VirtualService {namespace}/{vs['metadata']['name']} already routes "
+                f"{', '.join(taken)} for callers in namespace {config.namespace}; Istio does not "
+                "merge two VirtualServices for one host on the mesh (IST0109), so the drill rule "
+                "could silently lose. Scope that VirtualService with exportTo (e.g. ['.'] or "
+                "the namespaces of its real callers, without the drill workers' namespace), or "
+                "route the drill with mode: gateway, or kind gateway_api",
                 code="ROUTE_HOST_TAKEN",
             )
-        if owner != sandbox_id:
-            raise TransientDrillError(
-                f"another drill ({owner}) routes {', '.join(taken)} right now; retry when it "
-                "has finished",
-                code="ROUTE_HOST_BUSY",
-            )
+
+
+def _parent_key(ref: Mapping[str, Any], route_namespace: str) -> tuple[str, str, str]:
+    """(kind, namespace, name) of a parentRef; Gateway API defaults: kind Gateway, the route's
+    own namespace."""
+    return (
+        str(ref.get("kind") or "Gateway"),
+        str(ref.get("namespace") or route_namespace),
+        str(ref.get("name")),
+    )
+
+
+def _hostnames_meet(theirs: list[str], host: str) -> bool:
+    """HTTPRoute.hostnames: none matches every host; ``*.example.com`` matches its subdomains."""
+    if not theirs:
+        return True
+    for name in theirs:
+        name = name.lower()
+        if name == host or (name.startswith("*.") and host.endswith(name[1:])):
+            return True
+    return False
+
+
+def _production_http_routes(
+    kube: Kube, config: RoutesConfig, sandbox_id: str
+) -> dict[str, tuple[list[dict[str, Any]], bool]]:
+    """Per routed service: the matches of production's HTTPRoutes on the same parent and host
+    (a rule without matches matches every path: ``/`` prefix), and whether any attaches.
+
+    Another drill's route on the same parent and host is refused (ROUTE_HOST_BUSY).
+    """
+    wanted = {
+        name: (
+            service.parent.get("kind", "Service"),
+            service.parent.get("namespace") or config.namespace,
+            service.parent["name"],
+        )
+        for name, service in config.services.items()
+    }
+    found: dict[str, tuple[list[dict[str, Any]], bool]] = {n: ([], False) for n in wanted}
+    for route in kube.list(HTTP_ROUTE):
+        namespace = route["metadata"].get("namespace", "")
+        spec = route.get("spec") or {}
+        parents = {_parent_key(ref, namespace) for ref in spec.get("parentRefs") or []}
+        owner = _owner(route, sandbox_id)
+        if owner == "":
+            continue
+        for name, key in wanted.items():
+            service = config.services[name]
+            if key not in parents:
+                continue
+            if key[0] == "Gateway" and not _hostnames_meet(
+                spec.get("hostnames") or [], service.host.lower()
+            ):
+                continue
+            if owner is not None:
+                raise _busy(owner, service.host)
+            matches, _ = found[name]
+            for rule in spec.get("rules") or [{}]:
+                matches += rule.get("matches") or [{"path": {"type": "PathPrefix", "value": "/"}}]
+            found[name] = (matches, True)
+    return found
 
 
 def apply_routes(
@@ -160,11 +282,16 @@ def apply_routes(
             code="ROUTE_NEEDS_K8S_SANDBOX",
         )
     check_routes(config, guard=guard, sandbox_namespace=str(sandbox["namespace"]))
-    built = _objects(config, manifest=manifest, sandbox=sandbox)
-    refs = [_ref(kind, obj) for kind, obj in built]
     if dry_run:
+        planned = _objects(config, manifest=manifest, sandbox=sandbox)
+        refs = [_ref(kind, obj) for kind, obj in planned]
         return {"backend": config.kind, "applied": [], "planned": refs, "dry_run": True}
-    _check_hosts_free(kube, config, str(sandbox["id"]))
+    production = None
+    if config.kind == "istio":
+        _check_istio_hosts(kube, config, str(sandbox["id"]))
+    else:
+        production = _production_http_routes(kube, config, str(sandbox["id"]))
+    built = _objects(config, manifest=manifest, sandbox=sandbox, production=production)
     applied: list[dict[str, Any]] = []
     try:
         for kind, obj in built:
@@ -184,8 +311,18 @@ def apply_routes(
         "backend": config.kind,
         "applied": applied,
         "header": route_objects.HEADER,
+        # What the smoke task probes before any check: the drill rule stamps this header.
+        "proof_header": route_objects.PROOF_HEADER,
+        "sandbox_id": str(sandbox["id"]),
+        "mode": config.mode if config.kind == "istio" else "gateway_api",
         "routes": {
-            name: {"host": s.host, "sandbox_host": s.destination(str(sandbox["namespace"]))}
+            name: {
+                "host": service_fqdn(s.host, config.namespace)
+                if config.kind == "istio"
+                else s.host,
+                "port": s.port,
+                "sandbox_host": s.destination(str(sandbox["namespace"])),
+            }
             for name, s in config.services.items()
         },
         "dry_run": False,

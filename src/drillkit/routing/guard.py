@@ -8,12 +8,16 @@ IPv4-mapped IPv6, brackets, a trailing dot) is read as the address it means; a l
 run, ``check_manifest(resolve=True)`` and ``pin`` resolve each name once through
 ``drillkit.routing.resolve`` and refuse when ANY address is production, and checks connect to the
 address ``pin`` returned, so a second lookup cannot answer differently. Loopback is production
-only when the spec lists it (``cidrs: [127.0.0.0/8, ::1/128]``).
+only when the spec lists it (``cidrs: [127.0.0.0/8, ::1/128]``). One exception, and only for a
+request carrying the drill's signed context: a mesh drill route that a probe proved in effect
+(``admit_route``, see ``drillkit.routing.proof``) lets that request reach the production host,
+which the mesh sends to the sandbox.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import posixpath
 import re
@@ -113,6 +117,8 @@ class ProductionGuard:
         self._dsn_targets: list[_DsnTarget] = []
         self._spec: dict[str, list[str]] = {"hosts": [], "cidrs": [], "dsns": []}
         self._resolved: dict[str, tuple[IPAddress, ...]] = {}
+        # (host, port) -> the signed drill context a probe proved routed to the sandbox there.
+        self._proven: dict[tuple[str, int], str] = {}
         self._lock = threading.Lock()
         for entry in hosts:
             self._add_host(entry)
@@ -202,15 +208,58 @@ class ProductionGuard:
         except resolver.UnresolvableHostError:
             return ()
 
+    def admit_route(self, host: str, port: int, *, context: str) -> None:
+        """Record that a probe proved the drill route of ``host:port`` in effect for ``context``.
+
+        Only ``drillkit.routing.proof`` calls this, after a request to ``host:port`` carrying
+        ``context`` came back stamped by the drill rule and one without it did not. From then on
+        ``pin`` lets a request that carries exactly this context reach ``host:port`` (the
+        production host, through the route); every other request there is judged as before.
+        """
+        if not context:
+            raise RoutingError("a proven route needs the signed drill context", code="ROUTE_PROOF")
+        with self._lock:
+            self._proven[(normalize_host(host), int(port))] = context
+
+    def proven_routes(self) -> list[str]:
+        """``host:port`` of every route a probe proved in effect (for the report)."""
+        with self._lock:
+            return [f"{host}:{port}" for host, port in self._proven]
+
+    def _admitted(self, host: str, port: int, context: str | None) -> bool:
+        with self._lock:
+            proven = self._proven.get((normalize_host(host), int(port)))
+        return proven is not None and context is not None and hmac.compare_digest(proven, context)
+
     def pin(
-        self, host: str, port: int, database: str | None = None, *, service: str
+        self,
+        host: str,
+        port: int,
+        database: str | None = None,
+        *,
+        service: str,
+        context: str | None = None,
     ) -> tuple[str, ...]:
         """The addresses a check may connect to for ``host`` (in the resolver's order), each
         judged: a client tries them in turn, as it would the name's, and never the name.
 
+        ``context``: the signed drill context the request carries. A production host is
+        allowed only when this context reaches it through a route ``admit_route`` recorded as
+        proven (the mesh sends it to the sandbox); a local wildcard address never is.
+
         Raises ProductionTargetRefusedError when any address ``host`` has is production (or the
         host is no plain ASCII spelling), UnresolvableHostError when it has none.
         """
+        if self._admitted(host, port, context):
+            addresses = self.addresses(host)
+            for address in addresses:
+                if address.is_unspecified:
+                    raise ProductionTargetRefusedError(
+                        f"service {service!r}: {host} resolves to a local wildcard "
+                        f"({address}); {_FIX}",
+                        service=service,
+                    )
+            return tuple(str(address) for address in addresses)
         reason = self._host_violation(host, port, database)
         addresses = () if reason else self.addresses(host)
         reason = reason or self._address_violation(normalize_host(host), addresses, port, database)
