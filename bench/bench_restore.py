@@ -101,9 +101,9 @@ class TimedBackend(LocalSandboxBackend):
 
     watch: common.Stopwatch
 
-    def _restore(self, *args: Any, **kwargs: Any) -> None:
+    def _restore(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         with self.watch.phase("copy+start"):
-            super()._restore(*args, **kwargs)
+            return super()._restore(*args, **kwargs)
 
     def _wait_promoted(self, *args: Any, **kwargs: Any) -> str | None:
         with self.watch.phase("promote"):

@@ -75,8 +75,9 @@ class _ChainOperator(BaseOperator):
 
 
 class ApplyFallbackChainOperator(_ChainOperator):
-    """Sign this run's drill context and apply the chain with a drill rule matching it exactly
-    (create, on 409 merge patch). The setup task: the teardown removes the drill rule."""
+    """Sign this run's drill context and apply the chain: the drill rule matching it exactly and
+    the fallback EnvoyFilter (create, or patch with the resourceVersion read; a stored production
+    rule is kept). The setup task: the teardown removes the drill rule and the EnvoyFilters."""
 
     ui_color = "#dfe9f7"
 
@@ -111,7 +112,8 @@ class ApplyFallbackChainOperator(_ChainOperator):
 
 
 class ChaosDrillOperator(_ChainOperator):
-    """Per fault phase: set the fault on the drill rule, send the synthetic requests, measure.
+    """Per fault phase: set the fault filter at the primary's inbound side (this run's context
+    only), send the synthetic requests, measure.
 
     :param apply_task_id: the ApplyFallbackChainOperator (its XCom has the signed context)
     """
@@ -142,7 +144,7 @@ class ChaosDrillOperator(_ChainOperator):
             def fault(phase: Any) -> None:
                 if kube is not None:
                     set_fault(kube, spec.route, guard=self.guard, context_value=value, phase=phase)
-                    self.log.info("fault on the drill rule: %s", phase.to_dict() if phase else None)
+                    self.log.info("fault at the primary: %s", phase.to_dict() if phase else None)
 
             def read_prometheus() -> dict[str, Any]:
                 assert spec.chaos.prometheus is not None
@@ -173,8 +175,8 @@ class ChaosDrillOperator(_ChainOperator):
 
 
 class RemoveFaultInjectionOperator(_ChainOperator):
-    """Teardown: remove the drill rule (and every fault with it). The chain itself stays: it is
-    the routing API's production route."""
+    """Teardown: delete the drill's EnvoyFilters (fault and fallback) and remove the drill rule.
+    The chain itself stays: it is the routing API's production route."""
 
     ui_color = "#e2f0d9"
 
@@ -223,8 +225,8 @@ class EscalationGateOperator(BaseBranchOperator):
 
 
 class ShiftToStaticCacheOperator(_ChainOperator):
-    """Remediation: merge-patch the production rule's weights towards the static cache, and mark
-    the route so no later drill restores the declared weights before a person says so."""
+    """Remediation: patch the production rule's weights towards the static cache (with the
+    resourceVersion read), and mark the route so drills wait until a person says so."""
 
     ui_color = "#f7c8c8"
 

@@ -182,12 +182,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the spec's drill DAG in process (dag.test), the same code path as in Airflow."""
     import os
 
+    from drillkit.outputs import catalog_paths, check_outputs, refuse_inside
     from drillkit.spec import load_spec
     from drillkit.state import state_dir
     from drillkit.timeutil import parse_target_time
 
     spec_path = Path(args.spec).resolve()
     spec = load_spec(spec_path)  # bad specs fail here, before Airflow starts
+    # Nothing a run writes may land in the repository it drills: refused before anything runs.
+    check_outputs(
+        spec.catalog,
+        report_path=spec.report.get("path"),
+        json_out=args.json,
+        junit_out=args.junit,
+    )
     conf: dict[str, Any] = {"dry_run": args.dry_run, "keep_sandbox": args.keep_sandbox}
     if args.target_time:
         conf["target_time"] = parse_target_time(args.target_time).isoformat()
@@ -199,6 +207,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.pinned_backup:
         conf["pinned_backup"] = args.pinned_backup
     home = Path(args.airflow_home or os.environ.get("DRILLKIT_RUN_HOME") or state_dir() / "run")
+    refuse_inside(
+        home, setting="--airflow-home (DRILLKIT_RUN_HOME)", catalogs=catalog_paths(spec.catalog)
+    )
     home.mkdir(parents=True, exist_ok=True)
     if not os.environ.get("DRILLKIT_SIGNING_KEY"):
         # A private Airflow home has no drillkit_signing connection: keep a local key there.
@@ -380,12 +391,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_UNVERIFIED
     except (NoRestorableBackupError, SandboxError) as exc:
-        # The drill ran and the backups failed it: that is a finding, not a tooling problem,
-        # unless what stopped it is a tool this worker lacks (never the backup's fault).
-        from drillkit.findings import TOOL_CODES
+        # The drill ran and the backups failed it: that is a finding, not a tooling problem.
+        # A problem of the drill host (a full disk, an unreadable backup) blames no backup.
+        from drillkit.gate import FAILURE_CODES
 
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
-        return EXIT_UNVERIFIED if exc.code in TOOL_CODES else EXIT_FAIL
+        return EXIT_FAIL if exc.code in FAILURE_CODES else EXIT_UNVERIFIED
     except DrillError as exc:
         print(f"drillkit: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_UNVERIFIED

@@ -305,7 +305,10 @@ def smoke(
     from drillkit.routing.context import verify_context
     from drillkit.routing.guard import ProductionGuard
 
-    ProductionGuard.from_spec(production).check_manifest(manifest)
+    # Every name resolved once (this guard remembers it) and every address judged; the checks
+    # connect to the addresses judged here.
+    guard = ProductionGuard.from_spec(production)
+    guard.check_manifest(manifest, resolve=not sandbox.get("dry_run"))
     verify_context(manifest["context"]["value"], key=key)
     if sandbox.get("dry_run"):
         return {
@@ -341,7 +344,7 @@ def smoke(
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
         params["target_time"] = isoformat(target)
-    return run_checks(clean, manifest, params=params)
+    return run_checks(clean, manifest, params=params, sandbox=sandbox, guard=guard)
 
 
 def dumps(value: Any) -> str:

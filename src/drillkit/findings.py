@@ -39,6 +39,12 @@ RECOVERY_TARGET_NOT_REACHED = "RECOVERY_TARGET_NOT_REACHED"
 RTO_EXCEEDED = "RTO_EXCEEDED"
 # A tar member that would land outside the sandbox (absolute, "..", a link): a tampered archive.
 BACKUP_ARCHIVE_UNSAFE = "BACKUP_ARCHIVE_UNSAFE"
+# A symlink (other than pg_tblspc/<oid> onto a tablespace directory) or special file in a backup.
+BACKUP_UNSAFE_LINK = "BACKUP_UNSAFE_LINK"
+# The PostgreSQL OS user cannot read the backup: drillkit reads backups as that user only.
+BACKUP_UNREADABLE = "BACKUP_UNREADABLE"
+# Too little free space where the sandbox goes (before, or found full during, the restore).
+SANDBOX_NO_SPACE = "SANDBOX_NO_SPACE"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ FAILURE_CODES = frozenset(
         "PROVISION_TIMEOUT",
         "BACKUP_ARCHIVE_UNSAFE",
         "BACKUP_ARCHIVE_CORRUPT",
+        "BACKUP_UNSAFE_LINK",
     }
 )
 

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from drillkit.exceptions import InvalidInputError, ToolMissingError
@@ -152,20 +152,19 @@ def discover_enabled(settings: PgSettings) -> bool:
     return os.environ.get("DRILLKIT_PG_DISCOVER", "on").strip().lower() not in ("0", "off", "no")
 
 
-def candidates(major: int, settings: PgSettings) -> list[tuple[str, str, bool]]:
-    """``(source, bindir, explicit)`` in the order they are tried."""
-    found: list[tuple[str, str, bool]] = []
+def candidates(major: int, settings: PgSettings) -> Iterator[tuple[str, str, bool]]:
+    """``(source, bindir, explicit)`` in the order they are tried (lazily: ``pg_config`` runs
+    only when the well-known paths did not answer)."""
     if major in settings.bin_dirs:
-        found.append(("postgres_bin_dirs", settings.bin_dirs[major], True))
+        yield "postgres_bin_dirs", settings.bin_dirs[major], True
     if os.environ.get(env_name(major)):
-        found.append((env_name(major), os.environ[env_name(major)], True))
+        yield env_name(major), os.environ[env_name(major)], True
     if discover_enabled(settings):
-        found.append(("debian", f"/usr/lib/postgresql/{major}/bin", False))
-        found.append(("rhel", f"/usr/pgsql-{major}/bin", False))
+        yield "debian", f"/usr/lib/postgresql/{major}/bin", False
+        yield "rhel", f"/usr/pgsql-{major}/bin", False
         bindir = _pg_config_bindir()
         if bindir:
-            found.append(("pg_config", bindir, False))
-    return found
+            yield "pg_config", bindir, False
 
 
 def find_installation(major: int, settings: PgSettings) -> Installation:

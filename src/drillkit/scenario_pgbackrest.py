@@ -25,7 +25,7 @@ from drillkit.scenario import (
     _flip_tuple_bytes,
     _sql,
     _suggested_targets,
-    _switch,
+    _wait_archived,
     write_drill_spec,
 )
 from drillkit.state import write_json_atomic
@@ -45,6 +45,15 @@ def _installation(options: ScenarioOptions) -> pgbin.Installation:
     return scenario_installation(options)
 
 
+def _switch(sock: Path) -> str:
+    """scenario._switch with a longer wait: archive-push compresses each segment, and after a
+    large load its queue takes minutes to drain on a busy machine."""
+    _sql(sock, "insert into heartbeat default values")
+    segment = str(_sql(sock, "select pg_walfile_name(pg_switch_wal())")[0][0])
+    _wait_archived(sock, segment, timeout=1800.0)
+    return segment
+
+
 def _config_text(directory: Path) -> str:
     return (
         "[global]\n"
@@ -54,6 +63,7 @@ def _config_text(directory: Path) -> str:
         f"lock-path={directory / 'pgbackrest'}\n"
         "start-fast=y\n"
         "compress-type=gz\n"
+        "compress-level=1\n"
         f"[{STANZA}]\n"
         f"pg1-path={directory / 'production'}\n"
         f"pg1-socket-path={directory / 'run'}\n"
@@ -93,7 +103,9 @@ def create_pgbackrest_scenario(
     os.chmod(directory, 0o755)
     pgbin.require_reachable(directory, "scenario directory")
     repo, prod, sock = directory / "repo", directory / "production", directory / "run"
-    for path in (directory, repo, sock, directory / "pgbackrest"):
+    tablespace = directory / "production-tablespace"
+    extra = [tablespace] if options.tablespace else []
+    for path in (directory, repo, sock, directory / "pgbackrest", *extra):
         path.mkdir(parents=True, exist_ok=True)
         pgbin.give_to_server_user(path)
     config = directory / "pgbackrest.conf"
@@ -133,6 +145,15 @@ def create_pgbackrest_scenario(
             "create table heartbeat (at timestamptz primary key default clock_timestamp());"
             "create table filler (id int, blob text)",
         )
+        if options.tablespace:
+            # Created before the full backup: pgBackRest backs it up; a restore maps it.
+            _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
+            _sql(
+                sock,
+                "create table ledger (id int primary key, note text) tablespace side;"
+                "insert into ledger select g, md5(g::text) from generate_series(1, 500) g",
+            )
+            truth["tablespace"] = {"name": "side", "path": str(tablespace), "table": "ledger"}
         if options.initial_mb:
             say(f"production: loading {options.initial_mb} MiB")
             _sql(
@@ -187,6 +208,7 @@ def create_pgbackrest_scenario(
     truth["targets"] = _suggested_targets(truth)
     if not options.keep_production:
         shutil.rmtree(prod, ignore_errors=True)
+        shutil.rmtree(tablespace, ignore_errors=True)
     shutil.rmtree(sock, ignore_errors=True)
     write_json_atomic(directory / "truth.json", truth)
     write_drill_spec(

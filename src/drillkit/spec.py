@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from drillkit.exceptions import DrillError, InvalidInputError
+from drillkit.outputs import catalog_paths, refuse_inside
 from drillkit.policies import POLICIES
 from drillkit.timeutil import parse_duration, parse_target_time
 
@@ -327,6 +328,10 @@ def parse_spec(data: Any, *, source: str = "<spec>") -> DrillSpec:
         raise _fail(source, f"overrides.{unknown_overrides[0]}", "not a service in services")
     report = dict(_mapping(top.get("report") or {}, source, "report"))
     _unknown(report, {"path"}, source, "report")
+    try:  # a drill never writes into what it drills
+        refuse_inside(report.get("path"), setting="report.path", catalogs=catalog_paths(catalog))
+    except InvalidInputError as exc:
+        raise _fail(source, "report.path", str(exc)) from exc
     conn_id = top.get("kubernetes_conn_id", "kubernetes_default")
     if not isinstance(conn_id, str) or not conn_id:
         raise _fail(source, "kubernetes_conn_id", "an Airflow connection id")

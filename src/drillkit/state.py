@@ -12,24 +12,33 @@ from pathlib import Path
 from typing import Any
 
 
-def state_dir() -> Path:
+def state_path() -> Path:
     """``DRILLKIT_STATE_DIR``, else ``$XDG_STATE_HOME/drillkit``, else ``~/.local/state/...``."""
     explicit = os.environ.get("DRILLKIT_STATE_DIR")
     if explicit:
-        path = Path(explicit)
-    else:
-        base = os.environ.get("XDG_STATE_HOME") or os.path.join(
-            os.path.expanduser("~"), ".local", "state"
-        )
-        path = Path(base) / "drillkit"
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / "drillkit"
+
+
+def state_dir() -> Path:
+    """``state_path()``, created."""
+    path = state_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def sandbox_root() -> Path:
+def sandbox_root_path() -> Path:
     """``DRILLKIT_SANDBOX_ROOT``, else ``<tmp>/drillkit-sandboxes`` (short, so socket paths fit)."""
     explicit = os.environ.get("DRILLKIT_SANDBOX_ROOT")
-    path = Path(explicit) if explicit else Path(tempfile.gettempdir()) / "drillkit-sandboxes"
+    return Path(explicit) if explicit else Path(tempfile.gettempdir()) / "drillkit-sandboxes"
+
+
+def sandbox_root() -> Path:
+    """``sandbox_root_path()``, created."""
+    path = sandbox_root_path()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

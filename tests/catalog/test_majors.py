@@ -220,16 +220,54 @@ def test_doctor_names_what_is_usable_and_what_is_missing(monkeypatch: pytest.Mon
     from drillkit.doctor import diagnose, render
 
     monkeypatch.delenv("DRILLKIT_PG_DISCOVER", raising=False)
-    found = diagnose(majors=(15, 16, 18))
+    found = diagnose(majors=(15, 18))
     assert found["usable_majors"] == [15, 18]
     rows = {r["major"]: r for r in found["majors"]}
     assert rows[15]["missing"] == [] and rows[15]["reachable_by_os_user"] is True
-    assert rows[16]["code"] == "PG_BINARIES_MISSING"
-    text = render(found)
-    assert "install `postgresql-16`" in text and "can drill PostgreSQL 15, 18" in text
+    assert "can drill PostgreSQL 15, 18" in render(found)
     assert found["sandbox_root"]["free_bytes"] > 0
     if os.geteuid() == 0:
         assert found["os_user"]["name"]
+    absent = diagnose(PgSettings(discover=False), majors=(16,))  # 16 only where configured
+    assert absent["majors"][0]["code"] == "PG_BINARIES_MISSING"
+    assert "install `postgresql-16`" in render(absent)
     none = diagnose(PgSettings(discover=False), majors=(15,))
     assert none["usable_majors"] == []
     assert "can drill no PostgreSQL major" in render(none)
+
+
+def test_a_postgresql_12_backup_is_could_not_verify_with_the_reason(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from drillkit.catalog import LocalCatalog
+
+    backup_dir = tmp_path / "base" / "b12"
+    backup_dir.mkdir(parents=True)
+    (tmp_path / "wal").mkdir()
+    (backup_dir / "PG_VERSION").write_text("12\n")
+    (backup_dir / "backup_label").write_text(  # PostgreSQL 12 wrote no backup_manifest
+        "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\nSTART TIMELINE: 1\n"
+    )
+    (info,) = LocalCatalog(tmp_path).snapshot().backups
+    assert info.pg_major == 12
+    code, sentence = info.problems[0]
+    assert code == "PG_MAJOR_UNSUPPORTED" and "PostgreSQL 12" in sentence
+    drillkit = str(Path(sys.executable).parent / "drillkit")
+    result = subprocess.run([drillkit, "catalog", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2 and "PG_MAJOR_UNSUPPORTED" in result.stdout
+
+
+def test_the_manifest_version_must_agree_with_pg_version(tmp_path: Path) -> None:
+    from test_backups import make_backup, manifest
+
+    from drillkit.catalog.backups import read_backup
+
+    backup_dir = make_backup(tmp_path, manifest_doc=manifest())  # version 2: written by 17+
+    (backup_dir / "PG_VERSION").write_text("18\n")
+    info = read_backup(backup_dir, backup_histories={}, segment_size=16 * 2**20)
+    assert info.pg_major == 18 and info.problems == ()
+    (backup_dir / "PG_VERSION").write_text("15\n")
+    info = read_backup(backup_dir, backup_histories={}, segment_size=16 * 2**20)
+    ((code, sentence),) = info.problems
+    assert code == "BACKUP_INCOMPLETE" and "version 2" in sentence and "PostgreSQL 15" in sentence

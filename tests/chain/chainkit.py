@@ -1,12 +1,25 @@
-"""Shared pieces of the routing-chain tests: a valid spec, the tier hosts, and a view of the
-API emulator's stored objects over raw HTTP (no drillkit code on the reading side).
+"""Shared pieces of the routing-chain tests: a valid spec, the tier hosts, a view of the API
+emulator's stored objects over raw HTTP (no drillkit code on the reading side), and a drill run
+through drillkit's core against the loopback mesh.
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import threading
+import urllib.error
+import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
+
+from drillkit.chain import apply
+from drillkit.chain.chaos import run_chaos
+from drillkit.chain.escalation import evaluate
+from drillkit.chain.spec import parse_chain_spec
+from drillkit.routing.context import sign_context
+from drillkit.routing.guard import ProductionGuard
 
 CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
 CONN_ID = "drillkit_chain_test"
@@ -16,6 +29,8 @@ HOSTS = {
     "secondary": "checkout-api.checkout-dr.svc.cluster.local",
     "static-cache": "checkout-static.edge-cache.svc.cluster.local",
 }
+LABELS = {"primary": {"app": "checkout-api"}, "drill_client": {"app": "drill-runner"}}
+VERSIONS = {"virtualservices": "v1", "destinationrules": "v1", "envoyfilters": "v1alpha3"}
 SCHEMA = {
     "type": "object",
     "required": ["sku", "price", "currency"],
@@ -42,12 +57,18 @@ def chain_spec(**changes: Any) -> dict[str, Any]:
             "host": "checkout-router.checkout.svc.cluster.local",
             "port": 8080,
             "tiers": {
-                "primary": {"host": HOSTS["primary"], "port": 8080, "weight": 100},
+                "primary": {
+                    "host": HOSTS["primary"],
+                    "port": 8080,
+                    "weight": 100,
+                    "labels": LABELS["primary"],
+                },
                 "secondary": {"host": HOSTS["secondary"], "port": 8080, "weight": 0},
                 "static-cache": {"host": HOSTS["static-cache"], "port": 80, "weight": 0},
             },
             "timeout": "1s",
             "retries": {"attempts": 2, "per_try_timeout": "300ms"},
+            "drill_client": LABELS["drill_client"],
         },
         "chaos": {
             "url": "http://127.0.0.1:9",
@@ -75,14 +96,18 @@ class Cluster:
     def __init__(self, emulator: Any, kubeconfig: Path) -> None:
         self.emulator = emulator
         self.kubeconfig = kubeconfig
+        self._cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
 
     def kube(self):
         from drillkit.k8s.client import Kube, api_from_kubeconfig
 
         return Kube(api_from_kubeconfig(str(self.kubeconfig)))
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        return self.emulator.request(method, path, body)
+    def request(
+        self, method: str, path: str, body: Any = None, *, content_type: str = ""
+    ) -> tuple[int, Any]:
+        return self.emulator.request(method, path, body, content_type=content_type)
 
     def stored(self, plural: str, name: str, namespace: str = NAMESPACE, group: str = "") -> Any:
         group = group or "networking.istio.io/v1"
@@ -92,12 +117,21 @@ class Cluster:
         assert code == 200, body
         return body
 
-    def vs_spec(self) -> dict[str, Any] | None:
-        """What the mesh front routes by: the chain's VirtualService as stored (by its label)."""
-        path = f"/apis/networking.istio.io/v1/namespaces/{NAMESPACE}/virtualservices"
-        code, body = self.request("GET", path + "?labelSelector=drillkit.io%2Frouting-chain")
-        assert code == 200, body
-        return body["items"][0]["spec"] if body["items"] else None
+    def objects(self, plural: str) -> list[dict[str, Any]]:
+        """Every stored Istio object of ``plural``, all namespaces (what istiod would push),
+        read over HTTP again only when the store has changed since the last read."""
+        # One reader at a time: a burst of concurrent reads would overflow the emulator's listen
+        # backlog and stall on a SYN retry.
+        with self._lock:
+            version = self.emulator.store.version
+            cached = self._cache.get(plural)
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            path = f"/apis/networking.istio.io/{VERSIONS[plural]}/{plural}"
+            code, body = self.request("GET", path)
+            assert code == 200, body
+            self._cache[plural] = (version, body["items"])
+            return body["items"]
 
     def ensure_namespace(self, name: str) -> None:
         code, _ = self.request("GET", f"/api/v1/namespaces/{name}")
@@ -105,3 +139,78 @@ class Cluster:
             body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
             code, created = self.request("POST", "/api/v1/namespaces", body)
             assert code == 201, created
+
+
+# --- a drill against the loopback mesh (chain_mesh), driven by drillkit's own core -----------
+KEY = os.urandom(32)
+SPLIT = {"primary": 95, "secondary": 4, "static-cache": 1}
+
+
+class Drill:
+    """One drill run through drillkit's core: applied on construction, ``run`` measures."""
+
+    def __init__(self, cluster, front, spec: dict) -> None:
+        self.spec = parse_chain_spec(spec)
+        self.route = self.spec.route
+        self.guard = ProductionGuard.from_spec(self.spec.production)
+        self.kube = cluster.kube()
+        self.cluster = cluster
+        self.front = front
+        self.drill_id = str(uuid.uuid4())
+        self.context = sign_context(
+            drill_id=self.drill_id, environment="drill", key=KEY, ttl_seconds=3600
+        )
+        self.applied = apply.apply_chain(
+            self.kube,
+            self.route,
+            guard=self.guard,
+            context_value=self.context,
+            drill_id=self.drill_id,
+            expires_at="2026-11-21T12:00:00Z",
+        )
+
+    def set_fault(self, phase) -> None:
+        apply.set_fault(
+            self.kube, self.route, guard=self.guard, context_value=self.context, phase=phase
+        )
+
+    def run(self, prometheus=None, set_fault=None) -> tuple[dict, dict]:
+        result = run_chaos(
+            self.spec.chaos,
+            budget=self.route.timeout,
+            context_value=self.context,
+            drill_id=self.drill_id,
+            set_fault=set_fault or self.set_fault,
+            prometheus=prometheus,
+        )
+        return result, evaluate(result, self.spec.escalation, self.route)
+
+
+def drill(cluster, front, *, phases=None, route=None, weights=None, **chaos) -> Drill:
+    spec = chain_spec(chaos={"url": front.url, **chaos})
+    if phases is not None:
+        spec["chaos"]["phases"] = phases
+    spec["route"].update(route or {})
+    for tier, weight in (weights or {}).items():
+        spec["route"]["tiers"][tier]["weight"] = weight
+    return Drill(cluster, front, spec)
+
+
+def get(front, headers: dict | None = None) -> tuple[int, str | None]:
+    """One request through a caller's sidecar: (status, the tier that stamped the answer)."""
+    request = urllib.request.Request(front.url + "/api/v1/quote", headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers.get("x-mesh-routing-tier")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers.get("x-mesh-routing-tier")
+
+
+def split(front, n: int = 100) -> dict[str, int]:
+    """Which tiers answered ``n`` production requests (no drill context), all of them 200."""
+    counts: dict[str, int] = {}
+    for _ in range(n):
+        status, tier = get(front)
+        assert status == 200
+        counts[tier] = counts.get(tier, 0) + 1
+    return counts

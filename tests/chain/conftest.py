@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "k8s"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chain_mesh import FakePrometheus, MeshFront, TierServer
-from chainkit import CONN_ID, CRD_DIR, HOSTS, NAMESPACE, Cluster
+from chainkit import CONN_ID, CRD_DIR, HOSTS, LABELS, NAMESPACE, Cluster
 from emulator import Emulator
 
 
@@ -40,18 +40,48 @@ def cluster(chain_emulator) -> Cluster:
 
 
 @pytest.fixture
-def tiers():
-    servers = {name: TierServer(name) for name in HOSTS}
+def tiers(cluster: Cluster):
+    """The tiers' pods, sharing the routing API's idempotency store."""
+    store: dict = {}
+    servers = {
+        name: TierServer(
+            name,
+            namespace=HOSTS[name].split(".")[1],
+            labels={"app": HOSTS[name].split(".")[0]},
+            config=cluster.objects,
+            store=store,
+        )
+        for name in HOSTS
+    }
     yield servers
     for server in servers.values():
         server.stop()
 
 
+def _front(cluster: Cluster, tiers, labels: dict[str, str]) -> MeshFront:
+    ports = {"primary": 8080, "secondary": 8080, "static-cache": 80}
+    return MeshFront(
+        config=cluster.objects,
+        upstreams={f"outbound|{ports[n]}||{HOSTS[n]}": tiers[n] for n in HOSTS},
+        host="checkout-router.checkout.svc.cluster.local",
+        port=8080,
+        namespace=NAMESPACE,
+        labels=labels,
+    )
+
+
 @pytest.fixture
 def front(cluster: Cluster, tiers):
-    server = MeshFront(
-        route=cluster.vs_spec, upstreams={HOSTS[name]: tiers[name] for name in HOSTS}
-    )
+    """The sidecar of the pod that sends drill traffic (route.drill_client selects it)."""
+    server = _front(cluster, tiers, LABELS["drill_client"])
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def production_front(cluster: Cluster, tiers):
+    """The sidecar of a production caller of the same host, in the same namespace."""
+    server = _front(cluster, tiers, {"app": "storefront"})
     yield server
     server.stop()
 

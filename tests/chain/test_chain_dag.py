@@ -116,6 +116,8 @@ def test_healthy_chain_run_is_green_and_leaves_production_untouched(cluster, fro
     config = parse_chain_spec({**spec, "drill": "chain-ok"}).route
     [rule] = _vs(cluster, "chain-ok")["spec"]["http"]  # the drill rule is gone
     assert json.dumps(rule, sort_keys=True) == json.dumps(production_rule(config), sort_keys=True)
+    assert cluster.objects("envoyfilters") == []  # fault and fallback filters deleted
+    assert run["chaos"]["phases"][0]["fallback_rate"]["by_tier"] == {"secondary": 4}
 
 
 def test_p1_run_pages_shifts_to_static_cache_and_fails(cluster, front, tiers, run_chain):

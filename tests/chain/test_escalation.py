@@ -158,8 +158,10 @@ def test_latency_percentiles_are_nearest_rank():
     assert figures["latency_ms"]["max"] == pytest.approx(2000)
 
 
-def test_fallback_detection_uses_either_header():
-    assert Answer("a", 200, headers={"x-fallback-triggered": "true"}).is_fallback
+def test_fallback_is_the_answering_tier_only():
+    # x-fallback-triggered was only ever a request header towards the upstream: not evidence.
+    assert not Answer("a", 200, headers={"x-fallback-triggered": "true"}).is_fallback
+    assert Answer("a", 200, headers={"x-fallback-triggered": "true"}).is_untagged
     assert Answer("a", 200, headers={"x-mesh-routing-tier": "static-cache"}).is_fallback
     assert not Answer("a", 200, headers={"x-mesh-routing-tier": "primary"}).is_fallback
     assert not Answer("a", 200).is_fallback  # untagged: counted apart, not as fallback

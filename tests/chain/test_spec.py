@@ -27,13 +27,35 @@ def refused(spec: dict, field: str) -> str:
 def test_example_spec_parses_with_defaults_and_thresholds():
     spec = load_chain_spec(EXAMPLE)
     assert spec.dag_id == "drill_checkout_routing" and spec.paused
-    assert spec.route.weights == {"primary": 95, "secondary": 4, "static-cache": 1}
+    assert spec.route.weights == {"primary": 100, "secondary": 0, "static-cache": 0}
+    assert spec.route.tier("primary").labels == {"app": "checkout-api"}
+    assert spec.route.drill_client == {"app": "airflow-worker"}
+    assert spec.chaos.phases[0].abort_percent == 15
     assert spec.route.retries.tries == 3 and spec.route.retries.retry_on[0] == "5xx"
     assert [p.name for p in spec.chaos.phases][1:] == ["delay-500ms", "delay-800ms", "delay-1200ms"]
     assert [p.delay for p in spec.chaos.phases[1:]] == [0.5, 0.8, 1.2]
     assert spec.escalation.thresholds["fallback_rate"] == {"P2": Fraction(12), "P1": Fraction(25)}
     assert spec.escalation.thresholds["schema_failure_rate"] == {"P2": Fraction(5)}
     assert spec.escalation.remediation.shift_to_static_cache is False
+
+
+def test_fault_phases_need_the_primary_pods_and_envoy_precision():
+    spec = chain_spec()
+    del spec["route"]["tiers"]["primary"]["labels"]
+    message = refused(spec, "route.tiers.primary.labels")
+    assert "{app: checkout-api}" in message
+    spec["chaos"]["phases"] = [{"name": "baseline"}]
+    parse_chain_spec(spec)  # no fault: no fault filter, no labels needed
+    spec = chain_spec()
+    spec["route"]["tiers"]["primary"]["host"] = "checkout-api.internal"
+    refused(spec, "route.tiers.primary.host")
+    spec = chain_spec(chaos={"phases": [{"name": "a", "abort": {"percent": "12.34567"}}]})
+    assert "4 decimals" in refused(spec, "chaos.phases[0].abort.percent")
+    spec = chain_spec()
+    spec["route"]["drill_client"] = {"app": 3}
+    refused(spec, "route.drill_client.app")
+    spec["route"]["drill_client"] = {}
+    refused(spec, "route.drill_client")
 
 
 def test_kind_is_required_and_unknown_keys_are_refused():

@@ -24,6 +24,7 @@ def test_catalog_lists_every_backup_with_its_window(clean_scenario):
     rows = json.loads(result.stdout)
     assert [r["backup_id"] for r in rows] == [b["backup_id"] for b in truth["backups"]]
     assert all(r["verification"] == "verified" and r["usable"] for r in rows)
+    assert {r["pg_major"] for r in rows} == {18}  # the embedded wheel's own major
     assert all(r["restorable_from"] < r["restorable_to"] for r in rows)
     table = drillkit("catalog", str(repo))
     assert truth["backups"][0]["backup_id"] in table.stdout and "restorable window" in table.stdout

@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg2
 import pytest
+from restorekit import tree_digest
 
 from drillkit import drill
 from drillkit.sandbox.base import LABEL
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.integration
 TTL = timedelta(hours=2)
 # The child: park at the step named by "hook", after telling the test it got there.
 CHILD = r"""
-import json, sys, threading, time
+import json, os, sys, threading, time
 from datetime import timedelta
 from pathlib import Path
 
@@ -50,15 +51,16 @@ def park(step):
 
 
 if args["hook"] == "copy":
-    real_copy, started = copy_module._copy_file, []
+    real_cp = copy_module._cp
 
-    def copy_two_files_then_park(src, dst, owner):
-        started.append(dst)
-        if len(started) > 2:  # both copy threads stop here: the rest is never copied
-            park("copy")
-        return real_copy(src, dst, owner)
+    def copy_part_then_park(source, target, **kwargs):
+        (target / "global").mkdir()  # one directory copied, the rest never is
+        if kwargs["owner"]:
+            os.chown(target / "global", *kwargs["owner"])
+        real_cp(source / "global", target / "global", **kwargs)
+        park("copy")
 
-    copy_module._copy_file = copy_two_files_then_park
+    copy_module._cp = copy_part_then_park
 elif args["hook"] == "start":
     def park_before_promotion(self, directory, socket_dir, port):
         park("start")
@@ -247,23 +249,77 @@ def test_a_retry_after_a_crash_once_ready_resumes_the_same_sandbox(coordinates, 
     assert _servers_under(sandboxes) == []
 
 
-def test_gc_removes_the_orphan_of_a_crash_that_is_never_retried(coordinates, sandboxes, workdir):
+def test_gc_removes_the_orphan_of_a_killed_provisioning_at_once(
+    clean_scenario, coordinates, sandboxes, workdir
+):
+    """Its provisioning process is gone: nobody will finish it, so `drillkit gc` does not wait
+    for its expiry; it stops the orphaned server first. (A retry rebuilds it from scratch
+    anyway: a half-built sandbox is never trusted.)"""
+    repo, _ = clean_scenario
+    before = tree_digest(repo)
     coordinate, _ = coordinates[1]
     ids = _ids("manual__crash-never-retried")
     directory = crash_at("start", coordinate, ids, workdir)
     orphan = _postmaster(directory)
     assert orphan is not None and _running(orphan)
     label = read_json(directory / LABEL)
+    assert parse_iso(label["expires_at"]) > datetime.now(UTC) + timedelta(hours=1)
 
-    assert collect_local(root=sandboxes) == []  # not expired: a retry may still come
-    later = parse_iso(label["expires_at"]) + timedelta(seconds=1)
-    removed = collect_local(root=sandboxes, now=later)
+    gc = subprocess.run(
+        [str(Path(sys.executable).parent / "drillkit"), "gc", "--root", str(sandboxes)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
-    assert [r["id"] for r in removed] == [ids["sandbox_id"]]
-    assert removed[0]["result"]["was_running"] is True
+    assert gc.returncode == 0, gc.stderr
+    assert f"removed local-sandbox {ids['sandbox_id']}" in gc.stdout
+    assert f"its provisioning process (pid {label['owner']['pid']}) is gone" in gc.stdout
     assert not directory.exists()
     assert not _running(orphan)
     assert _servers_under(sandboxes) == []
+    assert tree_digest(repo) == before
+
+
+def test_gc_leaves_a_live_provisioning_and_a_handed_over_sandbox_alone(
+    clean_scenario, coordinates, sandboxes, workdir
+):
+    """Airflow provisions in one task process and checks in later ones: once ready, a sandbox
+    whose provisioning process has exited belongs to the run and lives until its TTL."""
+    repo, _ = clean_scenario
+    before = tree_digest(repo)
+    coordinate, _ = coordinates[1]
+    ids = _ids("manual__handed-over")
+    reached = workdir / "reached-start"
+    args = {**ids, "coordinate": coordinate, "hook": "start", "reached": str(reached)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(args, default=str)], env=dict(os.environ)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not reached.exists():
+            assert child.poll() is None and time.monotonic() < deadline, "child never started"
+            time.sleep(0.05)
+        assert collect_local(root=sandboxes) == []  # its owner lives: still provisioning
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+    handed = _ids("manual__handed-over-ready")
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps({**handed, "coordinate": coordinate, "hook": ""})],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # the provisioning task ended normally
+    directory = sandboxes / handed["sandbox_id"]
+    label = read_json(directory / LABEL)
+    assert label["state"] == "ready" and "owner" not in label
+    removed = collect_local(root=sandboxes)
+    assert [r["id"] for r in removed] == [ids["sandbox_id"]]  # only the killed one
+    assert directory.exists() and _running(_postmaster(directory))
+    assert tree_digest(repo) == before
 
 
 def test_a_retry_with_a_new_coordinate_does_not_resume_the_old_sandbox(

@@ -54,7 +54,7 @@ def _restore(catalog: dict, coordinate: dict, tier: str = "only") -> dict:
     drill_id = drill.drill_id_for("pgbackrest-test", coordinate["backup_id"] + tier)
     return drill.provision(
         coordinate,
-        sandbox={"kind": "local", "port": "auto"},
+        sandbox={"kind": "local"},  # its unix socket: a TCP port asks for a password
         drill="pgbr",
         drill_id=drill_id,
         sandbox_id=drill.sandbox_id_for("pgbr", "test", drill_id, tier),
@@ -92,7 +92,8 @@ def test_pitr_between_batches_from_the_full_and_from_the_incremental(repository)
                 endpoint, f"select count(*) from orders where id >= {target['absent_id']}"
             )
             assert absent == [(0,)]
-            # The sandbox owns recovery: archive-get restore_command, archiving off.
+            # The sandbox owns recovery: WAL staged inside it (the sealed server reaches no
+            # repository), archiving off.
             settings = dict(
                 query(
                     endpoint,
@@ -101,7 +102,8 @@ def test_pitr_between_batches_from_the_full_and_from_the_incremental(repository)
                 )
             )
             assert settings["archive_mode"] == "off"
-            assert "archive-get" in settings["restore_command"]
+            assert "archive-get" not in settings["restore_command"]
+            assert settings["restore_command"].startswith("cp -- ")
             assert record["path"] in settings["restore_command"]  # paths inside the sandbox
         finally:
             drill.teardown(record, keep=False, keep_ttl=timedelta(0))
@@ -175,3 +177,33 @@ def test_a_target_past_the_archive_is_refused(repository):
         _select(catalog, past)
     assert "TARGET_AFTER_ARCHIVE_END" in {c["code"] for c in refused.value.details["candidates"]}
     assert tree_digest(repo) == before
+
+
+def test_a_tablespace_is_restored_inside_the_sandbox(work_root: Path):
+    """pgBackRest restores tablespaces to their original paths unless mapped: drillkit maps
+    them all under the sandbox (--tablespace-map-all); production's path is never written."""
+    from drillkit.scenario import create_scenario
+
+    directory = work_root / "scenario-pgbackrest-tablespace"
+    options = ScenarioOptions(
+        tool="pgbackrest", batches=2, rows_per_batch=50, backups_after=(0,), initial_mb=0,
+        tablespace=True,
+    )  # fmt: skip
+    truth = create_scenario(directory, options, say=lambda _m: None)
+    production_path = Path(truth["tablespace"]["path"])
+    assert not production_path.exists()  # the scenario removed production's tablespace
+    catalog = {"kind": "pgbackrest", "stanza": truth["stanza"], "config": truth["config"]}
+    before = tree_digest(directory / "repo")
+    record = _restore(catalog, _select(catalog, None))
+    try:
+        endpoint = record["endpoints"]["postgres"]
+        ((location,),) = query(
+            endpoint,
+            "select pg_tablespace_location(oid) from pg_tablespace where spcname = 'side'",
+        )
+        assert location.startswith(record["path"] + "/"), location
+        assert query(endpoint, "select count(*) from ledger") == [(500,)]
+        assert not production_path.exists()
+    finally:
+        drill.teardown(record, keep=False, keep_ttl=timedelta(0))
+    assert tree_digest(directory / "repo") == before

@@ -9,7 +9,6 @@ barman-cloud-restore and recovers with barman-cloud-wal-restore. Read-only towar
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -21,10 +20,12 @@ from drillkit.barman.mirror import mirror_dir, sync_wal
 from drillkit.barman.store import Destination, ObjectStoreReader, describe_client_error
 from drillkit.catalog.model import AT_RESTORE, BackupInfo, CatalogSnapshot, Verification
 from drillkit.catalog.protocol import Materialised, select_from_snapshot
+from drillkit.catalog.staging import stage_wal
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, parse_lsn
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import BackupError, DrillError, InvalidInputError, TransientDrillError
 from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.sandbox import config as sandbox_config
 from drillkit.timeutil import utcnow
 
 Say = Callable[[str], None]
@@ -259,15 +260,6 @@ class BarmanCloudCatalog:
         if not coordinate.get("backup_id"):
             raise InvalidInputError("the coordinate names no backup_id")
 
-    def restore_command(self) -> str:
-        from drillkit.barman import tools
-
-        args = [str(tools.tool("barman-cloud-wal-restore"))]
-        if self.endpoint_url:
-            args += ["--endpoint-url", self.endpoint_url]
-        args += [self.destination.url, self.destination.server_name]
-        return " ".join(shlex.quote(a) for a in args) + " %f %p"
-
     def materialise(
         self,
         coordinate: Mapping[str, Any],
@@ -292,15 +284,15 @@ class BarmanCloudCatalog:
             owner=owner,
             credentials=environment,
         )
-        del workdir
         major = (coordinate.get("postgres") or {}).get("major")
         major = major if isinstance(major, int) else None
         installation = for_major(major, self.postgres) if major else None
         findings = verify_restored(data, backup_id, installation=installation, say=say)
+        # The sealed server reaches no store: recovery reads the WAL selection indexed (fetched
+        # with GET only), staged in the sandbox; no credentials enter the server's environment.
+        staged = stage_wal(coordinate, workdir, owner=owner, say=say)
         return Materialised(
-            restore_command=self.restore_command(),
-            environment=environment,
-            findings=tuple(findings),
+            restore_command=sandbox_config.restore_command(staged), findings=tuple(findings)
         )
 
 

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from drillkit.catalog.links import scan_backup
 from drillkit.catalog.model import BackupInfo
 from drillkit.catalog.tarformat import (
     PLAIN,
@@ -112,9 +113,48 @@ def read_pg_major(path: Path) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+def _check_manifest_major(
+    backup_id: str, manifest: dict[str, Any], major: int | None, problems: list[tuple[str, str]]
+) -> None:
+    """The manifest agrees with PG_VERSION: version 2 manifests (with System-Identifier) are
+    written by PostgreSQL 17 and later only, version 1 by 13 to 16."""
+    version = manifest.get("PostgreSQL-Backup-Manifest-Version")
+    if major is None or not isinstance(version, int):
+        return
+    if (version >= 2) != (major >= 17):
+        problems.append(
+            (
+                "BACKUP_INCOMPLETE",
+                f"backup {backup_id}: its PG_VERSION says PostgreSQL {major} but its "
+                f"backup_manifest is version {version}, which PostgreSQL "
+                f"{'17 and later' if version >= 2 else '13 to 16'} write: files of two backups "
+                "are mixed; take it again",
+            )
+        )
+
+
 def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: int) -> BackupInfo:
-    """Describe one backup; problems that make it unusable land in ``problems``."""
+    """Describe one backup; problems that make it unusable land in ``problems``.
+
+    The backup is walked with lstat first: one with a link out of place is described by that
+    problem alone, and not one of its files is opened.
+    """
     problems: list[tuple[str, str]] = []
+    files = scan_backup(path)
+    if files.unsafe:
+        return BackupInfo(
+            backup_id=path.name,
+            path=str(path),
+            start_lsn=0,
+            stop_lsn=0,
+            timeline=0,
+            stop_timeline=0,
+            start_time=None,
+            stop_time=None,
+            system_identifier=None,
+            size_bytes=files.size_bytes,
+            problems=((files.code, files.sentence(path)),),
+        )
     manifest_path = path / "backup_manifest"
     fmt, label = _read_label(path, problems)
     manifest: dict[str, Any] = {}
@@ -161,6 +201,8 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
             )
         )
     sysid = manifest.get("System-Identifier")
+    pg_major = read_pg_major(path) if label else None
+    _check_manifest_major(path.name, manifest, pg_major, problems)
     return BackupInfo(
         backup_id=path.name,
         path=str(path),
@@ -174,5 +216,5 @@ def read_backup(path: Path, *, backup_histories: dict[str, str], segment_size: i
         size_bytes=_manifest_size(manifest.get("Files", [])),
         format=fmt,
         problems=tuple(problems),
-        pg_major=read_pg_major(path) if label else None,
+        pg_major=pg_major,
     )

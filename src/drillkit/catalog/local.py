@@ -21,7 +21,9 @@ from drillkit.catalog.wal import (
 )
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError, ToolMissingError
+from drillkit.outputs import check_state, refuse_inside
 from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.state import sandbox_root_path
 from drillkit.timeutil import utcnow
 
 Progress = Callable[[str], None]
@@ -51,6 +53,10 @@ class LocalCatalog:
                 "repository holds base/<backup-id>/ (pg_basebackup -Fp or -Ft output) and wal/ "
                 "(the archive_command target)"
             )
+        # Its caches go to drillkit's state directory, and sandboxes to the sandbox root:
+        # neither may be inside the repository.
+        check_state([self.path])
+        refuse_inside(sandbox_root_path(), setting="DRILLKIT_SANDBOX_ROOT", catalogs=[self.path])
         return base, wal
 
     def _segment_size(self, wal: Path) -> int:
@@ -98,7 +104,8 @@ class LocalCatalog:
                     f"the archive to {sysid}: keep one cluster per repository",
                 )
             if info.pg_major in missing:
-                info = _with_problem(info, *missing[info.pg_major])
+                # First: a PostgreSQL 12 backup lacks a manifest too, but that is why.
+                info = _with_problem(info, *missing[info.pg_major], first=True)
             elif info.pg_major is None and not info.problems:
                 info = _with_problem(
                     info,
@@ -172,6 +179,7 @@ class LocalCatalog:
     ) -> Materialised:
         """Copy (plain) or extract (tar) the backup; recovery copies WAL from the archive."""
         from drillkit.catalog.tarformat import PLAIN, backup_format
+        from drillkit.sandbox import config as sandbox_config
         from drillkit.sandbox.copy import copy_backup
         from drillkit.sandbox.untar import extract_backup
 
@@ -194,7 +202,8 @@ class LocalCatalog:
         else:
             say(f"extracting backup {backup.name} ({fmt}) into {data}")
             extract_backup(backup, data, owner=owner, progress=extracted, say=say)
-        return Materialised(restore_command=f'cp "{archive}/%f" "%p"')
+        # Quoted for /bin/sh, % doubled for the server: a repository path is data, never shell.
+        return Materialised(restore_command=sandbox_config.restore_command(archive))
 
 
 def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None) -> LocalCatalog:
@@ -203,10 +212,11 @@ def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None
     return LocalCatalog(str(config.get("path") or "."), postgres=postgres)
 
 
-def _with_problem(info: BackupInfo, code: str, sentence: str) -> BackupInfo:
+def _with_problem(info: BackupInfo, code: str, sentence: str, *, first: bool = False) -> BackupInfo:
     from dataclasses import replace
 
-    return replace(info, problems=(*info.problems, (code, sentence)))
+    problems = ((code, sentence), *info.problems) if first else (*info.problems, (code, sentence))
+    return replace(info, problems=problems)
 
 
 def _with_major(info: BackupInfo, archive: ArchiveListing) -> BackupInfo:

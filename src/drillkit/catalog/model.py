@@ -21,6 +21,7 @@ VERIFICATION_CODES = {
     "checksum_mismatch": "BACKUP_CHECKSUM_MISMATCH",
     "incomplete": "BACKUP_INCOMPLETE",
     "unverifiable": "BACKUP_UNVERIFIABLE",
+    "unsafe_link": "BACKUP_UNSAFE_LINK",
 }
 
 
@@ -28,7 +29,8 @@ VERIFICATION_CODES = {
 class Verification:
     """Outcome of ``pg_verifybackup``: status ``verified`` or a problem with its finding code."""
 
-    status: str  # verified | at_restore | checksum_mismatch | incomplete | unverifiable | not_run
+    # verified | at_restore | checksum_mismatch | incomplete | unverifiable | unsafe_link | not_run
+    status: str
     detail: str = ""
     checked_at: str | None = None
     cached: bool = False

@@ -58,7 +58,7 @@ class Catalog(Protocol):
 class BackupRepository(Protocol):
     """A catalog whose backups drillkit reads, verifies and restores into a local sandbox.
 
-    ``snapshot`` lists backups (``BackupInfo``: tool, major, type, depends_on), verifies them
+    ``snapshot`` lists backups (``BackupInfo``: tool, pg_major, type, depends_on), verifies them
     (cached per unchanged backup) and indexes the WAL archive, so continuity and gaps are
     planned by ``drillkit.catalog.continuity``, the same for every kind.
     """

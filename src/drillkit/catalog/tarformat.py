@@ -6,6 +6,7 @@ Streaming reads only: nothing here extracts an archive or writes into the reposi
 from __future__ import annotations
 
 import gzip
+import os
 import posixpath
 import re
 import tarfile
@@ -88,7 +89,9 @@ def open_tar(archive: Path) -> Iterator[tuple[tarfile.TarFile, BinaryIO]]:
     if fmt not in READABLE:
         raise ValueError(f"{archive.name} is not a tar archive drillkit can read")
     with ExitStack() as stack:
-        raw = stack.enter_context(archive.open("rb"))
+        # O_NOFOLLOW: an archive swapped for a link is refused, never read through (as root).
+        fd = os.open(archive, os.O_RDONLY | os.O_NOFOLLOW)
+        raw = stack.enter_context(os.fdopen(fd, "rb"))
         data: BinaryIO = raw
         if fmt == "tar.gz":
             # GzipFile, not tarfile's own "r|gz": pg_basebackup's pg_wal.tar.gz holds two gzip

@@ -11,13 +11,18 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from drillkit.catalog.links import scan_backup
 from drillkit.catalog.model import VERIFIED, Verification
-from drillkit.catalog.tarformat import PLAIN
-from drillkit.pgbin import Installation
+from drillkit.catalog.tarformat import PLAIN, backup_format
+from drillkit.exceptions import SandboxError
+from drillkit.pgbin import Installation, os_user
 from drillkit.state import read_json, state_dir, write_json_atomic
 from drillkit.timeutil import isoformat, parse_duration, parse_iso, utcnow
 
 DEFAULT_REVERIFY_AFTER = timedelta(days=7)
+# pg_verifybackup reads every byte: allow a slow disk (20 MiB/s) and a fixed start-up margin.
+_VERIFY_BYTES_PER_SECOND = 20 * 2**20
+_VERIFY_MIN_SECONDS = 300.0
 
 
 def reverify_after() -> timedelta:
@@ -73,15 +78,44 @@ def classify(output: str) -> tuple[str, str]:
     return "unverifiable", detail
 
 
+def unreadable_detail(output: str) -> str:
+    user = os_user()
+    who = f"the PostgreSQL OS user {user.name!r}" if user else "drillkit's user"
+    first = next((line for line in output.splitlines() if "Permission denied" in line), output)
+    return (
+        f"{who} cannot read the backup ({first.replace('pg_verifybackup: ', '').strip()}): "
+        "drillkit reads backups only as that user; make the backup readable by it (group read, "
+        "or own the repository by that user)"
+    )
+
+
 def verify_backup(
-    path: Path, *, installation: Installation, fmt: str = PLAIN, use_cache: bool = True
+    path: Path,
+    *,
+    installation: Installation | None = None,
+    fmt: str | None = None,
+    use_cache: bool = True,
 ) -> Verification:
     """Verify every file of a backup against its manifest (checksums and sizes), with the
-    ``pg_verifybackup`` of the backup's own major (``installation``).
+    ``pg_verifybackup`` of the backup's own major (``installation``; default: the one its
+    PG_VERSION names, found as ``pgbin.for_major`` finds it).
 
     PostgreSQL 18's pg_verifybackup reads tar-format backups (plain tar and gzip) itself; it
     cannot parse their WAL, which --no-parse-wal skips anyway. Older majors read plain ones only.
+    The backup is walked with lstat first (a link out of place is never verified:
+    pg_verifybackup would follow it), and pg_verifybackup runs as the PostgreSQL OS user, within
+    a time limit: even a link missed here could not make it read what that user cannot.
     """
+    files = scan_backup(path)
+    if files.unsafe:
+        return Verification("unsafe_link", files.sentence(path), isoformat(utcnow()), False)
+    if installation is None:
+        from drillkit.catalog.backups import read_pg_major
+        from drillkit.pgbin import embedded, for_major
+
+        major = read_pg_major(path)
+        installation = for_major(major) if major is not None else embedded()
+    fmt = fmt or backup_format(path) or PLAIN
     if fmt != PLAIN and installation.major < 18:
         return Verification(
             "unverifiable",
@@ -102,11 +136,18 @@ def verify_backup(
             return Verification(entry["status"], entry.get("detail", ""), entry["checked_at"], True)
     # WAL is checked by the catalog's own continuity plan, across the whole restore range.
     args = ["--no-parse-wal", str(path)]
-    result = installation.run("pg_verifybackup", args, as_server_user=False, check=False)
+    limit = _VERIFY_MIN_SECONDS + files.size_bytes / _VERIFY_BYTES_PER_SECOND
+    try:
+        result = installation.run("pg_verifybackup", args, check=False, timeout=limit)
+    except SandboxError as exc:  # the time limit: not a verdict on the backup
+        return Verification("unverifiable", str(exc), isoformat(utcnow()), False)
+    output = result.stderr + result.stdout
     if result.returncode == 0:
         status, detail = VERIFIED, "all files match the backup manifest"
+    elif "Permission denied" in output:
+        status, detail = "unverifiable", unreadable_detail(output)
     else:
-        status, detail = classify(result.stderr + result.stdout)
+        status, detail = classify(output)
     checked_at = isoformat(utcnow())
     if status == "unverifiable":
         # Not a verdict on the backup (pg_verifybackup could not judge it): never remembered.

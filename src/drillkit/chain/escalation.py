@@ -15,7 +15,7 @@ from fractions import Fraction
 from typing import Any
 
 from drillkit.chain.chaos import CHAOS_SCHEMA
-from drillkit.chain.model import SEVERITIES, EscalationConfig, RouteConfig
+from drillkit.chain.model import SEVERITIES, TIER_HEADER, EscalationConfig, RouteConfig
 from drillkit.chain.runbook import runbook_steps
 
 ESCALATION_SCHEMA = "drillkit.escalation/v1"
@@ -71,6 +71,16 @@ def _phase_reasons(phase: Mapping[str, Any], config: EscalationConfig, *, promet
         )
     if "requests" in phase and phase["requests"]["sent"] == 0:
         return reasons
+    untagged = phase.get("untagged_rate") or {}
+    if untagged.get("count"):
+        reasons.append(
+            _unverified(
+                "CHAIN_TIER_UNTAGGED",
+                f"{untagged['count']}/{untagged['total']} answers in phase {phase['name']} carried "
+                f"no {TIER_HEADER} header, so who served them (and the fallback rate) is unknown: "
+                "make every tier stamp its name on its answers",
+            )
+        )
     for metric, thresholds in config.thresholds.items():
         figure = phase.get(metric)
         if not thresholds or figure is None or (metric == "fallback_rate" and prometheus):

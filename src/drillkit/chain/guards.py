@@ -2,7 +2,8 @@
 
 Timeout budget (Istio semantics: ``retries.attempts`` counts RETRIES, so a request makes
 attempts + 1 tries), weights, distinct tiers, destinations only among the declared tiers, the
-production guard on everything else, and faults only on the rule matching the signed context.
+production guard on everything else, no fault on any route rule, and the primary's fault filter
+matching only the signed context.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from drillkit.chain import envoy
 from drillkit.chain.model import CONTEXT_HEADER, RouteConfig
-from drillkit.chain.routes import SERVICE_HOST, service_ref
+from drillkit.chain.routes import DRILL_RULE, SERVICE_HOST, service_ref
 from drillkit.exceptions import ProductionTargetRefusedError, RoutingError
 from drillkit.k8s.kinds import Kind
 from drillkit.k8s.route_objects import duration
@@ -129,7 +131,10 @@ def check_objects(
         if SERVICE_HOST.match(tier.host):
             service, namespace = service_ref(tier.host)
             declared.add(f"{service}.{namespace}.svc.cluster.local")
+    clusters = {envoy.istio_cluster(t) for t in config.tiers}
     for _kind, obj in objects:
+        if obj.get("kind") == "EnvoyFilter":
+            _check_aggregate(config, obj, clusters)
         for rule, host in destinations(obj):
             if normalize_host(host) in declared:
                 continue
@@ -146,24 +151,64 @@ def check_objects(
         check_fault_scope(obj)
 
 
+def _check_aggregate(config: RouteConfig, obj: Mapping[str, Any], clusters: set[str]) -> None:
+    """The fallback filter aggregates only the tiers' clusters and patches only the drill rule."""
+    for patch in (obj.get("spec") or {}).get("configPatches") or []:
+        value = (patch.get("patch") or {}).get("value") or {}
+        members = ((value.get("cluster_type") or {}).get("typed_config") or {}).get("clusters")
+        for member in members or []:
+            if member not in clusters:
+                raise RoutingError(
+                    f"EnvoyFilter {obj['metadata']['name']} aggregates {member}, which is not a "
+                    "tier of this chain; only route.tiers may be fallbacks",
+                    code="CHAIN_UNDECLARED_DESTINATION",
+                    path="route.tiers",
+                )
+        if patch.get("applyTo") == "HTTP_ROUTE":
+            vhost = ((patch.get("match") or {}).get("routeConfiguration") or {}).get("vhost") or {}
+            if (vhost.get("route") or {}).get("name") != DRILL_RULE:
+                raise RoutingError(
+                    f"EnvoyFilter {obj['metadata']['name']} patches a route other than the drill "
+                    "rule: production's route would change; drillkit refuses to write it",
+                    code="CHAIN_FAULT_SCOPE",
+                    path="route",
+                )
+
+
 def check_fault_scope(obj: Mapping[str, Any]) -> None:
-    """A fault only on a rule whose sole match is an exact ``x-drill-context`` value."""
+    """No fault on any VirtualService rule drillkit writes: Istio documents that a route with a
+    client-side fault has its timeout and retries off, so the drill would measure nothing."""
     for rule in (obj.get("spec") or {}).get("http") or []:
-        if "fault" not in rule:
-            continue
-        matches = rule.get("match") or []
-        scoped = (
-            len(matches) == 1
-            and set(matches[0]) == {"headers"}
-            and set(matches[0]["headers"]) == {CONTEXT_HEADER}
-            and set(matches[0]["headers"][CONTEXT_HEADER]) == {"exact"}
-            and bool(matches[0]["headers"][CONTEXT_HEADER]["exact"])
-        )
-        if not scoped:
+        if "fault" in rule:
             raise RoutingError(
                 f"rule {rule.get('name')!r} of VirtualService {obj['metadata']['name']} has a "
-                "fault but does not match only the signed x-drill-context: faults would reach "
-                "production traffic; drillkit refuses to write it",
+                "fault: Istio turns off a route's timeout and retries when it has one; drillkit "
+                "injects faults at the primary's inbound side instead and refuses to write it",
                 code="CHAIN_FAULT_SCOPE",
                 path="chaos.phases",
             )
+
+
+def check_fault_filter(config: RouteConfig, obj: Mapping[str, Any], context_value: str) -> None:
+    """Every HTTPFault matches exactly this run's signed context, on the primary's pods only."""
+    selector = ((obj.get("spec") or {}).get("workloadSelector") or {}).get("labels")
+    wanted = [{"name": CONTEXT_HEADER, "string_match": {"exact": context_value}}]
+    faults = envoy.faults_of(obj)
+    scoped = (
+        bool(context_value)
+        and bool(faults)
+        and all(f.get("headers") == wanted for f in faults)
+        and selector == config.tier("primary").labels
+        and all(
+            (p.get("match") or {}).get("context") == "SIDECAR_INBOUND"
+            for p in obj["spec"]["configPatches"]
+        )
+    )
+    if not scoped:
+        raise RoutingError(
+            f"EnvoyFilter {obj['metadata']['name']} would inject a fault beyond this run's "
+            "signed x-drill-context on the primary's inbound side: faults would reach production "
+            "traffic; drillkit refuses to write it",
+            code="CHAIN_FAULT_SCOPE",
+            path="chaos.phases",
+        )

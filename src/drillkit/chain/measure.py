@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drillkit.chain.model import FALLBACK_HEADER, FALLBACK_REASON_HEADER, TIER_HEADER, FaultPhase
+from drillkit.chain.model import TIER_HEADER, FaultPhase
 
 SchemaCheck = Callable[[bytes], str | None]  # None when the body fits, else why not
 
@@ -41,10 +41,15 @@ class Answer:
 
     @property
     def is_fallback(self) -> bool:
-        """Served by a tier other than primary, or marked as a fallback by the chain."""
-        if self.headers.get(FALLBACK_HEADER, "").strip().lower() == "true":
-            return True
+        """Answered by a tier other than primary, as the answering tier stamped itself.
+
+        Behaviour, not configuration: no request header and no weight share counts here."""
         return self.tier is not None and self.tier != "primary"
+
+    @property
+    def is_untagged(self) -> bool:
+        """An answer no tier stamped: who served it is unknown (counted apart, never guessed)."""
+        return self.status is not None and self.status < 500 and self.tier is None
 
 
 def rate(count: int, total: int) -> dict[str, Any]:
@@ -99,7 +104,8 @@ def phase_figures(
     errors = [a for a in sent if a.is_error]
     fallback = [a for a in sent if a.is_fallback]
     tiers = Counter(a.tier or "untagged" for a in sent if a.status is not None)
-    reasons = Counter(a.headers.get(FALLBACK_REASON_HEADER, "unspecified") for a in fallback)
+    by_tier = Counter(a.tier for a in fallback)
+    untagged = [a for a in sent if a.is_untagged]
     latencies = [a.latency for a in sent]
     over = sum(1 for value in latencies if value > budget)
     schema: dict[str, Any] | None = None
@@ -117,7 +123,8 @@ def phase_figures(
         "fault": phase.to_dict(),
         "requests": {"planned": len(first), "sent": len(sent), "not_sent": len(first) - len(sent)},
         "complete": len(sent) == len(first),
-        "fallback_rate": {**rate(len(fallback), len(sent)), "reasons": dict(reasons)},
+        "fallback_rate": {**rate(len(fallback), len(sent)), "by_tier": dict(by_tier)},
+        "untagged_rate": rate(len(untagged), len(sent)),
         "error_rate": {
             **rate(len(errors), len(sent)),
             "samples": [a.error or f"HTTP {a.status}" for a in errors[:5]],

@@ -12,15 +12,13 @@ from typing import Any
 from drillkit.spec import ScheduledSpec
 
 TIERS = ("primary", "secondary", "static-cache")
-TIER_HEADER = "x-mesh-routing-tier"
-FALLBACK_HEADER = "x-fallback-triggered"
-FALLBACK_REASON_HEADER = "x-fallback-reason"
+TIER_HEADER = "x-mesh-routing-tier"  # response header each tier stamps on its own answers
 CONTEXT_HEADER = "x-drill-context"  # Envoy and Gateway API match lower-case header names
 MESHES = ("istio", "gateway_api")
 # Ordered from most to least urgent: P1 pages now, P2 pages in hours, P3 is "could not verify".
 SEVERITIES = ("P1", "P2", "P3")
 METRICS = {
-    "fallback_rate": "answers served by a tier other than primary, or marked x-fallback-triggered",
+    "fallback_rate": "drill requests answered by a tier other than primary (x-mesh-routing-tier)",
     "schema_failure_rate": "2xx answers whose JSON body does not fit chaos.response_schema",
     "error_rate": "requests the chain did not answer (5xx, timeout, connection failure)",
     "replay_mismatch_rate": "replayed idempotency keys whose status or body differed",
@@ -39,7 +37,8 @@ class TierTarget:
     name: str  # primary | secondary | static-cache
     host: str
     port: int
-    weight: int
+    weight: int  # production's split (Envoy weighted clusters), never the drill's fallback
+    labels: dict[str, str] | None = None  # the tier's pods: where the primary's fault filter goes
 
 
 @dataclass(frozen=True)
@@ -96,6 +95,8 @@ class RouteConfig:
     outlier: OutlierDetection
     pool: ConnectionPool
     parent: GatewayParent | None = None
+    # Labels of the pods that send drill traffic: the fallback EnvoyFilter's workloadSelector.
+    drill_client: dict[str, str] | None = None
 
     def tier(self, name: str) -> TierTarget:
         return next(t for t in self.tiers if t.name == name)

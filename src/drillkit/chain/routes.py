@@ -1,10 +1,12 @@
-"""Pure builders of the fallback-chain route: Istio VirtualService + DestinationRule, or a Gateway
-API HTTPRoute.
+"""Pure builders of the fallback-chain route: Istio VirtualService + DestinationRule (+ the
+EnvoyFilters of ``drillkit.chain.envoy``), or a Gateway API HTTPRoute.
 
-The chain's VirtualService IS the routing API's production route: its last rule ("production")
-is built from the spec alone, and the drill rule is that same rule plus an exact match on the
-signed ``x-drill-context`` value and, during a phase, a ``fault``. No other rule ever has a fault
-(``drillkit.chain.guards`` checks that, and more, before every write).
+The chain's VirtualService IS the routing API's production route: its "production" rule is built
+from the spec when the route is first created, and a drill never rewrites it afterwards. The
+drill rule matches only the exact signed ``x-drill-context`` value and routes to the primary
+with the production rule's timeout and retries; the fallback EnvoyFilter turns its Envoy route
+into the aggregate cluster of the tiers. No VirtualService rule ever carries a ``fault``: Istio
+switches a route's timeout and retries off when it does (see ``drillkit.chain.envoy``).
 """
 
 from __future__ import annotations
@@ -13,16 +15,16 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from drillkit.chain.envoy import fallback_filter
 from drillkit.chain.model import (
     CONTEXT_HEADER,
-    FALLBACK_HEADER,
-    FALLBACK_REASON_HEADER,
     TIER_HEADER,
-    FaultPhase,
     RouteConfig,
 )
 from drillkit.k8s.kinds import HTTP_ROUTE, Kind, destination_rule, virtual_service
 from drillkit.k8s.route_objects import duration
+
+ENVOY_FILTER = Kind("networking.istio.io/v1alpha3", "EnvoyFilter", "envoyfilters")
 
 # Not "drillkit": the GC deletes expired objects managed by drillkit, and these objects carry
 # production traffic. They must outlive every drill.
@@ -67,16 +69,13 @@ def _weights(config: RouteConfig, weights: Mapping[str, int] | None) -> dict[str
 
 
 def _istio_destination(config: RouteConfig, tier_name: str, weight: int) -> dict[str, Any]:
+    # Per destination, Istio renders the headers on Envoy's weighted cluster: they are set on
+    # answers of that cluster only, which is right for the production split.
     tier = config.tier(tier_name)
-    if tier.name == "primary":
-        # A client must not make primary traffic look like fallback (or hide a real one).
-        request: dict[str, Any] = {"remove": [FALLBACK_HEADER, FALLBACK_REASON_HEADER]}
-    else:
-        request = {"set": {FALLBACK_HEADER: "true", FALLBACK_REASON_HEADER: f"tier-{tier.name}"}}
     return {
         "destination": {"host": tier.host, "port": {"number": tier.port}},
         "weight": weight,
-        "headers": {"request": request, "response": {"set": {TIER_HEADER: tier.name}}},
+        "headers": {"response": {"set": {TIER_HEADER: tier.name}}},
     }
 
 
@@ -101,43 +100,31 @@ def context_match(context_value: str) -> list[dict[str, Any]]:
     return [{"headers": {CONTEXT_HEADER: {"exact": context_value}}}]
 
 
-def istio_fault(phase: FaultPhase) -> dict[str, Any]:
-    fault: dict[str, Any] = {}
-    if phase.abort_percent is not None:
-        fault["abort"] = {
-            "httpStatus": phase.abort_status,
-            "percentage": {"value": float(phase.abort_percent)},
-        }
-    if phase.delay is not None:
-        fault["delay"] = {
-            "fixedDelay": duration(phase.delay),
-            "percentage": {"value": float(phase.delay_percent)},
-        }
-    return fault
+def drill_rule(config: RouteConfig, context_value: str) -> dict[str, Any]:
+    """Matched only by the signed context: the primary alone, the production timeout and retries.
 
-
-def drill_rule(
-    config: RouteConfig, context_value: str, phase: FaultPhase | None = None
-) -> dict[str, Any]:
-    """The production rule, matched only by the signed context, with the phase's fault."""
-    rule = {
+    One destination, so Istio renders ``route.cluster``, which the fallback EnvoyFilter replaces
+    with the aggregate cluster. No headers here: a route-level response header would be set on
+    every answer, whichever tier of the aggregate served it; the tiers stamp their own.
+    """
+    primary = config.tier("primary")
+    rule = production_rule(config)
+    return {
         "name": DRILL_RULE,
         "match": context_match(context_value),
-        **{k: v for k, v in production_rule(config).items() if k != "name"},
+        "route": [{"destination": {"host": primary.host, "port": {"number": primary.port}}}],
+        "timeout": rule["timeout"],
+        "retries": rule["retries"],
     }
-    if phase is not None and phase.has_fault:
-        rule["fault"] = istio_fault(phase)
-    return rule
 
 
 def istio_virtual_service(
     config: RouteConfig,
     *,
     context_value: str | None,
-    phase: FaultPhase | None = None,
     annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    http = [drill_rule(config, context_value, phase)] if context_value else []
+    http = [drill_rule(config, context_value)] if context_value else []
     http.append(production_rule(config))
     return {
         "apiVersion": f"networking.istio.io/{config.api_version}",
@@ -182,6 +169,7 @@ def istio_destination_rule(config: RouteConfig) -> dict[str, Any]:
 # What the standard-channel HTTPRoute cannot carry (checked against its CRD): no retry policy,
 # no fault injection, no outlier detection or connection pool (no DestinationRule equivalent).
 GATEWAY_API_NOT_EXPRESSED = (
+    "fallback between tiers (backendRef weights are a split; the drill rule routes to primary)",
     "retries (attempts, per-try timeout as a retry budget, retryOn)",
     "fault injection",
     "outlier detection",
@@ -202,17 +190,11 @@ def _gateway_rule(
 ) -> dict[str, Any]:
     shares = _weights(config, weights)
     backends = []
-    for tier in config.tiers:
+    # HTTPRoute weights are a split too, and it has no failover: the drill rule routes to the
+    # primary alone, so a drill never sends drill traffic to a tier by weight.
+    tiers = [config.tier("primary")] if context_value else list(config.tiers)
+    for tier in tiers:
         service, namespace = service_ref(tier.host)
-        if tier.name == "primary":
-            request: dict[str, Any] = {"remove": [FALLBACK_HEADER, FALLBACK_REASON_HEADER]}
-        else:
-            request = {
-                "set": [
-                    {"name": FALLBACK_HEADER, "value": "true"},
-                    {"name": FALLBACK_REASON_HEADER, "value": f"tier-{tier.name}"},
-                ]
-            }
         backends.append(
             {
                 "group": "",
@@ -220,9 +202,8 @@ def _gateway_rule(
                 "name": service,
                 "namespace": namespace,
                 "port": tier.port,
-                "weight": shares[tier.name],
+                "weight": shares[tier.name] if not context_value else 1,
                 "filters": [
-                    {"type": "RequestHeaderModifier", "requestHeaderModifier": request},
                     {
                         "type": "ResponseHeaderModifier",
                         "responseHeaderModifier": {
@@ -285,13 +266,16 @@ def chain_objects(
     if config.mesh == "gateway_api":
         route = gateway_http_route(config, context_value=context_value, annotations=annotations)
         return [(HTTP_ROUTE, route)]
-    return [
+    objects = [
         (destination_rule(config.api_version), istio_destination_rule(config)),
         (
             virtual_service(config.api_version),
             istio_virtual_service(config, context_value=context_value, annotations=annotations),
         ),
     ]
+    if context_value:
+        objects.append((ENVOY_FILTER, fallback_filter(config, metadata(config, "", annotations))))
+    return objects
 
 
 def route_kind(config: RouteConfig) -> Kind:

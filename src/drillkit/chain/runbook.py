@@ -59,7 +59,12 @@ def runbook_steps(
     name = routes.vs_name(route)
     steps = [
         f"Confirm the drill left no fault behind: kubectl -n {route.namespace} get {kind} {name} "
-        "-o yaml shows no rule named 'drill' (the teardown task removes it).",
+        "-o yaml shows no rule named 'drill' (the teardown task removes it)"
+        + (
+            f", and kubectl get envoyfilter -A -l {routes.CHAIN_LABEL}={route.name} lists nothing."
+            if route.mesh == "istio"
+            else "."
+        ),
     ]
     clear = (
         f"kubectl -n {route.namespace} annotate {kind} {name} {routes.REMEDIATED_AT}- "
@@ -68,8 +73,8 @@ def runbook_steps(
     if any(r["code"] == "CHAIN_REMEDIATION_IN_EFFECT" for r in reasons):
         steps.append(
             "An earlier run shifted production weight to the static cache and drills wait for a "
-            f"person: once primary is healthy, run {clear} and trigger this drill; its apply "
-            "task restores the declared weights."
+            f"person: once primary is healthy, set the production rule's weights back by hand "
+            f"(a drill never rewrites production's rule), run {clear} and trigger this drill."
         )
     if any(r["severity"] == "P3" for r in reasons):
         steps.append(
@@ -87,8 +92,8 @@ def runbook_steps(
     if remediate:
         steps.append(
             f"Production weights were shifted to the static cache ({weights}). Once primary is "
-            f"healthy: {clear} and trigger this drill; its apply task restores the declared "
-            "weights."
+            "healthy, set the production rule's weights back by hand (a drill never rewrites "
+            f"production's rule), run {clear} and trigger this drill."
         )
     elif escalation.remediation.shift_to_static_cache:
         steps.append(

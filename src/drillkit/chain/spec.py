@@ -21,6 +21,7 @@ from drillkit.chain.model import (
     RouteConfig,
 )
 from drillkit.chain.reader import HEADER_RE, NAME_RE, Reader
+from drillkit.chain.routes import SERVICE_HOST
 from drillkit.chain.spec_route import parse_route
 from drillkit.exceptions import DrillError, InvalidInputError
 from drillkit.spec import CHAIN_KIND, SCHEDULING_KEYS, scheduling_fields
@@ -80,6 +81,11 @@ def _phase(r: Reader, raw: Any, path: str) -> FaultPhase:
         delay_percent = r.percent(
             spec.get("percent", 100), f"{path}.delay.percent", allow_zero=False
         )
+    percents = ((f"{path}.abort.percent", abort_percent), (f"{path}.delay.percent", delay_percent))
+    for at, value in percents:
+        # Envoy's FractionalPercent (denominator MILLION) carries 4 decimals of a percent.
+        if value is not None and (value * 10_000).denominator != 1:
+            raise r.fail(at, "at most 4 decimals (Envoy counts faults in millionths)")
     return FaultPhase(name, abort_percent, abort_status, delay, delay_percent)
 
 
@@ -277,6 +283,20 @@ def parse_chain_spec(data: Any, *, source: str = "<spec>") -> ChainSpec:
                     "mesh: istio, or keep only baseline phases (name only) and inject faults in "
                     "the upstream",
                 )
+    if route.mesh == "istio" and any(p.has_fault for p in chaos.phases):
+        primary = route.tier("primary")
+        if not SERVICE_HOST.match(primary.host):
+            raise r.fail(
+                "route.tiers.primary.host",
+                "fault phases go on the primary's pods: it must be a Service host "
+                "<name>.<namespace>.svc[.cluster.local] (its namespace holds the fault filter)",
+            )
+        if not primary.labels:
+            raise r.fail(
+                "route.tiers.primary.labels",
+                "required with fault phases: the labels of the primary's pods, e.g. "
+                "{app: checkout-api}; the fault filter goes on their inbound side only",
+            )
     escalation = _escalation(r, top.get("escalation"), route)
     try:
         check_chain(route, guard=guard, chaos_url=chaos.url)

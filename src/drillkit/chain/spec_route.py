@@ -4,6 +4,7 @@ outlier detection and connection pool, parsed strictly (drillkit.chain.guards ju
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from drillkit.chain.model import (
@@ -51,7 +52,27 @@ _ROUTE_KEYS = {
     "retries",
     "outlier_detection",
     "connection_pool",
+    "drill_client",
 }
+LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def labels(r: Reader, raw: Any, path: str) -> dict[str, str] | None:
+    """A Kubernetes label selector's ``matchLabels`` (a workloadSelector's labels)."""
+    if raw is None:
+        return None
+    data = r.mapping(raw, path)
+    if not data:
+        raise r.fail(path, "at least one label, e.g. {app: checkout-api}")
+    for key, value in data.items():
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise r.fail(f"{path}.{key}", "a Kubernetes label name, e.g. app")
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            raise r.fail(f"{path}.{key}", "a Kubernetes label value (a string, quote numbers)")
+    return {str(k): str(v) for k, v in data.items()}
 
 
 def _tiers(r: Reader, raw: Any, path: str) -> tuple[TierTarget, ...]:
@@ -66,13 +87,14 @@ def _tiers(r: Reader, raw: Any, path: str) -> tuple[TierTarget, ...]:
     for name in TIERS:
         at = f"{path}.{name}"
         tier = r.mapping(data[name], at)
-        r.unknown(tier, {"host", "port", "weight"}, at)
+        r.unknown(tier, {"host", "port", "weight", "labels"}, at)
         tiers.append(
             TierTarget(
                 name=name,
                 host=r.host(tier.get("host"), f"{at}.host"),
                 port=r.integer(tier, "port", at, None, 1, 65535),
                 weight=r.integer(tier, "weight", at, None, 0, 100),
+                labels=labels(r, tier.get("labels"), f"{at}.labels"),
             )
         )
     return tuple(tiers)
@@ -172,4 +194,5 @@ def parse_route(r: Reader, raw: Any, name: str) -> RouteConfig:
             max_retries=r.integer(pool, "max_retries", cp, 16, 0, 1_000_000),
         ),
         parent=parent,
+        drill_client=labels(r, data.get("drill_client"), "route.drill_client"),
     )

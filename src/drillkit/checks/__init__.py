@@ -17,7 +17,7 @@ from drillkit.checks.results import (
 )
 from drillkit.checks.spec import DEFAULT_TIMEOUT_SECONDS, KINDS, CheckSpec, parse_checks
 
-# The engine pulls in requests, SQLAlchemy and psycopg2: loaded on first use, so that parsing a
+# The engine pulls in requests, SQLAlchemy and psycopg: loaded on first use, so that parsing a
 # drill spec (at DAG-parse time) stays cheap.
 _LAZY = {
     "DEFAULT_CONCURRENCY": "drillkit.checks.engine",

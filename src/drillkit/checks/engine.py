@@ -37,6 +37,8 @@ from drillkit.checks.results import (
 from drillkit.checks.spec import POSTGRES_KINDS, CheckSpec, HttpConfig, SqlConfig, parse_checks
 from drillkit.exceptions import DrillError, InvalidInputError, RoutingError
 from drillkit.findings import Finding
+from drillkit.routing.guard import ProductionGuard
+from drillkit.routing.resolve import UnresolvableHostError
 from drillkit.timeutil import utcnow
 
 try:
@@ -84,6 +86,7 @@ class CheckContext:
     drill_id: str
     drill_header: tuple[str, str] | None
     http_origins: frozenset[tuple[str, str, int]]
+    guard: ProductionGuard = field(default_factory=ProductionGuard)
     budget: float = 0.0
     started: float = 0.0
     cancelled: bool = False
@@ -92,6 +95,18 @@ class CheckContext:
 
     def remaining(self) -> float:
         return self.started + self.budget - time.monotonic()
+
+    def pin(self, host: str, port: int, database: str | None = None) -> tuple[str, ...]:
+        """The addresses to connect to for ``host``: resolved once and judged by the guard.
+
+        Connecting to this address (never to the name again) is what makes the guard's judgement
+        hold. Raises ProductionTargetRefusedError, or EndpointUnreachable when the name does not
+        resolve (the check is an error saying so, never a pass).
+        """
+        try:
+            return self.guard.pin(host, port, database, service=self.service)
+        except UnresolvableHostError as exc:
+            raise EndpointUnreachable(str(exc)) from exc
 
     def begin(self, run_deadline: float | None) -> bool:
         """Start the clock; False when the check was given up before it started."""
@@ -137,11 +152,17 @@ def run_checks(
     concurrency: int = DEFAULT_CONCURRENCY,
     params: Mapping[str, Any] | None = None,
     deadline: datetime | None = None,
+    sandbox: Mapping[str, Any] | None = None,
+    guard: ProductionGuard | None = None,
 ) -> dict[str, Any]:
     """Run ``checks`` against the manifest's endpoints and return ``drillkit.validation/v1``.
 
     ``params`` fills run-time inputs of pitr checks (see ``pitr.bind_params``); ``deadline`` (an
-    aware datetime) bounds the whole run. Bad input raises InvalidInputError before any I/O.
+    aware datetime) bounds the whole run; ``sandbox`` (the tier's sandbox record) gives checks of
+    its postgres services its check roles, and its isolation warnings to the findings. Bad input
+    raises InvalidInputError before any I/O. ``guard`` (default: the manifest's own
+    ``production`` block) judges every address a check connects to; checks connect to the
+    address it judged.
     """
     specs = [c for c in checks if isinstance(c, CheckSpec)]
     if len(specs) != len(checks):
@@ -153,10 +174,30 @@ def run_checks(
     if not isinstance(manifest, Mapping) or manifest.get("schema") != MANIFEST_SCHEMA:
         raise InvalidInputError(f"the manifest is not a {MANIFEST_SCHEMA} document")
     specs = pitr.bind_params(specs, params)
-    run = _Run(manifest, specs, concurrency=concurrency, deadline=deadline)
+    manifest = sql.with_sandbox_login(manifest, sandbox)
+    if guard is None:
+        guard = ProductionGuard.from_spec(manifest.get("production"))
+    run = _Run(manifest, specs, concurrency=concurrency, deadline=deadline, guard=guard)
     warm = run.phase([s for s in specs if s.warmup], warmup=True)
     timed = run.phase([s for s in specs if not s.warmup], warmup=False)
-    return build_validation(results=timed, warmup=warm, findings=run.findings)
+    findings = [*isolation_findings(sandbox), *run.findings]
+    return build_validation(results=timed, warmup=warm, findings=findings)
+
+
+def isolation_findings(sandbox: Mapping[str, Any] | None) -> list[Finding]:
+    """Warnings for isolation layers the sandbox record says were not in effect."""
+    found = []
+    for warning in ((sandbox or {}).get("isolation") or {}).get("warnings") or []:
+        if isinstance(warning, Mapping) and warning.get("code"):
+            found.append(
+                Finding(
+                    code=str(warning["code"]),
+                    message=str(warning.get("message")),
+                    severity="warning",
+                    subject=str((sandbox or {}).get("id")),
+                )
+            )
+    return found
 
 
 @dataclass(eq=False)
@@ -176,8 +217,10 @@ class _Run:
         *,
         concurrency: int,
         deadline: datetime | None,
+        guard: ProductionGuard,
     ) -> None:
         self.manifest = manifest
+        self.guard = guard
         self.concurrency = concurrency
         self.deadline = None
         if deadline is not None:
@@ -245,6 +288,7 @@ class _Run:
             drill_id=self.drill_id,
             drill_header=self.header,
             http_origins=self.origins,
+            guard=self.guard,
         )
 
     def _slot(self, spec: CheckSpec, service: str) -> threading.Semaphore | None:

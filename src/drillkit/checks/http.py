@@ -148,11 +148,15 @@ async def _exchange(
         raise CheckTimedOut(f"timed out after {seconds_text(ctx.budget)} before {method} {url}")
     scheme, host, port = _origin(url)
     tls = _tls_context() if scheme == "https" else None
+    # Resolved once and judged by the guard; the connection goes to that address (the Host
+    # header and TLS still name the host), so a second lookup cannot answer differently.
+    if ctx.guard.known(host):
+        addresses = ctx.pin(host, port)
+    else:
+        addresses = await asyncio.to_thread(ctx.pin, host, port)
     try:
         async with asyncio.timeout(remaining):
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=tls, server_hostname=host if tls else None, limit=1 << 16
-            )
+            reader, writer = await _open_any(addresses, port, tls, host)
     except TimeoutError as exc:
         raise EndpointUnreachable(
             f"timed out after {seconds_text(ctx.budget)}: {url} accepted no connection"
@@ -176,6 +180,24 @@ async def _exchange(
     finally:
         writer.close()
     return answer, content
+
+
+async def _open_any(
+    addresses: tuple[str, ...], port: int, tls: ssl.SSLContext | None, host: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to the first judged address that answers, in the resolver's order."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return await asyncio.open_connection(
+                address, port, ssl=tls, server_hostname=host if tls else None, limit=1 << 16
+            )
+        except ssl.SSLError:
+            raise
+        except OSError as exc:
+            error = exc
+    assert error is not None  # pin() never returns an empty tuple
+    raise error
 
 
 def _request(method: str, url: str, headers: dict[str, str], body: Any) -> bytes:

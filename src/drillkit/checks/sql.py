@@ -1,7 +1,12 @@
 """SQL smoke checks, and the PostgreSQL connection every postgres check opens.
 
-Connections: SQLAlchemy + psycopg2, NullPool, connect and statement timeouts from the check's
+Connections: SQLAlchemy + psycopg 3, NullPool, connect and statement timeouts from the check's
 budget, read-only unless the check may write (and only a provisioned sandbox may be written to).
+On a sandbox drillkit provisioned, checks log in as the sandbox's check role (never superuser),
+whose password is read from the sandbox's 0600 file at connect time; a check's statement goes
+through the extended protocol, which refuses a second statement. A TCP host is resolved once and
+judged by the production guard; libpq then connects to that address (``hostaddr``), keeping
+``host`` for TLS verification.
 """
 
 from __future__ import annotations
@@ -11,13 +16,18 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+from psycopg.pq import TransactionStatus
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from drillkit.checks.results import (
+    CHECK_ENDED_TRANSACTION,
     CHECK_ERRORED,
+    CHECK_MULTIPLE_STATEMENTS,
+    CHECK_NOT_PERMITTED,
     DATA_CORRUPTION,
     WRITE_CHECK_REFUSED,
     WRITE_IN_READ_ONLY_CHECK,
@@ -28,6 +38,7 @@ from drillkit.checks.results import (
 )
 from drillkit.exceptions import CheckError
 from drillkit.findings import Finding
+from drillkit.sandbox.roles import read_login
 
 if TYPE_CHECKING:
     from drillkit.checks.engine import CheckContext
@@ -47,6 +58,9 @@ _UNREACHABLE_MARKERS = (
 )
 _QUERY_CANCELED = "57014"
 _READ_ONLY_TRANSACTION = "25006"
+_INSUFFICIENT_PRIVILEGE = "42501"
+_SYNTAX_ERROR = "42601"
+DRIVER = "postgresql+psycopg"
 _CORRUPTION = frozenset({"XX001", "XX002"})  # data_corrupted, index_corrupted
 
 
@@ -55,42 +69,124 @@ def is_sandbox(entry: Mapping[str, Any]) -> bool:
     return entry.get("resolved_by") == SANDBOX_RESOLUTION
 
 
-def postgres_url(endpoint: Mapping[str, Any]) -> URL:
-    """``postgresql+psycopg2://user@/db?host=/dir&port=5432`` for a socket dir, else host:port."""
+def with_sandbox_login(
+    manifest: Mapping[str, Any], sandbox: Mapping[str, Any] | None
+) -> Mapping[str, Any]:
+    """The manifest with each provisioned postgres service that points at ``sandbox`` given the
+    sandbox's check roles (``login``: role names and the password file's path, no password)."""
+    roles = (sandbox or {}).get("check_roles") or {}
+    # A login comes only from the sandbox record, never from the manifest itself.
+    services = {
+        name: {k: v for k, v in entry.items() if k != "login"}
+        if isinstance(entry, Mapping)
+        else entry
+        for name, entry in (manifest.get("services") or {}).items()
+    }
+    manifest = {**manifest, "services": services}
+    if not roles.get("roles_file"):
+        return manifest
+    ours = {
+        (e.get("host"), e.get("port"))
+        for e in ((sandbox or {}).get("endpoints") or {}).values()
+        if isinstance(e, Mapping)
+    }
+    for name, entry in services.items():
+        endpoint = entry.get("endpoint") or {} if isinstance(entry, Mapping) else {}
+        if (
+            isinstance(entry, Mapping)
+            and entry.get("kind") == "postgres"
+            and is_sandbox(entry)
+            and (endpoint.get("host"), endpoint.get("port")) in ours
+        ):
+            login = {
+                "read": roles["read"]["user"],
+                "write": roles["write"]["user"],
+                "roles_file": roles["roles_file"],
+            }
+            services[name] = {**entry, "login": login}
+    return {**manifest, "services": services}
+
+
+def postgres_url(endpoint: Mapping[str, Any], *, user: str | None = None) -> URL:
+    """``postgresql+psycopg://user@/db?host=/dir&port=5432`` for a socket dir, else host:port."""
     host, port = endpoint.get("host"), endpoint.get("port", 5432)
     if not isinstance(host, str) or not host or isinstance(port, bool) or not isinstance(port, int):
         raise CheckError(f"postgres endpoint {dict(endpoint)!r} needs a host and an integer port")
-    user, database = endpoint.get("user", "postgres"), endpoint.get("database", "postgres")
+    user = user or endpoint.get("user", "postgres")
+    database = endpoint.get("database", "postgres")
     if host.startswith("/"):
         return URL.create(
-            "postgresql+psycopg2",
+            DRIVER,
             username=user,
             database=database,
             query={"host": host, "port": str(port)},
         )
-    return URL.create("postgresql+psycopg2", username=user, host=host, port=port, database=database)
+    return URL.create(DRIVER, username=user, host=host, port=port, database=database)
 
 
-def pg_message(exc: DBAPIError) -> str:
-    return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+def _orig(exc: BaseException) -> BaseException:
+    return getattr(exc, "orig", None) or exc
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    orig = _orig(exc)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def pg_message(exc: BaseException) -> str:
+    orig = _orig(exc)
+    return (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+
+
+def check_login(entry: Mapping[str, Any], *, write: bool) -> tuple[str, str] | None:
+    """``(role, password)`` to log in as on a provisioned sandbox, None elsewhere."""
+    login = entry.get("login")
+    if not isinstance(login, Mapping) or not is_sandbox(entry):
+        return None
+    try:
+        return read_login(login["roles_file"], "write" if write else "read")
+    except (OSError, ValueError, KeyError) as exc:
+        # Never fall back to the endpoint's (super)user: the check does not run.
+        raise CheckError(
+            f"cannot read the sandbox's check-role password file {login.get('roles_file')}: "
+            f"{exc}; drillkit must run as the user that provisioned the sandbox"
+        ) from exc
 
 
 @contextmanager
-def connect(ctx: CheckContext, *, read_only: bool) -> Iterator[Connection]:
-    """A connection bounded by the check's budget; ``read_only`` makes it the session default."""
+def connect(ctx: CheckContext, *, read_only: bool, write: bool = False) -> Iterator[Connection]:
+    """A connection bounded by the check's budget; ``read_only`` makes it the session default.
+
+    On a provisioned sandbox it logs in as the sandbox's read (or, ``write``, write) check role.
+    """
+    login = check_login(ctx.entry, write=write)
     remaining = max(ctx.remaining(), 0.001)
+    endpoint = ctx.entry.get("endpoint") or {}
+    url = postgres_url(endpoint, user=login[0] if login else None)
+    pinned: dict[str, str] = {}
+    if url.host:  # TCP: libpq connects to the judged addresses; host stays for TLS and .pgpass
+        addresses = ctx.pin(url.host, url.port or 5432, endpoint.get("database"))
+        # libpq pairs host and hostaddr lists entry by entry, trying each in turn.
+        pinned["host"] = ",".join([url.host] * len(addresses))
+        pinned["hostaddr"] = ",".join(addresses)
     options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"
+    connect_args: dict[str, Any] = {
+        # libpq takes whole seconds and treats anything below 2 as 2.
+        "connect_timeout": max(2, math.ceil(remaining)),
+        "options": options,
+        "application_name": f"drillkit check {ctx.spec.name}"[:63],
+        # psycopg 3 hands out bytes for text of a SQL_ASCII database (initdb under LC_ALL=C)
+        # unless the client asks for an encoding; UTF-8 is how psycopg2 read them too.
+        "client_encoding": "utf8",
+    }
+    if login:
+        connect_args["password"] = login[1]  # never in the URL, so never in a message
     engine = create_engine(
-        postgres_url(ctx.entry.get("endpoint") or {}),
+        url,
         poolclass=NullPool,
-        connect_args={
-            # libpq takes whole seconds and treats anything below 2 as 2.
-            "connect_timeout": max(2, math.ceil(remaining)),
-            "options": options,
-            "application_name": f"drillkit check {ctx.spec.name}"[:63],
-        },
+        connect_args={**pinned, **connect_args},
     )
     try:
         try:
@@ -113,9 +209,20 @@ def begin_read_only(conn: Connection) -> None:
     conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
-def query_failure(exc: DBAPIError, ctx: CheckContext, expectation: str, subject: str) -> Outcome:
+def _error(expectation: str, detail: str, code: str, message: str, subject: str) -> Outcome:
+    return Outcome(
+        status="error",
+        expectation=expectation,
+        detail=detail,
+        findings=(Finding(code=code, message=message, subject=subject),),
+    )
+
+
+def query_failure(
+    exc: DBAPIError | psycopg.Error, ctx: CheckContext, expectation: str, subject: str
+) -> Outcome:
     """Turn a failed statement into an honest outcome: corruption fails, the rest is an error."""
-    code, message = getattr(exc.orig, "pgcode", None), pg_message(exc)
+    code, message = sqlstate(exc), pg_message(exc)
     if code == _QUERY_CANCELED:
         raise CheckTimedOut(f"timed out after {seconds_text(ctx.budget)} ({message})") from exc
     if code in _CORRUPTION:
@@ -149,7 +256,50 @@ def query_failure(exc: DBAPIError, ctx: CheckContext, expectation: str, subject:
                 ),
             ),
         )
+    if code == _INSUFFICIENT_PRIVILEGE:
+        return _error(
+            expectation,
+            f"the sandbox refused the check's statement ({message})",
+            CHECK_NOT_PERMITTED,
+            f"check {ctx.spec.name} tried something its role may not do on {ctx.service} "
+            f"({message}): checks run as a non-superuser role that reads every table and "
+            "writes only with write: true; no server files, programs or other roles",
+            ctx.spec.name,
+        )
+    if code == _SYNTAX_ERROR and "multiple commands" in message:
+        return _error(
+            expectation,
+            f"the query holds more than one statement ({message})",
+            CHECK_MULTIPLE_STATEMENTS,
+            f"check {ctx.spec.name} sends more than one statement: a check is one SQL "
+            "statement; split it into several checks",
+            ctx.spec.name,
+        )
     raise CheckError(f"the query failed: {message}", code=CHECK_ERRORED) from exc
+
+
+def execute_one(conn: Connection, query: str, *, read_only: bool) -> tuple[list[Any], int]:
+    """Run the check's single statement: ``(rows, row count)``.
+
+    ``prepare=True`` sends it through the extended protocol, where a second statement is an
+    error instead of running; the transaction must still be open (and still read-only)."""
+    raw = conn.connection.dbapi_connection
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute(query, prepare=True)
+        returns_rows = cur.description is not None
+        rows = cur.fetchall() if returns_rows else []
+        count = len(rows) if returns_rows else max(cur.rowcount, 0)
+        if raw.info.transaction_status != TransactionStatus.INTRANS:  # type: ignore[union-attr]
+            raise _TransactionEnded
+        if read_only:
+            cur.execute("SELECT current_setting('transaction_read_only')")
+            if cur.fetchone() != ("on",):
+                raise _TransactionEnded
+    return rows, count
+
+
+class _TransactionEnded(Exception):
+    """The check's statement ended drillkit's transaction (COMMIT, ROLLBACK, ...)."""
 
 
 def run_sql_check(ctx: CheckContext) -> Outcome:
@@ -159,19 +309,29 @@ def run_sql_check(ctx: CheckContext) -> Outcome:
         raise CheckError(
             "write checks run only against a provisioned sandbox", code=WRITE_CHECK_REFUSED
         )
-    with connect(ctx, read_only=not config.write) as conn:
+    with connect(ctx, read_only=not config.write, write=config.write) as conn:
         try:
             if not config.write:
                 begin_read_only(conn)
-            # no_parameters: a literal % or :name in the query is SQL, not a placeholder.
-            result = conn.exec_driver_sql(config.query, execution_options={"no_parameters": True})
-            rows = result.fetchall() if result.returns_rows else []
-            count = len(rows) if result.returns_rows else max(result.rowcount, 0)
+            else:
+                conn.exec_driver_sql("SELECT 1")  # opens the transaction the check runs in
+            rows, count = execute_one(conn, config.query, read_only=not config.write)
             if config.write:
                 conn.commit()  # proves the sandbox commits writes: WAL works, recovery is over
             else:
                 conn.rollback()
-        except DBAPIError as exc:
+        except _TransactionEnded:
+            conn.rollback()
+            return _error(
+                expectation,
+                "the query ended the check's transaction or its read-only mode",
+                CHECK_ENDED_TRANSACTION,
+                f"check {ctx.spec.name} ends the transaction drillkit runs it in, or makes it "
+                "read-write (COMMIT, ROLLBACK, SET TRANSACTION ...): a check is one statement "
+                "inside drillkit's read-only transaction",
+                ctx.spec.name,
+            )
+        except (DBAPIError, psycopg.Error) as exc:
             return query_failure(exc, ctx, expectation, f"check {ctx.spec.name}")
     observed: Any = rows[0][0] if rows else (count if not config.expect.judges_value else None)
     problems = []

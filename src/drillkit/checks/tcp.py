@@ -1,6 +1,7 @@
 """TCP smoke checks: the service accepts a connection within the timeout; observed = latency.
 
-A PostgreSQL endpoint on a unix-socket directory is checked through its socket file.
+A PostgreSQL endpoint on a unix-socket directory is checked through its socket file; a host is
+resolved once, judged by the production guard, and the connection goes to that address.
 """
 
 from __future__ import annotations
@@ -35,6 +36,20 @@ def endpoint_address(endpoint: Mapping[str, Any]) -> tuple[str, int] | str:
     return host, port
 
 
+def _connect_any(ctx: CheckContext, addresses: tuple[str, ...], port: int) -> socket.socket:
+    """Connect to the first of the judged ``addresses`` that answers (never to a name)."""
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            return socket.create_connection((address, port), timeout=max(ctx.remaining(), 0.001))
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            error = exc
+    assert error is not None  # pin() never returns an empty tuple
+    raise error
+
+
 def describe(timeout: float) -> str:
     return f"connects within {seconds_text(timeout)}"
 
@@ -53,7 +68,8 @@ def run_tcp_check(ctx: CheckContext) -> Outcome:
                 sock.close()
                 raise
         else:
-            sock = socket.create_connection(address, timeout=max(ctx.remaining(), 0.001))
+            database = (ctx.entry.get("endpoint") or {}).get("database")
+            sock = _connect_any(ctx, ctx.pin(address[0], address[1], database), address[1])
     except TimeoutError as exc:
         raise EndpointUnreachable(
             f"timed out after {seconds_text(ctx.budget)}: {shown} accepted no connection"

@@ -1,20 +1,29 @@
-"""Copying a base backup into a sandbox: fast, owned by the server user, never linked outward.
+"""Copying a plain base backup into a sandbox: as files, as the server user, never linked outward.
 
-Symlinks (tablespaces in pg_tblspc) are materialised inside the sandbox: a link left pointing at
-production's tablespace would let the sandbox write into production.
+The backup is walked with lstat first (``catalog.links``): a symlink is allowed only at
+``pg_tblspc/<oid>`` onto a tablespace directory, which is materialised as a plain directory in the
+sandbox (a link left pointing at production's tablespace would let the sandbox write into
+production). ``cp`` then runs as the PostgreSQL OS user with a time limit and never follows a link,
+so even an entry swapped for a link after the walk cannot make it read what that user cannot; the
+copy is walked again afterwards and refused if it holds any link at all.
 """
 
 from __future__ import annotations
 
 import os
-import time
+import stat
+import subprocess
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from drillkit.catalog.links import scan_backup
 from drillkit.exceptions import SandboxError
+from drillkit.findings import BACKUP_UNREADABLE, BACKUP_UNSAFE_LINK
+from drillkit.sandbox.space import NoSpaceError, is_no_space
 
 Progress = Callable[[int, int], None]
+Owner = tuple[int, int] | None
 # Top-level files of a backup that are never restored (the tar extraction skips them too).
 NOT_RESTORED = frozenset(
     {
@@ -25,75 +34,129 @@ NOT_RESTORED = frozenset(
         "backup_manifest",
     }
 )
-_CHUNK = 1 << 30
+# A slow disk copies 20 MiB/s; a copy slower than that plus a minute is stuck, not busy.
+_BYTES_PER_SECOND = 20 * 2**20
+_MIN_SECONDS = 60.0
 
 
-def _copy_file(src: str, dst: str, owner: tuple[int, int] | None) -> int:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        done = 0
-        try:
-            while done < size:
-                # In-kernel copy (and a reflink where the file system can): no user-space buffers.
-                copied = os.copy_file_range(fin.fileno(), fout.fileno(), min(_CHUNK, size - done))
-                if copied == 0:
-                    break
-                done += copied
-        except OSError:
-            fin.seek(done)
-            fout.seek(done)
-            while chunk := fin.read(1 << 20):
-                fout.write(chunk)
-                done += len(chunk)
-    os.chmod(dst, 0o600)
+def copy_limit(size_bytes: int) -> float:
+    """Seconds a copy of ``size_bytes`` may take before it is given up."""
+    return _MIN_SECONDS + size_bytes / _BYTES_PER_SECOND
+
+
+def _used(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def _cp(source: Path, target: Path, *, owner: Owner, timeout: float, total: int) -> None:
+    """``cp -rP`` the contents of ``source`` into the existing ``target``, as ``owner``."""
+    kwargs: dict[str, object] = {}
     if owner is not None:
-        os.chown(dst, *owner)
-    return done
+        kwargs = {"user": owner[0], "group": owner[1], "extra_groups": []}
+    args = ["cp", "-r", "--no-dereference", "--no-preserve=all", "-T", str(source), str(target)]
+    try:
+        result = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            umask=0o077,  # files 0600, directories 0700, as PostgreSQL wants its data directory
+            env={"PATH": "/usr/bin:/bin", "LC_ALL": "C"},
+            cwd="/",
+            **kwargs,  # type: ignore[arg-type]
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise SandboxError(
+            f"copying {source} into the sandbox did not finish within {timeout:.0f} s "
+            f"({total / 2**20:.0f} MiB): the disk is too slow or the copy hangs"
+        ) from exc
+    if result.returncode == 0:
+        return
+    message = (result.stderr or result.stdout).strip()
+    first = message.splitlines()[0] if message else f"exit code {result.returncode}"
+    if is_no_space(message):
+        raise NoSpaceError(
+            f"the sandbox's file system filled up while copying {source} ({first})",
+            path=target,
+            needed=total,
+        )
+    if "Permission denied" in message and str(target) not in first:  # the backup's side
+        raise SandboxError(
+            f"the PostgreSQL OS user cannot read backup {source} ({first}): drillkit copies "
+            "backups only as that user; make the backup readable by it (group read, or own "
+            "the repository by that user)",
+            code=BACKUP_UNREADABLE,
+        )
+    raise SandboxError(f"copying {source} into the sandbox failed: {message[-1500:]}")
+
+
+def _no_links_left(target: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(target):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                raise SandboxError(
+                    f"the copy of the backup holds {path.relative_to(target)}, which is not a "
+                    "plain file or directory (the backup changed while it was copied?): refused",
+                    code=BACKUP_UNSAFE_LINK,
+                )
 
 
 def copy_backup(
     source: Path,
     target: Path,
     *,
-    owner: tuple[int, int] | None,
-    workers: int = 2,
+    owner: Owner,
     progress: Progress | None = None,
+    timeout: float | None = None,
 ) -> int:
-    """Copy ``source`` into the new directory ``target``; return the bytes copied."""
-    jobs: list[tuple[str, str, int]] = []
+    """Copy ``source`` into the new directory ``target``; return the bytes copied.
 
-    def plan(src: Path, dst: Path, top: bool) -> None:
-        os.mkdir(dst, 0o700)
-        if owner is not None:
-            os.chown(dst, *owner)
-        for entry in os.scandir(src):
-            if top and entry.name in NOT_RESTORED:
-                continue
-            dst_path = dst / entry.name
-            real = Path(os.path.realpath(entry.path))
-            if entry.is_dir():  # follows links: linked tablespaces become plain directories
-                plan(real, dst_path, False)
-            elif entry.is_file():
-                jobs.append((str(real), str(dst_path), os.stat(real).st_size))
-            else:
-                raise SandboxError(
-                    f"backup entry {entry.path} is neither a file nor a directory (a dangling "
-                    "tablespace link?): the backup cannot be restored as it is"
-                )
+    Raises SandboxError ``BACKUP_UNSAFE_LINK`` for a link out of place (nothing is copied),
+    ``BACKUP_UNREADABLE`` when the server user cannot read the backup, and NoSpaceError
+    (``SANDBOX_NO_SPACE``) when the file system fills up.
+    """
+    files = scan_backup(source)
+    if files.unsafe:
+        raise SandboxError(files.sentence(source), code=files.code)
+    total = files.size_bytes
+    limit = timeout if timeout is not None else copy_limit(total)
+    os.mkdir(target, 0o700)
+    if owner is not None:
+        os.chown(target, *owner)
+    used_before = _used(target)
+    stop = threading.Event()
 
-    plan(source, target, True)
-    total = sum(size for _, _, size in jobs)
-    done = 0
-    last_report = 0.0
-    jobs.sort(key=lambda job: job[2], reverse=True)
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        futures = [pool.submit(_copy_file, src, dst, owner) for src, dst, _ in jobs]
-        for future in futures:
-            done += future.result()
-            now = time.monotonic()
-            if progress is not None and now - last_report > 0.5:
-                progress(done, total)
-                last_report = now
+    def report() -> None:  # the file system's growth: no walk of the copy while it runs
+        while not stop.wait(0.5):
+            progress(min(max(_used(target) - used_before, 0), total), total)  # type: ignore[misc]
+
+    watcher = threading.Thread(target=report, daemon=True) if progress else None
+    if watcher:
+        watcher.start()
+    try:
+        _cp(source, target, owner=owner, timeout=limit, total=total)
+        for name in NOT_RESTORED:
+            with_name = target / name
+            if with_name.is_file() and not with_name.is_symlink():
+                with_name.unlink()
+        for oid, real in files.tablespaces.items():
+            place = target / "pg_tblspc" / oid
+            place.unlink()  # the copied link (cp never follows one) becomes a directory
+            os.mkdir(place, 0o700)
+            if owner is not None:
+                os.chown(place, *owner)
+            _cp(real, place, owner=owner, timeout=limit, total=total)
+    finally:
+        stop.set()
+        if watcher:
+            watcher.join()
+    _no_links_left(target)
     if progress is not None:
-        progress(done, total)
-    return done
+        progress(total, total)
+    return total
+
+
+__all__ = ["NOT_RESTORED", "copy_backup", "copy_limit"]

@@ -1,6 +1,9 @@
-"""Garbage collection of local sandboxes whose expiry has passed (found by their on-disk label).
+"""Garbage collection of local sandboxes (found by their on-disk label).
 
-A crash can leave a running sandbox behind; this finds it by label and removes it.
+A sandbox is collected when its expiry has passed, or at once when it is still ``provisioning``
+and the process provisioning it is gone (killed mid-restore: nobody will finish it). A ready
+sandbox belongs to its drill run and only expires (see ``sandbox/owner.py`` for the rule).
+Collecting stops a running server first, then deletes the directory.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from drillkit.sandbox.base import valid_sandbox_id
 from drillkit.sandbox.local import LABEL, LocalSandboxBackend
+from drillkit.sandbox.owner import owner_gone
 from drillkit.state import read_json
 from drillkit.timeutil import isoformat, parse_iso, utcnow
 
@@ -38,9 +42,13 @@ def collect_local(
             expires, reason = None, f"no label, untouched for {age}"
         else:
             expires = parse_iso(label.get("expires_at"))
-            if expires is None or expires > now:
+            owner = label.get("owner")
+            if label.get("state") == "provisioning" and owner_gone(owner):
+                reason = f"its provisioning process (pid {owner['pid']}) is gone"
+            elif expires is None or expires > now:
                 continue
-            reason = f"expired at {isoformat(expires)}"
+            else:
+                reason = f"expired at {isoformat(expires)}"
         entry = {
             "kind": "local-sandbox",
             "id": directory.name,

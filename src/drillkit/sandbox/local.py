@@ -6,6 +6,7 @@ never streams from anyone, and is promoted at the recovery target before it is h
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,7 +33,14 @@ from drillkit.exceptions import (
     SandboxError,
     SandboxStartError,
 )
+from drillkit.outputs import catalog_paths, refuse_inside
+from drillkit.sandbox import config as sandbox_config
+from drillkit.sandbox import netns, relay
+from drillkit.sandbox import roles as check_roles
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
+from drillkit.sandbox.owner import current_owner
+from drillkit.sandbox.seal import databases, seal
+from drillkit.sandbox.space import NoSpaceError, is_no_space, require_space, restore_sizes
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
 
@@ -41,8 +49,13 @@ _SOCKET_MAX = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 Say = Callable[[str], None]
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+def _major(data: Path) -> int:
+    try:
+        return int((data / "PG_VERSION").read_text().strip().split(".")[0])
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            f"{data} has no readable PG_VERSION: the backup is not a PostgreSQL data directory"
+        ) from exc
 
 
 def recovery_settings(coordinate: dict[str, Any]) -> dict[str, str]:
@@ -74,6 +87,37 @@ def recovery_settings(coordinate: dict[str, Any]) -> dict[str, str]:
     return settings
 
 
+def _isolation(namespace: netns.Namespace, *, tcp: bool) -> dict[str, Any]:
+    """Which isolation layers are in effect, for the record and every report."""
+    layers = [
+        "allow-listed server configuration",
+        "replication detached (subscriptions disabled, slots dropped)",
+        "checks as a non-superuser role, one statement each",
+    ]
+    warnings = []
+    if namespace.prefix:
+        layers.insert(0, f"no network: {namespace.detail}")
+    else:
+        warnings.append(
+            {
+                "code": "SANDBOX_NETWORK_OPEN",
+                "message": "the sandbox server shares the host's network "
+                f"({namespace.detail}): what its data names could be reached; drillkit relies "
+                "on the allow-listed configuration and the non-superuser check roles. Run "
+                "drillkit as root, or where unprivileged user namespaces are allowed",
+            }
+        )
+    if tcp:
+        layers.append("TCP port asks for a scram password")
+    return {
+        "network": "namespace" if namespace.prefix else "open",
+        "network_detail": namespace.detail,
+        "tcp": {"auth": "scram-sha-256", "relayed": bool(namespace.prefix)} if tcp else None,
+        "layers": layers,
+        "warnings": warnings,
+    }
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -93,16 +137,16 @@ class LocalSandboxBackend:
         start_timeout: float = 3600.0,
         shared_buffers: str = "128MB",
         superuser: str = "postgres",
-        postgres: pgbin.PgSettings | None = None,
         say: Say | None = None,
+        postgres: pgbin.PgSettings | None = None,
     ) -> None:
         self.root = Path(root) if root else sandbox_root()
-        self.postgres = postgres
         self.port = port
         self.start_timeout = start_timeout
         self.shared_buffers = shared_buffers
         self.superuser = superuser
         self.say = say or (lambda _msg: None)
+        self.postgres = postgres
 
     # -- paths -------------------------------------------------------------------------------
     def path(self, sandbox_id: str) -> Path:
@@ -160,6 +204,13 @@ class LocalSandboxBackend:
         installation = pgbin.for_major(
             backup_major(coordinate, Path(str(coordinate.get("backup_path")))), self.postgres
         )
+        drilled = [
+            *catalog_paths(coordinate.get("catalog")),
+            *(Path(str(coordinate[k])) for k in ("archive", "backup_path") if coordinate.get(k)),
+        ]
+        refuse_inside(
+            self.root, setting="DRILLKIT_SANDBOX_ROOT (the sandbox root)", catalogs=drilled
+        )
         sandbox_id = sandbox_id or new_sandbox_id(name)
         directory = self.path(sandbox_id)
         if directory.exists():
@@ -187,25 +238,60 @@ class LocalSandboxBackend:
             "target": coordinate.get("target"),
             "postgres": installation.describe(),
             "state": "provisioning",
+            # Until handed over (state ready), the sandbox belongs to this process: if it dies,
+            # `drillkit gc` collects the sandbox at once (see sandbox/owner.py).
+            "owner": current_owner(),
         }
         os.mkdir(directory, 0o711)
         # Label first: a crash from here on leaves something `drillkit gc` recognises.
         write_json_atomic(directory / LABEL, label)
         started = time.monotonic()
         try:
-            materialised = self._restore(
-                directory, socket_dir, repository, coordinate, settings, port, installation
+            namespace = self._namespace()
+            backup_bytes, wal_bytes = restore_sizes(coordinate)
+            needed = require_space(
+                directory,
+                backup_bytes=backup_bytes,
+                wal_bytes=wal_bytes,
+                what=f"backup {coordinate.get('backup_id')}",
             )
-            achieved = self._wait_promoted(directory, socket_dir, port)
+            try:
+                materialised, configuration = self._restore(
+                    directory,
+                    socket_dir,
+                    repository,
+                    coordinate,
+                    settings,
+                    port,
+                    installation,
+                    namespace,
+                )
+                achieved = self._wait_promoted(directory, socket_dir, port)
+            except NoSpaceError as exc:  # found mid-restore: give it the numbers planned
+                if exc.needed is not None:
+                    raise
+                message = str(exc).split(": needed")[0]
+                raise NoSpaceError(message, path=directory, needed=needed) from exc
+            # Before anything else connects: nothing replicates, checks get their own roles.
+            isolation = self._seal(
+                directory, socket_dir, port, data_major=_major(directory / "data")
+            )
+            if self.port is not None and namespace.prefix:
+                label["relay"] = self._relay(directory, port)
+                write_json_atomic(directory / LABEL, label)
+            isolation["isolation"] = _isolation(namespace, tcp=self.port is not None)
         except BaseException:
             # Nothing keeps running after a failure; the directory (and its server.log) stays
             # for investigation until its expiry, when `drillkit gc` removes it.
+            relay.stop(label.get("relay"))
             stop_server(directory / "data", installation)
             label["state"] = "failed"
-            write_json_atomic(directory / LABEL, label)
+            with contextlib.suppress(OSError):  # a full disk must not hide why it failed
+                write_json_atomic(directory / LABEL, label)
             raise
         restore_seconds = time.monotonic() - started
         host = str(socket_dir) if self.port is None else "127.0.0.1"
+        label.pop("owner", None)  # handed over to the drill run: its TTL rules from now on
         label.update(
             state="ready",
             endpoints={
@@ -218,6 +304,8 @@ class LocalSandboxBackend:
                 }
             },
             restore_seconds=round(restore_seconds, 3),
+            configuration=configuration,
+            **isolation,
             achieved_recovery_point=achieved or coordinate.get("recovery_point"),
             # What the restore itself found (e.g. no manifest to verify against): for the gate.
             findings=[dict(f) for f in materialised.findings],
@@ -237,7 +325,10 @@ class LocalSandboxBackend:
         settings: dict[str, str],
         port: int,
         installation: pgbin.Installation,
-    ) -> Materialised:
+        namespace: netns.Namespace,
+    ) -> tuple[Materialised, dict[str, Any]]:
+        """Materialise, configure and start the server; return what the catalog left and what
+        the record says about the configuration."""
         user = pgbin.os_user()
         owner = (user.uid, user.gid) if user else None
         data = directory / "data"
@@ -249,70 +340,71 @@ class LocalSandboxBackend:
             os.chown(socket_dir, *owner)
             os.chown(directory, *owner)
         hba = directory / "pg_hba.conf"
-        hba_lines = ["local all all trust"]
+        hba_lines = ["local all all trust"]  # the socket directory is 0700: drillkit only
         if self.port is not None:
-            hba_lines.append("host all all 127.0.0.1/32 trust")
+            hba_lines.append("host all all 127.0.0.1/32 scram-sha-256")
         hba.write_text("\n".join(hba_lines) + "\n")
-        if not (data / "postgresql.conf").exists():  # Debian-style servers keep it in /etc
-            (data / "postgresql.conf").write_text("")
-        restore = materialised.restore_command
-        config = {
-            "listen_addresses": "127.0.0.1" if self.port is not None else "",
-            "port": str(port),
-            "unix_socket_directories": str(socket_dir),
-            "hba_file": str(hba),
-            # Production's archiving must never run here: it would write into its archive.
-            "archive_mode": "off",
-            "archive_command": "",
-            "archive_library": "",
-            "restore_command": restore,
-            # Never follow or stream from production.
-            "primary_conninfo": "",
-            "primary_slot_name": "",
-            "hot_standby": "on",
-            "shared_buffers": self.shared_buffers,
-            "huge_pages": "off",
-            "ssl": "off",
-            "shared_preload_libraries": "",
-            "logging_collector": "off",
-            # A sandbox is disposable: skipping fsync makes replay faster and loses nothing.
-            "fsync": "off",
-            "max_wal_size": "4GB",
-            # Tablespaces are restored as directories in pg_tblspc (never links to production's
-            # paths); without this, recovery PANICs at consistency on such a directory.
-            "allow_in_place_tablespaces": "on",
-            **settings,
-        }
-        if installation.major < 15:
-            del config["archive_library"]  # new in 15: an older server refuses to start on it
-        with (data / "postgresql.auto.conf").open("a") as conf:
-            conf.write("\n# drillkit sandbox settings: appended last, so they win\n")
-            for key, value in config.items():
-                conf.write(f"{key} = {_quote(value)}\n")
+        ident = directory / "pg_ident.conf"
+        ident.write_text("")
+        backup_settings, seen = sandbox_config.read_backup_settings(data)
+        control = sandbox_config.control_settings(
+            installation.run("pg_controldata", [str(data)], check=False).stdout
+        )
+        config, kept = sandbox_config.sandbox_config(
+            major=_major(data),
+            backup_settings=backup_settings,
+            control=control,
+            socket_dir=socket_dir,
+            hba=hba,
+            ident=ident,
+            port=port,
+            tcp=self.port is not None,
+            shared_buffers=self.shared_buffers,
+            recovery=settings,
+            restore=materialised.restore_command,
+        )
+        sandbox_config.write_config(data, config)
         (data / "recovery.signal").write_text("")
-        for path in (hba, data / "postgresql.auto.conf", data / "recovery.signal"):
+        for path in (
+            hba,
+            ident,
+            data / "postgresql.conf",
+            data / "postgresql.auto.conf",
+            data / "recovery.signal",
+        ):
             if owner:
                 os.chown(path, *owner)
         self.say(f"starting PostgreSQL {installation.version} and replaying WAL")
-        result = installation.run(
-            "pg_ctl",
-            [
-                "-D",
-                str(data),
-                "-l",
-                str(directory / "server.log"),
-                "-w",
-                "-t",
-                str(int(self.start_timeout)),
-                "start",
-            ],
-            check=False,
-            timeout=self.start_timeout + 30,
-            env=dict(materialised.environment),
-        )
+        args = ["-D", str(data), "-l", str(directory / "server.log"), "-w"]
+        args += ["-t", str(int(self.start_timeout)), "start"]
+        # The catalog's environment (repository credentials) reaches restore_command through
+        # the server's process, never its configuration.
+        env = dict(materialised.environment)
+        timeout = self.start_timeout + 30
+        if namespace.prefix:
+            result = netns.run_in(namespace, installation, "pg_ctl", args, timeout=timeout, env=env)
+        else:
+            result = installation.run("pg_ctl", args, check=False, timeout=timeout, env=env)
         if result.returncode != 0:
             self._raise_start_failure(directory, result.stdout + result.stderr)
-        return materialised
+        return materialised, sandbox_config.describe(kept, control, seen)
+
+    def _namespace(self) -> netns.Namespace:
+        found = netns.available()
+        if self.port is not None and found.prefix and not found.tcp:
+            return netns.Namespace(
+                None, f"{found.detail}, but sandbox.port needs a TCP relay into it", tcp=False
+            )
+        return found
+
+    def _relay(self, directory: Path, port: int) -> dict[str, Any]:
+        """Relay 127.0.0.1:port (host) to the server's loopback in its namespace."""
+        postmaster = int((directory / "data" / "postmaster.pid").read_text().split()[0])
+        user = pgbin.os_user()
+        uid, gid = (user.uid, user.gid) if user else (os.getuid(), os.getgid())
+        return relay.start(
+            port=port, postmaster=postmaster, uid=uid, gid=gid, log=directory / "relay.log"
+        )
 
     def _log_tail(self, directory: Path, lines: int = 12) -> str:
         try:
@@ -323,6 +415,13 @@ class LocalSandboxBackend:
 
     def _raise_start_failure(self, directory: Path, output: str) -> None:
         log = self._log_tail(directory)
+        full = self._log_tail(directory, lines=1_000_000)
+        if is_no_space(full) or is_no_space(output):  # the drill host's disk, not the backup
+            said = next(line for line in (full + "\n" + output).splitlines() if is_no_space(line))
+            raise NoSpaceError(
+                f"the sandbox's file system filled up while the server restored WAL ({said})",
+                path=directory,
+            )
         if "recovery ended before configured recovery target was reached" in log:
             raise RecoveryTargetNotReachedError(
                 "recovery ended before the configured recovery target was reached: the archive "
@@ -333,11 +432,40 @@ class LocalSandboxBackend:
             f"{log or output.strip()}"
         )
 
-    def connect(self, socket_dir: Path, port: int) -> Any:
-        host = "127.0.0.1" if self.port is not None else str(socket_dir)
+    def connect(self, socket_dir: Path, port: int, dbname: str = "postgres") -> Any:
+        """A superuser connection through the sandbox's unix socket (TCP needs a password)."""
         return psycopg2.connect(
-            host=host, port=port, user=self.superuser, dbname="postgres", connect_timeout=5
+            host=str(socket_dir),
+            port=port,
+            user=self.superuser,
+            dbname=dbname,
+            connect_timeout=5,
+            # Production's event triggers (ENABLE ORIGIN ones) stay silent for drillkit's DDL.
+            options="-c session_replication_role=replica",
         )
+
+    def _seal(
+        self, directory: Path, socket_dir: Path, port: int, *, data_major: int
+    ) -> dict[str, Any]:
+        """Detach replication and create the check roles; return the record's isolation fields."""
+
+        def admin(dbname: str) -> Any:
+            conn = self.connect(socket_dir, port, dbname)
+            conn.autocommit = True
+            return conn
+
+        first = admin("postgres")
+        try:
+            names = databases(first)
+        finally:
+            first.close()
+        sealed = seal(admin, names)
+        secrets, description = check_roles.create_check_roles(admin, names, major=data_major)
+        password_file = check_roles.write_secrets(directory, secrets)
+        return {
+            "sealed": sealed,
+            "check_roles": {**description, "roles_file": str(password_file)},
+        }
 
     def _wait_promoted(self, directory: Path, socket_dir: Path, port: int) -> str | None:
         """Poll until recovery has ended and the server is promoted (pg_ctl -w returns earlier)."""
@@ -374,6 +502,7 @@ class LocalSandboxBackend:
         label = read_json(directory / LABEL) or {}
         if not directory.exists():
             return {"id": sandbox_id, "removed": False, "already_gone": True}
+        relay.stop(label.get("relay"))
         was_running = stop_server(directory / "data", _recorded_installation(label))
         socket_dir = label.get("socket_dir")
         shutil.rmtree(directory, ignore_errors=True)

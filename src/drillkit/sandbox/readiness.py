@@ -11,15 +11,26 @@ from drillkit.timeutil import isoformat, utcnow
 SCHEMA = "drillkit.readiness/v1"
 
 
-def postgres_ready(endpoint: Mapping[str, Any], *, timeout: int = 5) -> tuple[bool, str]:
-    """``(ready, why)``: ready means connected and no longer in recovery."""
+def postgres_ready(
+    endpoint: Mapping[str, Any], *, timeout: int = 5, password_file: str | None = None
+) -> tuple[bool, str]:
+    """``(ready, why)``: ready means connected and no longer in recovery.
+
+    ``password_file``: the sandbox's check-role file; the wait then logs in as its read role
+    (a sandbox's TCP port asks for a password)."""
     import psycopg2  # not at module level: sensors import this module at DAG-parse time
 
+    from drillkit.sandbox.roles import read_login
+
+    user, password = endpoint.get("user", "postgres"), None
+    if password_file:
+        user, password = read_login(password_file, "read")
     try:
         conn = psycopg2.connect(
             host=endpoint["host"],
             port=endpoint.get("port", 5432),
-            user=endpoint.get("user", "postgres"),
+            user=user,
+            password=password,
             dbname=endpoint.get("database", "postgres"),
             connect_timeout=timeout,
         )
@@ -56,7 +67,8 @@ def sandbox_readiness(record: Mapping[str, Any]) -> dict[str, Any]:
     endpoints = record.get("endpoints") or {}
     for name, endpoint in endpoints.items():
         if endpoint.get("kind") == "postgres":
-            ready, why = postgres_ready(endpoint)
+            roles = record.get("check_roles") or {}
+            ready, why = postgres_ready(endpoint, password_file=roles.get("roles_file"))
             if not ready:
                 return {**result, "ready": False, "detail": f"{name}: {why}"}
     return {**result, "ready": True, "detail": "all endpoints ready"}

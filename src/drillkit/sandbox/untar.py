@@ -8,6 +8,7 @@ is not restored, since recovery would link each tablespace to production's path.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tarfile
@@ -15,6 +16,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from drillkit.catalog.links import scan_backup
 from drillkit.catalog.tarformat import (
     ARCHIVE_ERRORS,
     member_name,
@@ -26,6 +28,7 @@ from drillkit.catalog.tarformat import (
 from drillkit.exceptions import SandboxError
 from drillkit.findings import BACKUP_ARCHIVE_UNSAFE
 from drillkit.sandbox.copy import NOT_RESTORED
+from drillkit.sandbox.space import NoSpaceError
 
 Progress = Callable[[int, int], None]
 Say = Callable[[str], None]
@@ -138,6 +141,9 @@ def extract_backup(
     base.tar[.gz] goes to ``target``, pg_wal.tar[.gz] to its pg_wal, and each ``<oid>.tar[.gz]``
     to its ``pg_tblspc/<oid>``. Returns the bytes extracted.
     """
+    files = scan_backup(source)  # the archives are read as root: never through a link
+    if files.unsafe:
+        raise SandboxError(files.sentence(source), code=files.code)
     layout = tar_layout(source)
     if layout is None:
         raise SandboxError(f"backup {source} has no base.tar: it is not a tar-format backup")
@@ -178,6 +184,12 @@ def extract_backup(
             code="BACKUP_INCOMPLETE" if cut_short else "BACKUP_CHECKSUM_MISMATCH",
         ) from exc
     except OSError as exc:  # the sandbox side: a full disk, a file in a directory's way
+        if exc.errno == errno.ENOSPC:
+            raise NoSpaceError(
+                f"the sandbox's file system filled up extracting {current.name}",
+                path=target,
+                needed=total,
+            ) from exc
         raise SandboxError(f"could not extract {current.name} into {target}: {exc}") from exc
     if progress is not None:
         progress(finished, total)

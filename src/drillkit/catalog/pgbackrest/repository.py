@@ -24,6 +24,7 @@ from drillkit.catalog.pgbackrest.archive import sync_view
 from drillkit.catalog.pgbackrest.command import PgBackRestConfig
 from drillkit.catalog.pgbackrest.verify import verify_backups
 from drillkit.catalog.protocol import Materialised, select_from_snapshot
+from drillkit.catalog.staging import stage_wal
 from drillkit.catalog.wal import (
     DEFAULT_SEGMENT_SIZE,
     list_archive,
@@ -33,6 +34,7 @@ from drillkit.catalog.wal import (
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import BackupError, InvalidInputError, ToolMissingError
 from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.sandbox import config as sandbox_config
 from drillkit.state import state_dir
 from drillkit.timeutil import utcnow
 
@@ -236,18 +238,11 @@ class PgBackRestCatalog:
             )
         _drop_generated_settings(data / "postgresql.auto.conf")
         (data / "recovery.signal").unlink(missing_ok=True)
-        archive_get = " ".join(
-            [
-                command.binary(),
-                *self.config.base_args(tool_dir, "archive-get"),
-                # archive-get checks that the server's data directory is its pg1-path
-                f"--pg1-path={data}",
-                "archive-get",
-                "%f",
-                '"%p"',
-            ]
-        )
-        return Materialised(restore_command=archive_get, environment=command.server_environment())
+        # The sealed server reaches no repository (a remote one needs the network, and
+        # archive-get its credentials): recovery reads the WAL selection indexed and checked
+        # against its SHA-1 (repo-get, read-only), staged in the sandbox.
+        staged = stage_wal(coordinate, workdir, owner=owner, say=say)
+        return Materialised(restore_command=sandbox_config.restore_command(staged))
 
 
 def _drop_generated_settings(path: Path) -> None:

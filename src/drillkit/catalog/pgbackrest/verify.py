@@ -88,8 +88,9 @@ class VerifyCache:
 
 
 def backup_signature(config: PgBackRestConfig, label: str, workdir: Path) -> str | None:
-    """Digest of the backup's repository listing (manifest and every file: name, size, time),
-    from ``repo-ls --recurse`` so it works on every repository type; None when unreadable."""
+    """Digest of the backup's repository manifest (its bytes, ``repo-get``) and listing (every
+    file's name, size and time, ``repo-ls --recurse``): works on every repository type; None
+    when unreadable."""
     result = command.run(
         config,
         "repo-ls",
@@ -102,8 +103,18 @@ def backup_signature(config: PgBackRestConfig, label: str, workdir: Path) -> str
         listing = json.loads(result.stdout)
     except json.JSONDecodeError:
         return None
-    text = json.dumps(listing, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+    manifest = command.run(
+        config,
+        "repo-get",
+        [f"backup/{config.stanza}/{label}/backup.manifest"],
+        workdir=workdir,
+        raw=True,
+    )
+    if manifest.returncode != 0:
+        return None
+    digest = hashlib.sha256(manifest.stdout)
+    digest.update(json.dumps(listing, sort_keys=True).encode())
+    return digest.hexdigest()
 
 
 def verify_backups(
