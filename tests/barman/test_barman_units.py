@@ -147,3 +147,21 @@ def test_an_unreachable_store_is_transient_and_names_it(monkeypatch):
     assert refused.value.code == "STORE_UNREACHABLE"
     assert "s3://drills/pg" in str(refused.value)
     assert "unreachable-secret" not in str(refused.value)
+
+
+def test_scenario_create_barman_cloud_refuses_bad_options_with_the_fix(tmp_path: Path):
+    import subprocess
+    import sys
+
+    drillkit = str(Path(sys.executable).parent / "drillkit")
+    base = [drillkit, "scenario", "create", str(tmp_path / "s"), "--tool", "barman-cloud"]
+    missing = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "needs --endpoint-url URL" in missing.stderr
+    wrong = subprocess.run(
+        [*base, "--endpoint-url", "http://127.0.0.1:9", "--backup-format", "tar"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert wrong.returncode == 2 and "are pg_basebackup options" in wrong.stderr
+    assert not (tmp_path / "s").exists()

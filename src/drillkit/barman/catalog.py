@@ -4,7 +4,7 @@
 endpoint_url?: URL, aws_conn_id?: CONN}``. Backups come from their ``backup.info`` objects; one
 whose status is not DONE (STARTED: interrupted or running; FAILED) is listed and never chosen.
 WAL coverage comes from the ``wals/`` listing. A backup restores into a local sandbox with
-barman-cloud-restore and recovers with barman-cloud-wal-restore. Read-only towards the store.
+barman-cloud-restore; recovery reads the WAL staged in the sandbox. Read-only towards the store.
 """
 
 from __future__ import annotations
