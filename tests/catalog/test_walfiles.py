@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -107,5 +108,15 @@ def test_restore_command_copies_a_standalone_helper(tmp_path: Path):
     helper = tmp_path / "walfiles.py"
     assert helper.read_text() == Path(walfiles.__file__).read_text()
     assert oct(helper.stat().st_mode & 0o777) == "0o644"
-    assert command.endswith(f'"{helper}" "{tmp_path / "wal"}" "%f" "%p"')
+    # Each path is one shell word (quoted for /bin/sh, its % doubled for the server).
+    words = shlex.split(command.replace("%%", "%"))
+    assert words[1:] == [str(helper), str(tmp_path / "wal"), "%f", "%p"]
     assert "import drillkit" not in helper.read_text() and "from drillkit" not in helper.read_text()
+
+
+def test_restore_command_quotes_a_hostile_archive_path(tmp_path: Path):
+    archive = tmp_path / "wal $(touch pwned) `id` 'q' %p;"
+    command = walfiles.restore_command(archive, tmp_path)
+    words = shlex.split(command.replace("%%", "%"))
+    assert words[2] == str(archive) and words[3:] == ["%f", "%p"]
+    assert "%p;" not in command.replace("%%", "")  # the path's % is doubled, never a placeholder
