@@ -270,6 +270,9 @@ def create_barman_scenario(
             next_id = last + 1
             time.sleep(options.pause)
             if batch in options.backups_after:
+                # Frozen and all-visible before the backup: no later hint bit or vacuum rewrites
+                # its pages, so replay never lays a full-page image over a corrupted one.
+                _sql(sock, "vacuum (freeze) orders")
                 backup_id = _take_backup(options, sock, dest, reader, creds)
                 say(f"production: barman-cloud-backup {backup_id}")
                 _switch(sock, timeout=options.archive_wait)
