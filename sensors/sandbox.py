@@ -64,7 +64,7 @@ class SandboxReadyTrigger(BaseTrigger):
             readiness = await asyncio.to_thread(
                 _readiness, self.record, kubernetes_conn_id=self.kubernetes_conn_id
             )
-            if readiness["ready"]:
+            if readiness["ready"] or readiness.get("failed"):
                 yield TriggerEvent(readiness)
                 return
             if self.deadline is not None and time.time() >= self.deadline:
@@ -111,6 +111,8 @@ class SandboxReadySensor(BaseSensorOperator):
     def poke(self, context: Any) -> PokeReturnValue:
         readiness = _readiness(self._record(context), kubernetes_conn_id=self.kubernetes_conn_id)
         self.log.info("sandbox: %s", readiness["detail"])
+        if readiness.get("failed"):
+            self._failed(context, readiness["failed"])
         self._last_detail = str(readiness["detail"])
         return PokeReturnValue(is_done=bool(readiness["ready"]), xcom_value=readiness)
 
@@ -138,10 +140,17 @@ class SandboxReadySensor(BaseSensorOperator):
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if event and event.get("failed"):
+            self._failed(context, event["failed"])
         if not event or not event.get("ready"):
             self._not_ready(context, str((event or {}).get("detail", event)))
         self.log.info("sandbox ready: %s", event.get("detail"))
         return event
+
+    def _failed(self, context: Any, failed: dict[str, Any]) -> NoReturn:
+        """The restore itself failed (e.g. CloudNativePG's recovery Job): no point waiting on."""
+        context["ti"].xcom_push(key="error", value=dict(failed))
+        raise AirflowFailException(f"{failed.get('code')}: {failed.get('message')}")
 
     def _not_ready(self, context: Any, detail: str) -> NoReturn:
         """The wait ran out: record why for the gate (the tier falls back), then fail."""

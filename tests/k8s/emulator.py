@@ -6,11 +6,14 @@ and JSON patch, PUT with resourceVersion preconditions, /status subresources, na
 that removes what the namespace holds, discovery, and custom objects pruned, defaulted and
 validated against the upstream CRD schemas (422 Invalid naming the field).
 
-Known differences (tests must not depend on them): namespace deletion is synchronous (a real one
-passes through Terminating); no watch (405: drillkit polls with GET); no server-side apply (415);
-strategic merge patch on built-ins behaves as a JSON merge patch (lists are replaced); CEL rules,
-string formats and list-type uniqueness of CRD schemas are not enforced; no admission webhooks,
-RBAC or garbage collection by ownerReferences.
+Namespace deletion passes through phase Terminating for ``store.namespace_termination_seconds``
+(0 by default: purged at once): meanwhile a second DELETE is 409 Conflict and creating in it is
+403 Forbidden (cause NamespaceTerminating), as on a real API server.
+
+Known differences (tests must not depend on them): no watch (405: drillkit polls with GET); no
+server-side apply (415); strategic merge patch on built-ins behaves as a JSON merge patch (lists
+are replaced); CEL rules, string formats and list-type uniqueness of CRD schemas are not
+enforced; no admission webhooks, RBAC or garbage collection by ownerReferences.
 """
 
 from __future__ import annotations
@@ -175,6 +178,8 @@ class Emulator:
             self.store.objects.clear()
             self.store.warnings.clear()
             self.store.requests.clear()
+            self.store._terminating.clear()
+            self.store.namespace_termination_seconds = 0.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -213,6 +218,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if self.headers.get("Authorization") != f"Bearer {self.emulator.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            store.reap()
             code, body = self._route()
         except ApiError as exc:
             code, body = exc.code, exc.status()

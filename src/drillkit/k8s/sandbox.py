@@ -8,16 +8,19 @@ sensor (deferrable) waits for the Cluster's status, and measures the restore tim
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from drillkit.exceptions import InvalidInputError, SandboxError
+from drillkit.exceptions import InvalidInputError, SandboxError, TransientDrillError
 from drillkit.k8s import objects
+from drillkit.k8s.archiving import check_archive_reaches
 from drillkit.k8s.client import Kube
 from drillkit.k8s.config import SandboxConfig, parse_sandbox
 from drillkit.k8s.kinds import (
     CNPG_CLUSTER,
+    JOB,
     NAMESPACE,
     NETWORK_POLICY,
     OBJECT_STORE,
@@ -30,6 +33,10 @@ from drillkit.timeutil import isoformat, parse_iso, utcnow
 
 HEALTHY = "Cluster in healthy state"
 READY_CONDITION = "Ready"
+# CloudNativePG labels the Jobs of a Cluster with cnpg.io/cluster and cnpg.io/jobRole; recovery
+# from an object store runs as the "full-recovery" Job (pkg/specs/jobs.go, JobRoleLabelName).
+JOB_SELECTOR = "cnpg.io/cluster={cluster},cnpg.io/jobRole=full-recovery"
+TERMINATION_WAIT = 120.0  # seconds a re-provision waits for its namespace's previous deletion
 Say = Callable[[str], None]
 
 
@@ -39,11 +46,19 @@ class KubernetesSandboxBackend:
     kind = "kubernetes"
 
     def __init__(
-        self, *, kube: Kube, config: SandboxConfig | Mapping[str, Any], say: Say | None = None
+        self,
+        *,
+        kube: Kube,
+        config: SandboxConfig | Mapping[str, Any],
+        say: Say | None = None,
+        termination_wait: float = TERMINATION_WAIT,
+        poll_interval: float = 1.0,
     ) -> None:
         self.kube = kube
         self.config = config if isinstance(config, SandboxConfig) else parse_sandbox(config)
         self.say = say or (lambda _msg: None)
+        self.termination_wait = termination_wait
+        self.poll_interval = poll_interval
 
     def _record(
         self, coordinate: Mapping[str, Any], *, drill_id: str, sandbox_id: str, ttl: timedelta
@@ -101,8 +116,17 @@ class KubernetesSandboxBackend:
                 f"{catalog['namespace']}; nothing to restore from",
                 code="SANDBOX_SOURCE_MISSING",
             )
+        requested = (coordinate.get("target") or {}).get("requested")
+        target = parse_iso(requested) if requested else None
+        # Before anything is created: a target the archive has not passed fails now, not at the
+        # RTO deadline (PostgreSQL would stop with "recovery ended before configured recovery
+        # target was reached" and the Cluster would never become healthy).
+        archive = check_archive_reaches(source, target=target, now=utcnow())
+        self.say(f"archive check: {archive['detail']}")
         record = self._record(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
+        record["archive_check"] = archive
         namespace = record["namespace"]
+        self._await_termination(namespace)
 
         def meta(obj_name: str, *, in_namespace: bool = True) -> dict[str, Any]:
             return objects.metadata(
@@ -136,6 +160,22 @@ class KubernetesSandboxBackend:
             raise
         self.say(f"sandbox {sandbox_id}: applied {', '.join(applied)}")
         return {**record, "objects": applied}
+
+    def _await_termination(self, namespace: str) -> None:
+        """Wait for an earlier deletion of ``namespace`` to finish: nothing can be created in a
+        Terminating namespace (403 from the NamespaceLifecycle admission plugin). Still
+        terminating after ``termination_wait``: a transient error, the task's retry waits more."""
+        deadline = time.monotonic() + self.termination_wait
+        while self.kube.terminating(NAMESPACE, namespace):
+            if time.monotonic() >= deadline:
+                raise TransientDrillError(
+                    f"namespace {namespace} is still being deleted after "
+                    f"{self.termination_wait:.0f} s (an earlier attempt's teardown); the task "
+                    "will retry once it is gone",
+                    code="K8S_NAMESPACE_TERMINATING",
+                )
+            self.say(f"namespace {namespace} is terminating: waiting for it to be gone")
+            time.sleep(self.poll_interval)
 
     def _apply(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> dict[str, Any]:
         stored, action = self.kube.apply(kind, obj)
@@ -303,6 +343,26 @@ def _check_ready(
     return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready", cluster
 
 
+def failed_recovery_job(kube: Kube, namespace: str, cluster: str) -> str | None:
+    """Why the Cluster's full-recovery Job failed, or None while it has not.
+
+    A Job whose pods exhausted ``backoffLimit`` gets the condition ``Failed: "True"`` with a
+    reason and message (https://kubernetes.io/docs/concepts/workloads/controllers/job/
+    #terminal-job-conditions); CloudNativePG does not retry the recovery after that, so waiting
+    longer only spends the RTO.
+    """
+    for job in kube.list(JOB, namespace=namespace, selector=JOB_SELECTOR.format(cluster=cluster)):
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Failed" and cond.get("status") == "True":
+                return (
+                    f"CloudNativePG's recovery Job {job['metadata']['name']} failed "
+                    f"({cond.get('reason')}: {cond.get('message')}); read its pod's log "
+                    f"(kubectl logs -n {namespace} job/{job['metadata']['name']}) for the "
+                    "restore error"
+                )
+    return None
+
+
 def _timestamp(value: Any) -> datetime | None:
     try:
         return parse_iso(value) if isinstance(value, str) else None
@@ -337,10 +397,23 @@ def restore_seconds_from_conditions(cluster: Mapping[str, Any]) -> float | None:
 def cluster_readiness(
     kube: Kube, record: Mapping[str, Any], *, observed_at: datetime | None = None
 ) -> dict[str, Any]:
-    """``{ready, detail, restore_seconds, restore_seconds_source}``; a ready Cluster's restore
+    """``{ready, detail, restore_seconds, restore_seconds_source}``, and ``failed``
+    (``{code: SANDBOX_START_FAILED, message}``) once CloudNativePG's full-recovery Job has failed:
+    the wait is over then, not at the RTO deadline. A ready Cluster's restore
     time comes from its own timestamps (``"cluster_conditions"``), else it is the time readiness
     was observed minus the record's ``created_at`` (``"observed"``: the workers' clocks, and late
     by up to one poke interval). Not ready, or no sane measurement: both are None."""
+    failed = failed_recovery_job(
+        kube, str(record["namespace"]), str(record.get("cluster", objects.CLUSTER_NAME))
+    )
+    if failed is not None:
+        return {
+            "ready": False,
+            "detail": failed,
+            "restore_seconds": None,
+            "restore_seconds_source": None,
+            "failed": {"code": "SANDBOX_START_FAILED", "message": failed},
+        }
     ready, why, cluster = _check_ready(kube, record)
     seconds, source = None, None
     if ready and cluster is not None:
