@@ -63,6 +63,7 @@ BUILTINS = (
 SCHEMALESS = (
     Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant", True),
     Resource("barmancloud.cnpg.io", "v1", "objectstores", "ObjectStore", True, "objectstore", True),
+    Resource("postgresql.cnpg.io", "v1", "imagecatalogs", "ImageCatalog", True, "imagecatalog"),
 )
 # Served (unvalidated) when ../shared/crds is absent, so non-schema tests still run.
 FALLBACK_CRDS = (

@@ -27,6 +27,7 @@ SANDBOX_KEYS = frozenset(
         "user",
         "image_name",
         "manifests",
+        "recovery_credentials",
     }
 )
 CATALOG_KEYS = frozenset({"kind", "cluster", "namespace"})
@@ -97,6 +98,9 @@ class SandboxConfig:
     user: str = "app"
     image_name: str | None = None
     manifests: tuple[dict[str, Any], ...] = ()
+    # A Secret in the source namespace with read-only object-store keys (the same keys as the
+    # production credentials it stands in for): copied instead of production's write keys.
+    recovery_credentials: str | None = None
 
 
 def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxConfig:
@@ -139,7 +143,19 @@ def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxC
         user=raw.get("user", "app"),
         image_name=raw.get("image_name"),
         manifests=tuple(dict(m) for m in manifests),
+        recovery_credentials=_dns_subdomain(
+            raw.get("recovery_credentials"), f"{where}.recovery_credentials"
+        ),
     )
+
+
+def _dns_subdomain(value: Any, where: str) -> str | None:
+    """An optional Secret name (RFC 1123 subdomain)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HOST.match(value):
+        raise _fail(where, "the name of a Secret in the source cluster's namespace")
+    return value
 
 
 def parse_catalog(raw: Mapping[str, Any], *, where: str = "catalog") -> tuple[str, str]:

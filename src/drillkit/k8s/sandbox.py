@@ -20,6 +20,7 @@ from drillkit.k8s.client import Kube
 from drillkit.k8s.config import SandboxConfig, parse_sandbox
 from drillkit.k8s.kinds import (
     CNPG_CLUSTER,
+    IMAGE_CATALOG,
     JOB,
     NAMESPACE,
     NETWORK_POLICY,
@@ -145,9 +146,13 @@ class KubernetesSandboxBackend:
                 NETWORK_POLICY, objects.network_policy(meta(""), config=self.config), applied
             )
             cluster = objects.cnpg_cluster(
-                meta(""), source=source, coordinate=coordinate, config=self.config
+                meta(""),
+                source=source,
+                coordinate=coordinate,
+                config=self.config,
+                catalog_image=self._catalog_image(source, coordinate),
             )
-            self._copy_credentials(cluster, source, meta, applied)
+            self._copy_credentials(cluster, source, meta, applied, coordinate)
             self._apply(CNPG_CLUSTER, cluster, applied)
             values = {"namespace": namespace, "drill_id": drill_id, "sandbox_id": sandbox_id}
             for manifest in self.config.manifests:
@@ -185,16 +190,52 @@ class KubernetesSandboxBackend:
         )
         return stored
 
+    def _catalog_image(
+        self, source: Mapping[str, Any], coordinate: Mapping[str, Any]
+    ) -> str | None:
+        """The image a namespaced ImageCatalog gives for the backup's major: the catalog is in
+        the source namespace, not the drill's, so the recovery Cluster names the image itself."""
+        ref = (source.get("spec") or {}).get("imageCatalogRef") or {}
+        if self.config.image_name or ref.get("kind") != "ImageCatalog":
+            return None
+        origin = (coordinate.get("backup") or {}).get("origin") or {}
+        major = origin.get("major_version") or ref.get("major")
+        namespace = source["metadata"]["namespace"]
+        catalog = self.kube.get(IMAGE_CATALOG, str(ref.get("name")), namespace)
+        if catalog is None:
+            raise SandboxError(
+                f"ImageCatalog {ref.get('name')} named by the source cluster is not in namespace "
+                f"{namespace}; set the sandbox's image_name",
+                code="SANDBOX_SOURCE_MISSING",
+            )
+        for entry in (catalog.get("spec") or {}).get("images") or []:
+            if entry.get("major") == major and entry.get("image"):
+                return str(entry["image"])
+        raise SandboxError(
+            f"ImageCatalog {ref.get('name')} in namespace {namespace} has no image for "
+            f"PostgreSQL {major}, the backup's major version; add one or set the sandbox's "
+            "image_name",
+            code="SANDBOX_IMAGE_MAJOR_MISMATCH",
+        )
+
     def _copy_credentials(
         self,
-        cluster: Mapping[str, Any],
+        cluster: dict[str, Any],
         source: Mapping[str, Any],
         meta: Callable[..., dict[str, Any]],
         applied: list[str],
+        coordinate: Mapping[str, Any],
     ) -> None:
-        """The recovery source's Secrets (and barman-cloud ObjectStore) in the drill namespace."""
+        """The recovery source's Secrets (and barman-cloud ObjectStore) in the drill namespace;
+        with ``recovery_credentials`` only that Secret, every reference renamed to it."""
         source_namespace = source["metadata"]["namespace"]
         origin = cluster["spec"]["externalClusters"][0]
+        swap = self.config.recovery_credentials
+        if swap and origin.get("barmanObjectStore"):
+            origin["barmanObjectStore"] = objects.renamed_secret_refs(
+                origin["barmanObjectStore"], swap
+            )
+        backup_origin = (coordinate.get("backup") or {}).get("origin") or {}
         refs = objects.secret_refs(origin.get("barmanObjectStore") or {})
         plugin = origin.get("plugin")
         if plugin and plugin.get("parameters", {}).get("barmanObjectName"):
@@ -206,13 +247,25 @@ class KubernetesSandboxBackend:
                     f"{source_namespace}; the sandbox cannot read the backups without it",
                     code="SANDBOX_SOURCE_MISSING",
                 )
+            spec = dict(store.get("spec") or {})
+            configuration = dict(spec.get("configuration") or {})
+            # The bucket and endpoint the backup was written to, from its own status.
+            for key, field in (
+                ("destination_path", "destinationPath"),
+                ("endpoint_url", "endpointURL"),
+            ):
+                if backup_origin.get(key):
+                    configuration[field] = backup_origin[key]
+            if swap:
+                configuration = objects.renamed_secret_refs(configuration, swap)
+            spec["configuration"] = configuration
             copy = {
                 "apiVersion": store["apiVersion"],
                 "kind": "ObjectStore",
                 "metadata": meta(store_name),
-                "spec": store.get("spec") or {},
+                "spec": spec,
             }
-            refs |= objects.secret_refs(copy["spec"].get("configuration") or {})
+            refs |= objects.secret_refs(configuration)
             self._apply(OBJECT_STORE, copy, applied)
         for name in sorted(refs):
             secret = self.kube.get(SECRET, name, source_namespace)
