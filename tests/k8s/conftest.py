@@ -128,6 +128,24 @@ def production(cluster: ClusterView) -> ClusterView:
 
     cluster.ensure_namespace("orders")
     cluster.ensure_namespace("airflow")
+    cluster.ensure_namespace("default")
+    # The API server's own endpoints, as the EndpointSlice controller publishes them for
+    # Service default/kubernetes (the drill's NetworkPolicy names them).
+    cluster.seed(
+        {
+            "_plural": "endpointslices",
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.0.2.10"]}],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        }
+    )
     cluster.seed({"_plural": "clusters", **copy.deepcopy(SOURCE_CLUSTER)})
     cluster.seed(
         {

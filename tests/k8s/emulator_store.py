@@ -47,7 +47,7 @@ class Resource:
 
     @property
     def custom(self) -> bool:
-        return self.group not in ("", "apps", "batch", "networking.k8s.io")
+        return self.group not in ("", "apps", "batch", "discovery.k8s.io", "networking.k8s.io")
 
 
 BUILTINS = (
@@ -58,6 +58,7 @@ BUILTINS = (
     Resource("apps", "v1", "deployments", "Deployment", True, "deployment", True, True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy"),
     Resource("batch", "v1", "jobs", "Job", True, "job", True, True),
+    Resource("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", True, "", False, False),
 )
 # Used by drillkit but with no upstream CRD in ../shared/crds: served without a schema.
 SCHEMALESS = (

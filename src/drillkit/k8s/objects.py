@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drillkit.exceptions import InvalidInputError
@@ -63,28 +63,58 @@ def metadata(
     return meta
 
 
+# No sidecar in a drill namespace: an injected proxy holds CloudNativePG's recovery Job open (it
+# never exits) and sits between the instance and the operator. `istio-injection=disabled` turns
+# off Istio's sidecar injector for the namespace
+# (https://istio.io/latest/docs/setup/additional-setup/sidecar-injection/), and
+# `istio.io/dataplane-mode=none` keeps ambient mode's ztunnel out
+# (https://istio.io/latest/docs/ambient/usage/add-workloads/).
+NO_MESH_LABELS = {"istio-injection": "disabled", "istio.io/dataplane-mode": "none"}
+
+
 def namespace(meta: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": dict(meta)}
+    out = {"apiVersion": "v1", "kind": "Namespace", "metadata": dict(meta)}
+    out["metadata"]["labels"] = {**NO_MESH_LABELS, **dict(meta.get("labels") or {})}
+    return out
 
 
-def network_policy(meta: Mapping[str, Any], *, config: SandboxConfig) -> dict[str, Any]:
-    """Deny egress except DNS, the namespace itself and ``config.egress`` (object store, API
-    server); admit ingress only from the drill's worker namespace, the namespace itself and the
+def _block(cidr: str) -> dict[str, Any]:
+    return {"ipBlock": {"cidr": cidr}}
+
+
+def network_policy(
+    meta: Mapping[str, Any],
+    *,
+    config: SandboxConfig,
+    api_server: Sequence[str] = (),
+    api_port: int | None = None,
+) -> dict[str, Any]:
+    """Deny egress except DNS, the namespace itself, the API server (``api_server``: its
+    endpoint networks, on ``config.api_server.port``) and ``config.egress`` (object store);
+    admit ingress only from the drill's worker namespace, the namespace itself and the
     CloudNativePG operator (which polls each instance's status port)."""
 
     def from_namespace(name: str) -> dict[str, Any]:
         return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": name}}}
 
+    dns_ports = [
+        {"protocol": proto, "port": port} for port in config.dns.ports for proto in ("UDP", "TCP")
+    ]
     dns = {
-        "to": [
-            {
-                "namespaceSelector": {},
-                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-            }
-        ],
-        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+        "to": [{"namespaceSelector": {}}, *(_block(c) for c in config.dns.cidrs)],
+        "ports": dns_ports,
     }
     egress: list[dict[str, Any]] = [{"to": [{"podSelector": {}}]}, dns]
+    api_peers = [_block(c) for c in api_server]
+    if config.api_server.namespace:
+        api_peers.append(from_namespace(config.api_server.namespace))
+    if api_peers:
+        egress.append(
+            {
+                "to": api_peers,
+                "ports": [{"protocol": "TCP", "port": api_port or config.api_server.port}],
+            }
+        )
     for rule in config.egress:
         entry: dict[str, Any] = {"to": [{"ipBlock": {"cidr": rule.cidr}}]}
         if rule.ports:

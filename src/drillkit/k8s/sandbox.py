@@ -20,6 +20,7 @@ from drillkit.k8s.client import Kube
 from drillkit.k8s.config import SandboxConfig, parse_sandbox
 from drillkit.k8s.kinds import (
     CNPG_CLUSTER,
+    ENDPOINT_SLICE,
     IMAGE_CATALOG,
     JOB,
     NAMESPACE,
@@ -142,9 +143,11 @@ class KubernetesSandboxBackend:
         try:
             # Namespace first: a crash from here on leaves something GC finds by label.
             self._apply(NAMESPACE, objects.namespace(meta(namespace, in_namespace=False)), applied)
-            self._apply(
-                NETWORK_POLICY, objects.network_policy(meta(""), config=self.config), applied
+            cidrs, port = self._api_server()
+            policy = objects.network_policy(
+                meta(""), config=self.config, api_server=cidrs, api_port=port
             )
+            self._apply(NETWORK_POLICY, policy, applied)
             cluster = objects.cnpg_cluster(
                 meta(""),
                 source=source,
@@ -165,6 +168,34 @@ class KubernetesSandboxBackend:
             raise
         self.say(f"sandbox {sandbox_id}: applied {', '.join(applied)}")
         return {**record, "objects": applied}
+
+    def _api_server(self) -> tuple[tuple[str, ...], int | None]:
+        """The API server's endpoint networks and port for the NetworkPolicy: configured, or read
+        from the EndpointSlices of Service ``default/kubernetes`` (CloudNativePG's instance
+        manager talks to the API; NetworkPolicy sees the endpoint, not the ClusterIP)."""
+        access = self.config.api_server
+        if access.cidrs:
+            return access.cidrs, None
+        slices = self.kube.list(
+            ENDPOINT_SLICE, namespace="default", selector="kubernetes.io/service-name=kubernetes"
+        )
+        cidrs: list[str] = []
+        port = None
+        for item in slices:
+            for endpoint in item.get("endpoints") or []:
+                for address in endpoint.get("addresses") or []:
+                    cidrs.append(f"{address}/{128 if ':' in str(address) else 32}")
+            for entry in item.get("ports") or []:
+                if entry.get("port") and (port is None or entry.get("name") == "https"):
+                    port = int(entry["port"])
+        if not cidrs and not access.namespace:
+            raise SandboxError(
+                "cannot find the Kubernetes API server's endpoints (no EndpointSlice of Service "
+                "default/kubernetes): set sandbox.api_server.cidrs (and port) so the drill "
+                "namespace's NetworkPolicy lets CloudNativePG's instance manager reach it",
+                code="K8S_API_SERVER_UNKNOWN",
+            )
+        return tuple(sorted(set(cidrs))), port
 
     def _await_termination(self, namespace: str) -> None:
         """Wait for an earlier deletion of ``namespace`` to finish: nothing can be created in a
