@@ -123,8 +123,8 @@ class SandboxConfig:
     storage_size: str | None = None
     storage_class: str | None = None
     endpoint: str = "dns"  # dns: <svc>.<ns>.svc; cluster_ip: the Service's cluster IP
-    database: str = "app"
-    user: str = "app"
+    database: str | None = None  # None: the source cluster's bootstrap database (else "app")
+    user: str | None = None  # None: the source's bootstrap owner (else "app")
     image_name: str | None = None
     manifests: tuple[dict[str, Any], ...] = ()
     # A Secret in the source namespace with read-only object-store keys (the same keys as the
@@ -170,8 +170,8 @@ def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxC
         storage_size=raw.get("storage_size"),
         storage_class=raw.get("storage_class"),
         endpoint=endpoint,
-        database=raw.get("database", "app"),
-        user=raw.get("user", "app"),
+        database=raw.get("database"),
+        user=raw.get("user"),
         image_name=raw.get("image_name"),
         manifests=tuple(dict(m) for m in manifests),
         recovery_credentials=_dns_subdomain(

@@ -287,6 +287,44 @@ def recovery_target(coordinate: Mapping[str, Any]) -> dict[str, Any]:
     return target
 
 
+OWNER_SECRET = f"{CLUSTER_NAME}-drill-owner"
+SUPERUSER_SECRET = f"{CLUSTER_NAME}-drill-superuser"
+CA_SECRET = f"{CLUSTER_NAME}-ca"  # CloudNativePG's generated CA: ca.crt signs the server cert
+
+
+def source_database(source: Mapping[str, Any] | None, config: SandboxConfig) -> tuple[str, str]:
+    """``(database, owner)`` of the restored cluster: the drill's setting, else what the source
+    was bootstrapped with (initdb, recovery or pg_basebackup), else CloudNativePG's ``app``.
+
+    Recovery must name the database the data holds: for any other name CloudNativePG creates a
+    new, empty database after recovery and the checks would read that.
+    """
+    bootstrap = ((source or {}).get("spec") or {}).get("bootstrap") or {}
+    found: Mapping[str, Any] = {}
+    for method in ("initdb", "recovery", "pg_basebackup"):
+        if isinstance(bootstrap.get(method), Mapping):
+            found = bootstrap[method]
+            break
+    database = config.database or found.get("database") or "app"
+    owner = config.user or found.get("owner") or database
+    return str(database), str(owner)
+
+
+def credential_secret(meta: Mapping[str, Any], name: str, username: str) -> dict[str, Any]:
+    """A drill-owned ``kubernetes.io/basic-auth`` Secret with a fresh random password: the
+    recovery Cluster's owner (``bootstrap.recovery.secret``) or superuser (``superuserSecret``).
+    The password is only ever in this Secret, read at check time (never in XCom)."""
+    import secrets as random
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**dict(meta), "name": name},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": username, "password": random.token_urlsafe(24)},
+    }
+
+
 def image_major(image: str) -> int | None:
     """The PostgreSQL major of a CloudNativePG operand image's tag (``postgresql:17.2`` -> 17)."""
     match = re.search(r":(\d+)(?:[.\-][^/]*)?$", image.split("@", 1)[0])
@@ -345,6 +383,7 @@ def cnpg_cluster(
     """
     spec = source.get("spec") or {}
     origin = (coordinate.get("backup") or {}).get("origin") or None
+    database, owner = source_database(source, config)
     storage = dict(spec.get("storage") or {})
     storage_spec: dict[str, Any] = {"size": config.storage_size or storage.get("size") or "1Gi"}
     storage_class = config.storage_class or storage.get("storageClass")
@@ -356,11 +395,16 @@ def cnpg_cluster(
         "bootstrap": {
             "recovery": {
                 "source": RECOVERY_SOURCE,
-                "database": config.database,
-                "owner": config.user,
+                "database": database,
+                "owner": owner,
+                "secret": {"name": OWNER_SECRET},
                 "recoveryTarget": recovery_target(coordinate),
             }
         },
+        # Superuser for the integrity checks' amcheck and for creating the sealed check role;
+        # only in this drill namespace, with a drill-made password.
+        "enableSuperuserAccess": True,
+        "superuserSecret": {"name": SUPERUSER_SECRET},
         "externalClusters": [recovery_source(source, origin)],
     }
     major = (origin or {}).get("major_version")

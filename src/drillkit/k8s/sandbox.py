@@ -63,7 +63,13 @@ class KubernetesSandboxBackend:
         self.poll_interval = poll_interval
 
     def _record(
-        self, coordinate: Mapping[str, Any], *, drill_id: str, sandbox_id: str, ttl: timedelta
+        self,
+        coordinate: Mapping[str, Any],
+        *,
+        drill_id: str,
+        sandbox_id: str,
+        ttl: timedelta,
+        source: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         created = utcnow()
         namespace = objects.namespace_name(sandbox_id)
@@ -74,7 +80,13 @@ class KubernetesSandboxBackend:
             "drill_id": drill_id,
             "namespace": namespace,
             "cluster": objects.CLUSTER_NAME,
-            "endpoints": planned_endpoints(namespace, self.config),
+            "endpoints": planned_endpoints(namespace, self.config, source),
+            # Secret names only: checks read the values through the API at run time.
+            "credentials": {
+                "owner_secret": objects.OWNER_SECRET,
+                "superuser_secret": objects.SUPERUSER_SECRET,
+                "ca_secret": objects.CA_SECRET,
+            },
             "endpoint_mode": self.config.endpoint,
             "created_at": isoformat(created),
             "ttl_seconds": ttl.total_seconds(),
@@ -125,7 +137,9 @@ class KubernetesSandboxBackend:
         # target was reached" and the Cluster would never become healthy).
         archive = check_archive_reaches(source, target=target, now=utcnow())
         self.say(f"archive check: {archive['detail']}")
-        record = self._record(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
+        record = self._record(
+            coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl, source=source
+        )
         record["archive_check"] = archive
         namespace = record["namespace"]
         self._await_termination(namespace)
@@ -156,6 +170,14 @@ class KubernetesSandboxBackend:
                 catalog_image=self._catalog_image(source, coordinate),
             )
             self._copy_credentials(cluster, source, meta, applied, coordinate)
+            recovery = cluster["spec"]["bootstrap"]["recovery"]
+            for secret_name, username in (
+                (objects.OWNER_SECRET, recovery["owner"]),
+                (objects.SUPERUSER_SECRET, "postgres"),
+            ):
+                self._create_once(
+                    SECRET, objects.credential_secret(meta(""), secret_name, username), applied
+                )
             self._apply(CNPG_CLUSTER, cluster, applied)
             values = {"namespace": namespace, "drill_id": drill_id, "sandbox_id": sandbox_id}
             for manifest in self.config.manifests:
@@ -212,6 +234,23 @@ class KubernetesSandboxBackend:
                 )
             self.say(f"namespace {namespace} is terminating: waiting for it to be gone")
             time.sleep(self.poll_interval)
+
+    def _create_once(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> None:
+        """Create ``obj`` unless it exists: a retried provision keeps the password the Cluster
+        was bootstrapped with."""
+        from drillkit.exceptions import DrillError
+
+        try:
+            self.kube.create(kind, obj)
+            self.say(f"created {kind.describe(obj['metadata']['name'], self._ns(obj))}")
+        except DrillError as exc:
+            if exc.details.get("status") != 409:
+                raise
+        applied.append(f"{kind.kind}/{obj['metadata']['name']}")
+
+    @staticmethod
+    def _ns(obj: Mapping[str, Any]) -> str | None:
+        return obj["metadata"].get("namespace")
 
     def _apply(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> dict[str, Any]:
         stored, action = self.kube.apply(kind, obj)
@@ -335,15 +374,19 @@ def _merged_meta(user: Mapping[str, Any], meta: Callable[..., dict[str, Any]]) -
     return merged
 
 
-def planned_endpoints(namespace: str, config: SandboxConfig) -> dict[str, Any]:
-    """CloudNativePG's read-write Service, as it will be named (confirmed by ``endpoints``)."""
+def planned_endpoints(
+    namespace: str, config: SandboxConfig, source: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """CloudNativePG's read-write Service, as it will be named (confirmed by ``endpoints``),
+    with the database and owner the recovery restores (the source's bootstrap)."""
+    database, owner = objects.source_database(source, config)
     return {
         "postgres": {
             "kind": "postgres",
             "host": f"{objects.CLUSTER_NAME}-rw.{namespace}.svc",
             "port": 5432,
-            "user": config.user,
-            "database": config.database,
+            "user": owner,
+            "database": database,
         }
     }
 
