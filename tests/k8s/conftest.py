@@ -33,12 +33,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.k8s)
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
 @pytest.fixture(scope="session")
 def emulator(work_root: Path):
+    from rbac_table import readme_rules
+
     server = Emulator(crd_dir=CRD_DIR if CRD_DIR.is_dir() else None).start()
+    # The whole tier runs as drillkit would under the README's ClusterRole: a request outside the
+    # table is 403, so the table is tested by every test that talks to the cluster.
+    server.rbac = readme_rules(README)
     server.connect_airflow(work_root / "emulator-kubeconfig.json", CONN_ID)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def unrestricted(emulator: Emulator):
+    """No RBAC for this test: tests of the emulator itself use verbs drillkit is not granted."""
+    rules, emulator.rbac = emulator.rbac, None
+    yield emulator
+    emulator.rbac = rules
 
 
 @pytest.fixture
