@@ -12,10 +12,11 @@ Namespace deletion passes through phase Terminating for ``store.namespace_termin
 
 Known differences (tests must not depend on them): no watch (405: drillkit polls with GET); no
 server-side apply (415); strategic merge patch on built-ins behaves as a JSON merge patch (lists
-are replaced); CEL rules, string formats and list-type uniqueness of CRD schemas are not
-enforced; no admission webhooks or garbage collection by ownerReferences. RBAC: with ``rbac``
-set (``(group, resource, verb)`` rules), requests with the kubeconfig's token (drillkit) are
-authorized against it (403 Forbidden otherwise); the harness's own token is not limited.
+are replaced); string formats and list-type uniqueness of CRD schemas are not enforced (their
+CEL rules are: crd_cel.py); no admission webhooks or garbage collection by ownerReferences.
+RBAC: with ``rbac`` set (``(group, resource, verb)`` rules), requests with the kubeconfig's
+token (drillkit) are authorized against it (403 Forbidden otherwise); the harness's own token
+is not limited.
 """
 
 from __future__ import annotations

@@ -80,6 +80,19 @@ FALLBACK_CRDS = (
 )
 
 
+def _cel_causes(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """The CRD's x-kubernetes-validations (CEL) rules, for custom resources with a schema."""
+    from crd_cel import collect, violations
+
+    if res.schema is None:
+        return []
+    rules = res.schema.__dict__.setdefault("_cel_rules", None)
+    if rules is None:
+        rules = collect(res.schema.openapi)
+        res.schema.__dict__["_cel_rules"] = rules
+    return violations(rules, obj, old)
+
+
 def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -177,7 +190,9 @@ class Store:
                 kind="namespaces",
             )
 
-    def _validate(self, res: Resource, obj: dict[str, Any], *, strict: bool) -> None:
+    def _validate(
+        self, res: Resource, obj: dict[str, Any], *, strict: bool, old: dict | None = None
+    ) -> None:
         name = obj["metadata"].get("name", "")
         causes: list[Cause] = []
         regex, limit = (_LABEL_RE, 63) if res.dns_label_names else (_SUBDOMAIN_RE, 253)
@@ -219,6 +234,7 @@ class Store:
         if res.schema is not None:
             removed, schema_causes = res.schema.admit(obj)
             causes += schema_causes
+            causes += _cel_causes(res, obj, old)
             for path in removed:
                 if strict:
                     raise ApiError(
@@ -465,7 +481,7 @@ class Store:
                 else:
                     new.pop("status", None)
             self._normalize_builtin(res, new, old)
-            self._validate(res, new, strict=strict)
+            self._validate(res, new, strict=strict, old=old)
             body = {k: v for k, v in new.items() if k not in ("metadata", "status")}
             old_body = {k: v for k, v in old.items() if k not in ("metadata", "status")}
             if res.has_spec and body != old_body:
