@@ -43,9 +43,12 @@ def _archiving(cluster, status: str, since: datetime, message: str = "") -> None
     assert code == 200, body
 
 
-def _provision(cluster, target: datetime) -> dict[str, Any]:
+def _provision(cluster, target: datetime, **waits: float) -> dict[str, Any]:
     coordinate = {**COORDINATE, "target": {"requested": _iso(target)}}
-    return sandbox_backend(cluster).provision(
+    backend = sandbox_backend(cluster)
+    backend.archive_wait = waits.get("archive_wait", 0.0)
+    backend.upload_allowance = waits.get("upload_allowance", 60.0)
+    return backend.provision(
         coordinate,
         drill_id=DRILL_ID,
         name="orders",
@@ -78,6 +81,24 @@ def test_a_target_of_about_now_is_not_archived_yet(production):
     assert refused.value.code == "TARGET_AFTER_ARCHIVE_END"
     assert "archive_timeout (300 s)" in str(refused.value)
     assert production.stored("v1", "namespaces", "drill-orders-abc123") is None
+
+
+def test_a_recent_target_waits_for_the_next_archived_segment(production):
+    """A scheduled drill's target (its logical date) is about now: with archiving working,
+    provisioning waits for the forced WAL switch instead of failing every run."""
+    code, body = production.request(
+        "PATCH",
+        production.path(CNPG, "clusters", "orders-db", "orders"),
+        {"spec": {"postgresql": {"parameters": {"archive_timeout": "2s"}}}},
+        content_type="application/merge-patch+json",
+    )
+    assert code == 200, body
+    _archiving(production, "True", datetime(2026, 11, 1, tzinfo=UTC))
+    started = datetime.now(UTC)
+    record = _provision(production, started, archive_wait=30, upload_allowance=0.5)
+    waited = (datetime.now(UTC) - started).total_seconds()
+    assert record["archive_check"]["verified"] is True
+    assert waited >= 1.5  # the wait was real: archive_timeout + allowance after the target
 
 
 def test_an_older_target_with_working_archiving_is_verified(production):

@@ -56,7 +56,11 @@ def _condition(cluster: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def check_archive_reaches(
-    cluster: Mapping[str, Any], *, target: datetime | None, now: datetime
+    cluster: Mapping[str, Any],
+    *,
+    target: datetime | None,
+    now: datetime,
+    allowance: timedelta = UPLOAD_ALLOWANCE,
 ) -> dict[str, Any]:
     """``{verified, detail}`` when the target may be in the archive; raises BackupError
     ``TARGET_AFTER_ARCHIVE_END`` when the Cluster's own status shows it is not (yet) there.
@@ -104,7 +108,7 @@ def check_archive_reaches(
             "detail": f"Cluster {name}'s {CONDITION} condition is {cond.get('status')!r}: "
             "whether its archive passed the target is not verified",
         }
-    ready_at = target + timeout + UPLOAD_ALLOWANCE
+    ready_at = target + timeout + allowance
     if now < ready_at:
         raise BackupError(
             f"the target {isoformat(target)} is only {(now - target).total_seconds():.0f} s ago: "
@@ -114,6 +118,7 @@ def check_archive_reaches(
             "target",
             code=TARGET_AFTER_ARCHIVE_END,
             condition=dict(cond),
+            archived_by=isoformat(ready_at),
         )
     return {
         "verified": True,

@@ -39,6 +39,9 @@ READY_CONDITION = "Ready"
 # from an object store runs as the "full-recovery" Job (pkg/specs/jobs.go, JobRoleLabelName).
 JOB_SELECTOR = "cnpg.io/cluster={cluster},cnpg.io/jobRole=full-recovery"
 TERMINATION_WAIT = 120.0  # seconds a re-provision waits for its namespace's previous deletion
+# Seconds provisioning may wait for a working archive to pass a recent target (a scheduled drill's
+# logical date is about now): CloudNativePG's default archive_timeout (5min) plus the upload.
+ARCHIVE_WAIT = 420.0
 Say = Callable[[str], None]
 
 
@@ -55,12 +58,16 @@ class KubernetesSandboxBackend:
         say: Say | None = None,
         termination_wait: float = TERMINATION_WAIT,
         poll_interval: float = 1.0,
+        archive_wait: float = ARCHIVE_WAIT,
+        upload_allowance: float = 60.0,
     ) -> None:
         self.kube = kube
         self.config = config if isinstance(config, SandboxConfig) else parse_sandbox(config)
         self.say = say or (lambda _msg: None)
         self.termination_wait = termination_wait
         self.poll_interval = poll_interval
+        self.archive_wait = archive_wait
+        self.upload_allowance = upload_allowance
 
     def _record(
         self,
@@ -135,7 +142,7 @@ class KubernetesSandboxBackend:
         # Before anything is created: a target the archive has not passed fails now, not at the
         # RTO deadline (PostgreSQL would stop with "recovery ended before configured recovery
         # target was reached" and the Cluster would never become healthy).
-        archive = check_archive_reaches(source, target=target, now=utcnow())
+        archive = self._archive_check(source, target)
         self.say(f"archive check: {archive['detail']}")
         record = self._record(
             coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl, source=source
@@ -190,6 +197,33 @@ class KubernetesSandboxBackend:
             raise
         self.say(f"sandbox {sandbox_id}: applied {', '.join(applied)}")
         return {**record, "objects": applied}
+
+    def _archive_check(self, source: dict[str, Any], target: datetime | None) -> dict[str, Any]:
+        """check_archive_reaches, waiting (up to ``archive_wait``) when archiving works and the
+        target is only too recent: the next forced WAL switch will archive it. Re-reads the
+        source's condition after the wait: it may have failed meanwhile."""
+        from drillkit.exceptions import BackupError
+
+        allowance = timedelta(seconds=self.upload_allowance)
+        deadline = time.monotonic() + self.archive_wait
+        while True:
+            try:
+                return check_archive_reaches(
+                    source, target=target, now=utcnow(), allowance=allowance
+                )
+            except BackupError as exc:
+                by = _timestamp(exc.details.get("archived_by"))
+                if by is None:
+                    raise
+                wait = (by - utcnow()).total_seconds()
+                if time.monotonic() + wait > deadline:
+                    raise
+                self.say(f"waiting {wait:.0f} s for the archive to pass the target")
+                time.sleep(max(wait, 0.0) + 0.05)
+                fresh = self.kube.get(
+                    CNPG_CLUSTER, source["metadata"]["name"], source["metadata"]["namespace"]
+                )
+                source = fresh or source
 
     def _api_server(self) -> tuple[tuple[str, ...], int | None]:
         """The API server's endpoint networks and port for the NetworkPolicy: configured, or read
