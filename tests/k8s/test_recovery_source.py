@@ -258,3 +258,45 @@ def test_the_coordinate_carries_the_backups_origin():
     assert origin["server_name"] == "orders-db"
     assert origin["destination_path"] == "s3://prod-backups/orders"
     assert origin["major_version"] == 17 and origin["method"] == "barmanObjectStore"
+
+
+def test_recovery_credentials_replace_the_object_stores_keys_too(production):
+    _secret(production, "orders-backup-readonly")
+    production.seed(
+        {
+            "_plural": "objectstores",
+            "apiVersion": "barmancloud.cnpg.io/v1",
+            "kind": "ObjectStore",
+            "metadata": {"name": "orders-store", "namespace": "orders"},
+            "spec": {
+                "configuration": {
+                    "destinationPath": "s3://prod-backups/orders",
+                    "s3Credentials": CREDS,
+                }
+            },
+        }
+    )
+    _patch_source(
+        production,
+        {
+            "backup": None,
+            "plugins": [
+                {
+                    "name": objects.BARMAN_PLUGIN,
+                    "isWALArchiver": True,
+                    "parameters": {"barmanObjectName": "orders-store"},
+                }
+            ],
+        },
+    )
+    backup = _backup(method="plugin")
+    backup["spec"] = {
+        "cluster": {"name": "orders-db"},
+        "method": "plugin",
+        "pluginConfiguration": {"name": objects.BARMAN_PLUGIN},
+    }
+    _provision(production, _coordinate(backup), recovery_credentials="orders-backup-readonly")
+    store = production.stored("barmancloud.cnpg.io/v1", "objectstores", "orders-store", NS)
+    creds = store["spec"]["configuration"]["s3Credentials"]
+    assert {ref["name"] for ref in creds.values()} == {"orders-backup-readonly"}
+    assert production.stored("v1", "secrets", "backup-creds", NS) is None
