@@ -64,7 +64,7 @@ class SandboxReadyTrigger(BaseTrigger):
             readiness = await asyncio.to_thread(
                 _readiness, self.record, kubernetes_conn_id=self.kubernetes_conn_id
             )
-            if readiness["ready"]:
+            if readiness["ready"] or readiness.get("failed"):
                 yield TriggerEvent(readiness)
                 return
             if self.deadline is not None and time.time() >= self.deadline:
@@ -115,6 +115,8 @@ class SandboxReadySensor(BaseSensorOperator):
     def poke(self, context: Any) -> PokeReturnValue:
         readiness = _readiness(self._record(context), kubernetes_conn_id=self.kubernetes_conn_id)
         self.log.info("sandbox: %s", readiness["detail"])
+        if readiness.get("failed"):
+            self._failed(context, readiness["failed"])
         self._last_detail = str(readiness["detail"])
         return PokeReturnValue(is_done=bool(readiness["ready"]), xcom_value=readiness)
 
@@ -142,10 +144,20 @@ class SandboxReadySensor(BaseSensorOperator):
         return None
 
     def execute_complete(self, context: Any, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        if event and event.get("failed"):
+            self._failed(context, event["failed"])
         if not event or not event.get("ready"):
             self._not_ready(context, str((event or {}).get("detail", event)))
         self.log.info("sandbox ready: %s", event.get("detail"))
         return event
+
+    def _failed(self, context: Any, failed: dict[str, Any]) -> NoReturn:
+        """The restore itself failed (e.g. CloudNativePG's recovery Job): no point waiting on.
+        Recorded for the gate, and the rest of the tier skipped, as when the wait runs out."""
+        context["ti"].xcom_push(key="error", value=dict(failed))
+        raise AirflowSkipException(
+            f"{failed.get('code')}: {failed.get('message')} (recorded for the tier's gate)"
+        )
 
     def _not_ready(self, context: Any, detail: str) -> NoReturn:
         """The wait ran out: record why for the gate, then skip the rest of the tier (a tier that

@@ -33,12 +33,28 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.k8s)
 
 
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
 @pytest.fixture(scope="session")
 def emulator(work_root: Path):
+    from rbac_table import readme_rules
+
     server = Emulator(crd_dir=CRD_DIR if CRD_DIR.is_dir() else None).start()
+    # The whole tier runs as drillkit would under the README's ClusterRole: a request outside the
+    # table is 403, so the table is tested by every test that talks to the cluster.
+    server.rbac = readme_rules(README)
     server.connect_airflow(work_root / "emulator-kubeconfig.json", CONN_ID)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def unrestricted(emulator: Emulator):
+    """No RBAC for this test: tests of the emulator itself use verbs drillkit is not granted."""
+    rules, emulator.rbac = emulator.rbac, None
+    yield emulator
+    emulator.rbac = rules
 
 
 @pytest.fixture
@@ -128,6 +144,24 @@ def production(cluster: ClusterView) -> ClusterView:
 
     cluster.ensure_namespace("orders")
     cluster.ensure_namespace("airflow")
+    cluster.ensure_namespace("default")
+    # The API server's own endpoints, as the EndpointSlice controller publishes them for
+    # Service default/kubernetes (the drill's NetworkPolicy names them).
+    cluster.seed(
+        {
+            "_plural": "endpointslices",
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.0.2.10"]}],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        }
+    )
     cluster.seed({"_plural": "clusters", **copy.deepcopy(SOURCE_CLUSTER)})
     cluster.seed(
         {

@@ -6,11 +6,17 @@ and JSON patch, PUT with resourceVersion preconditions, /status subresources, na
 that removes what the namespace holds, discovery, and custom objects pruned, defaulted and
 validated against the upstream CRD schemas (422 Invalid naming the field).
 
-Known differences (tests must not depend on them): namespace deletion is synchronous (a real one
-passes through Terminating); no watch (405: drillkit polls with GET); no server-side apply (415);
-strategic merge patch on built-ins behaves as a JSON merge patch (lists are replaced); CEL rules,
-string formats and list-type uniqueness of CRD schemas are not enforced; no admission webhooks,
-RBAC or garbage collection by ownerReferences.
+Namespace deletion passes through phase Terminating for ``store.namespace_termination_seconds``
+(0 by default: purged at once): meanwhile a second DELETE is 409 Conflict and creating in it is
+403 Forbidden (cause NamespaceTerminating), as on a real API server.
+
+Known differences (tests must not depend on them): no watch (405: drillkit polls with GET); no
+server-side apply (415); strategic merge patch on built-ins behaves as a JSON merge patch (lists
+are replaced); string formats and list-type uniqueness of CRD schemas are not enforced (their
+CEL rules are: crd_cel.py); no admission webhooks or garbage collection by ownerReferences.
+RBAC: with ``rbac`` set (``(group, resource, verb)`` rules), requests with the kubeconfig's
+token (drillkit) are authorized against it (403 Forbidden otherwise); the harness's own token
+is not limited.
 """
 
 from __future__ import annotations
@@ -102,7 +108,12 @@ class Emulator:
         self.schemas_loaded = bool(crds)
         resources = [*BUILTINS, *SCHEMALESS, *(_resources_from_crds(crds) or FALLBACK_CRDS)]
         self.store = Store(resources, service_cidr=service_cidr)
-        self.token = secrets.token_hex(16)
+        self.token = secrets.token_hex(16)  # the test harness's own requests: never limited
+        # drillkit's identity (the kubeconfig's token): limited to ``rbac`` when it is set, as a
+        # ClusterRole would (https://kubernetes.io/docs/reference/access-authn-authz/rbac/).
+        self.drill_token = secrets.token_hex(16)
+        self.rbac: frozenset[tuple[str, str, str]] | None = None
+        self.denied: list[tuple[str, str, str]] = []
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -130,7 +141,7 @@ class Emulator:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "drillkit", "user": {"token": self.token}}],
+            "users": [{"name": "drillkit", "user": {"token": self.drill_token}}],
             "contexts": [
                 {"name": "emulator", "context": {"cluster": "emulator", "user": "drillkit"}}
             ],
@@ -175,6 +186,8 @@ class Emulator:
             self.store.objects.clear()
             self.store.warnings.clear()
             self.store.requests.clear()
+            self.store._terminating.clear()
+            self.store.namespace_termination_seconds = 0.0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -211,8 +224,11 @@ class _Handler(BaseHTTPRequestHandler):
         store = self.emulator.store
         before = len(store.warnings)
         try:
-            if self.headers.get("Authorization") != f"Bearer {self.emulator.token}":
+            auth = self.headers.get("Authorization")
+            if auth not in (f"Bearer {self.emulator.token}", f"Bearer {self.emulator.drill_token}"):
                 raise ApiError(401, "Unauthorized", "Unauthorized")
+            self._limited = auth == f"Bearer {self.emulator.drill_token}"
+            store.reap()
             code, body = self._route()
         except ApiError as exc:
             code, body = exc.code, exc.status()
@@ -287,6 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         dry_run = query.get("dryRun") == "All"
         strict = query.get("fieldValidation") == "Strict"
         method = self.command
+        self._authorize(res, namespace, name, sub, query)
         if name is None:
             if method == "GET":
                 if query.get("watch") in ("true", "1"):
@@ -351,6 +368,42 @@ class _Handler(BaseHTTPRequestHandler):
                 strict=strict,
             )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not allowed")
+
+    def _authorize(
+        self,
+        res: Resource,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, str],
+    ) -> None:
+        """RBAC for drillkit's identity: the request's verb on ``group/resource[/sub]`` must be
+        granted, else 403 Forbidden worded as kube-apiserver's authorizer words it."""
+        rules = self.emulator.rbac
+        if rules is None or not getattr(self, "_limited", False):
+            return
+        verb = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}.get(
+            self.command, "delete"
+        )
+        if name is None and self.command == "GET":
+            verb = "watch" if query.get("watch") in ("true", "1") else "list"
+        elif name is None and self.command == "DELETE":
+            verb = "deletecollection"
+        resource = f"{res.plural}/{sub}" if sub else res.plural
+        if (res.group, resource, verb) in rules:
+            return
+        self.emulator.denied.append((res.group, resource, verb))
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        subject = f'{res.qualified} "{name}"' if name else res.qualified
+        raise ApiError(
+            403,
+            "Forbidden",
+            f'{subject} is forbidden: User "system:serviceaccount:airflow:drillkit" cannot '
+            f'{verb} resource "{resource}" in API group "{res.group}"{where}',
+            name=name or "",
+            group=res.group,
+            kind=res.plural,
+        )
 
     def _patcher(self, res: Resource, body: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()

@@ -47,7 +47,7 @@ class Resource:
 
     @property
     def custom(self) -> bool:
-        return self.group not in ("", "apps", "networking.k8s.io", "discovery.k8s.io")
+        return self.group not in ("", "apps", "batch", "discovery.k8s.io", "networking.k8s.io")
 
 
 BUILTINS = (
@@ -57,6 +57,7 @@ BUILTINS = (
     Resource("", "v1", "secrets", "Secret", True, "secret", False, False),
     Resource("apps", "v1", "deployments", "Deployment", True, "deployment", True, True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy"),
+    Resource("batch", "v1", "jobs", "Job", True, "job", True, True),
     # What the mesh stand-in (mesh_sidecar.py) reads a Service's endpoints from, as EDS does.
     Resource(
         "discovery.k8s.io",
@@ -73,6 +74,7 @@ BUILTINS = (
 SCHEMALESS = (
     Resource("gateway.networking.k8s.io", "v1beta1", "referencegrants", "ReferenceGrant", True),
     Resource("barmancloud.cnpg.io", "v1", "objectstores", "ObjectStore", True, "objectstore", True),
+    Resource("postgresql.cnpg.io", "v1", "imagecatalogs", "ImageCatalog", True, "imagecatalog"),
 )
 # Served (unvalidated) when ../shared/crds is absent, so non-schema tests still run.
 FALLBACK_CRDS = (
@@ -86,6 +88,19 @@ FALLBACK_CRDS = (
     ),
     Resource("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True, "httproute", True),
 )
+
+
+def _cel_causes(res: Resource, obj: dict[str, Any], old: dict[str, Any] | None) -> list[Cause]:
+    """The CRD's x-kubernetes-validations (CEL) rules, for custom resources with a schema."""
+    from crd_cel import collect, violations
+
+    if res.schema is None:
+        return []
+    rules = res.schema.__dict__.setdefault("_cel_rules", None)
+    if rules is None:
+        rules = collect(res.schema.openapi)
+        res.schema.__dict__["_cel_rules"] = rules
+    return violations(rules, obj, old)
 
 
 def now_rfc3339() -> str:
@@ -106,6 +121,13 @@ class Store:
         self._ips = (str(ip) for ip in itertools.islice(self.service_cidr.hosts(), 10, None))
         self.warnings: list[str] = []
         self.requests: list[tuple[str, str, int]] = []
+        # How long a deleted namespace stays Terminating before the namespace controller purges it
+        # (0: at once). Real deletion is asynchronous: DELETE answers with the namespace in phase
+        # Terminating and the controller removes its content, then the namespace
+        # (https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/ and
+        # https://kubernetes.io/docs/tasks/administer-cluster/namespaces/#deleting-a-namespace).
+        self.namespace_termination_seconds = 0.0
+        self._terminating: dict[str, float] = {}  # namespace -> monotonic time it is purged
 
     def resource(self, group: str, version: str, plural: str) -> Resource:
         found = self._by_path.get((group, version, plural))
@@ -139,7 +161,36 @@ class Store:
             kind=res.plural,
         )
 
+    def reap(self) -> None:
+        """Purge the Terminating namespaces whose termination time has come."""
+        import time
+
+        with self.lock:
+            for name, at in list(self._terminating.items()):
+                if time.monotonic() >= at:
+                    del self._terminating[name]
+                    self.objects.get(("", "namespaces"), {}).pop(("", name), None)
+                    self.next_rv()
+
     def _require_namespace(self, namespace: str) -> None:
+        if namespace in self._terminating:
+            # The NamespaceLifecycle admission plugin: "enforces that a Namespace that is
+            # undergoing termination cannot have new objects created in it"
+            # (https://kubernetes.io/docs/reference/access-authn-authz/admission-controllers/
+            # #namespacelifecycle); apiserver answers 403 Forbidden with cause NamespaceTerminating.
+            raise ApiError(
+                403,
+                "Forbidden",
+                f"unable to create new content in namespace {namespace} because it is being "
+                "terminated",
+                causes=[
+                    {
+                        "reason": "NamespaceTerminating",
+                        "message": f"namespace {namespace} is being terminated",
+                        "field": "metadata.namespace",
+                    }
+                ],
+            )
         if ("", namespace) not in self.objects.get(("", "namespaces"), {}):
             raise ApiError(
                 404,
@@ -149,7 +200,9 @@ class Store:
                 kind="namespaces",
             )
 
-    def _validate(self, res: Resource, obj: dict[str, Any], *, strict: bool) -> None:
+    def _validate(
+        self, res: Resource, obj: dict[str, Any], *, strict: bool, old: dict | None = None
+    ) -> None:
         name = obj["metadata"].get("name", "")
         causes: list[Cause] = []
         regex, limit = (_LABEL_RE, 63) if res.dns_label_names else (_SUBDOMAIN_RE, 253)
@@ -191,6 +244,7 @@ class Store:
         if res.schema is not None:
             removed, schema_causes = res.schema.admit(obj)
             causes += schema_causes
+            causes += _cel_causes(res, obj, old)
             for path in removed:
                 if strict:
                     raise ApiError(
@@ -437,7 +491,7 @@ class Store:
                 else:
                     new.pop("status", None)
             self._normalize_builtin(res, new, old)
-            self._validate(res, new, strict=strict)
+            self._validate(res, new, strict=strict, old=old)
             body = {k: v for k, v in new.items() if k not in ("metadata", "status")}
             old_body = {k: v for k, v in old.items() if k not in ("metadata", "status")}
             if res.has_spec and body != old_body:
@@ -482,14 +536,32 @@ class Store:
             if dry_run:
                 return self._present(res, obj)
             if res.plural == "namespaces":
+                if name in self._terminating:
+                    # kube-apiserver's namespace storage: a second DELETE while the namespace
+                    # controller is still finalizing is a 409 Conflict (pkg/registry/core/
+                    # namespace/storage/storage.go), not a success.
+                    raise ApiError(
+                        409,
+                        "Conflict",
+                        f'Operation cannot be fulfilled on namespaces "{name}": The system is '
+                        "ensuring all content is removed from this namespace.  Upon completion, "
+                        "this namespace will automatically be purged by the system.",
+                        name=name,
+                        kind="namespaces",
+                    )
                 for (_group, plural), objects in self.objects.items():
                     for child in [k for k in objects if k[0] == name and plural != "namespaces"]:
                         del objects[child]
+                obj["metadata"]["deletionTimestamp"] = now_rfc3339()
+                obj["status"] = {"phase": "Terminating"}
+                obj["metadata"]["resourceVersion"] = self.next_rv()
                 gone = self._present(res, obj)
-                gone["metadata"]["deletionTimestamp"] = now_rfc3339()
-                gone["status"] = {"phase": "Terminating"}
-                del bucket[key]
-                self.next_rv()
+                if self.namespace_termination_seconds > 0:
+                    import time
+
+                    self._terminating[name] = time.monotonic() + self.namespace_termination_seconds
+                else:
+                    del bucket[key]
                 return gone
             if obj["metadata"].get("finalizers"):
                 obj["metadata"].setdefault("deletionTimestamp", now_rfc3339())

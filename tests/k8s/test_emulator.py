@@ -8,6 +8,9 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+# These test the emulator itself, with verbs drillkit's RBAC does not grant.
+pytestmark = pytest.mark.usefixtures("unrestricted")
+
 GROUP, VERSION = "postgresql.cnpg.io", "v1"
 
 

@@ -74,7 +74,13 @@ def test_network_policy_denies_egress_but_dns_and_namespace():
     policy = objects.network_policy(META, config=CONFIG)["spec"]
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["egress"][0] == {"to": [{"podSelector": {}}]}
-    assert {p["port"] for p in policy["egress"][1]["ports"]} == {53}
+    # DNS on 53 (kube-dns, CoreDNS) and 5353 (OpenShift's dns-default pods), UDP and TCP.
+    assert {(p["protocol"], p["port"]) for p in policy["egress"][1]["ports"]} == {
+        ("UDP", 53),
+        ("TCP", 53),
+        ("UDP", 5353),
+        ("TCP", 5353),
+    }
     assert len(policy["egress"]) == 2  # nothing else unless the spec adds egress rules
     sources = policy["ingress"][0]["from"]
     namespaces = {

@@ -38,6 +38,10 @@ class CnpgBackup:
     begin_lsn: str | None
     end_lsn: str | None
     error: str | None
+    # Where and how this backup was taken, from its own status (not the Cluster's settings now):
+    # what the recovery Cluster must read (CloudNativePG answers "no target backup found" when
+    # serverName or destinationPath differ from the backup's).
+    origin: dict[str, Any] | None = None
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> CnpgBackup:
@@ -60,6 +64,7 @@ class CnpgBackup:
             begin_lsn=status.get("beginLSN"),
             end_lsn=status.get("endLSN"),
             error=status.get("error"),
+            origin=backup_origin(obj),
         )
 
     def problem(self) -> tuple[str, str] | None:
@@ -91,7 +96,41 @@ class CnpgBackup:
             "start_lsn": self.begin_lsn,
             "stop_lsn": self.end_lsn,
             "verification": "not_verified",
+            "origin": self.origin,
         }
+
+
+_ORIGIN_FIELDS = (
+    ("serverName", "server_name"),
+    ("destinationPath", "destination_path"),
+    ("endpointURL", "endpoint_url"),
+    ("endpointCA", "endpoint_ca"),
+    ("s3Credentials", "s3_credentials"),
+    ("azureCredentials", "azure_credentials"),
+    ("googleCredentials", "google_credentials"),
+    ("majorVersion", "major_version"),
+)
+
+
+def backup_origin(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The Backup's own record of its object store, server name, major version and method
+    (BackupStatus in ../shared/crds/cnpg-backups.yaml; a plugin backup names its plugin in
+    ``spec.pluginConfiguration``). Secret references only, never secret values."""
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    origin: dict[str, Any] = {
+        "method": status.get("method") or spec.get("method") or "barmanObjectStore"
+    }
+    for field, key in _ORIGIN_FIELDS:
+        if status.get(field) not in (None, "", {}):
+            origin[key] = status[field]
+    plugin = spec.get("pluginConfiguration")
+    if isinstance(plugin, Mapping) and plugin.get("name"):
+        origin["plugin"] = {
+            "name": plugin["name"],
+            "parameters": dict(plugin.get("parameters") or {}),
+        }
+    return origin
 
 
 def list_backups(kube: Kube, *, cluster: str, namespace: str) -> list[dict[str, Any]]:

@@ -118,7 +118,12 @@ class Kube:
         return self.patch(kind, meta["name"], patch, namespace=meta.get("namespace")), "patched"
 
     def delete(self, kind: Kind, name: str, *, namespace: str | None = None) -> bool:
-        """Delete; False when it was already gone (404 is done, not an error)."""
+        """Delete; False when it was already gone (404 is done, not an error).
+
+        A namespace already being deleted answers 409 Conflict ("The system is ensuring all
+        content is removed from this namespace"): its deletion is in progress, which is what was
+        asked, so that is True too, not an error.
+        """
         try:
             self._call(
                 "DELETE",
@@ -133,8 +138,15 @@ class Kube:
         except DrillError as exc:
             if exc.details.get("status") == 404:
                 return False
+            if exc.details.get("status") == 409 and kind.plural == "namespaces":
+                return True
             raise
         return True
+
+    def terminating(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
+        """Whether the object exists and is being deleted (``metadata.deletionTimestamp``)."""
+        obj = self.get(kind, name, namespace)
+        return bool(obj and (obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def api_error(status: int | None, body: Any, *, what: str, method: str) -> DrillError:
@@ -145,6 +157,15 @@ def api_error(status: int | None, body: Any, *, what: str, method: str) -> Drill
     with contextlib.suppress(TypeError, ValueError, AttributeError):
         message = json.loads(body).get("message", message)
     details = {"status": status, "object": what}
+    if status == 403 and _namespace_terminating(body):
+        # NamespaceLifecycle admission: nothing can be created in a namespace being deleted. Not
+        # an RBAC problem: the namespace will be gone shortly, and a retry starts afresh.
+        return TransientDrillError(
+            f"cannot {method} {what}: its namespace is still being deleted ({message}); a "
+            "retry once it is gone starts afresh",
+            code="K8S_NAMESPACE_TERMINATING",
+            **details,
+        )
     if status in (401, 403):
         return SandboxError(
             f"the Kubernetes API refused to {method} {what} ({status}: {message}); grant the "
@@ -169,6 +190,18 @@ def api_error(status: int | None, body: Any, *, what: str, method: str) -> Drill
         code="K8S_UNAVAILABLE",
         **details,
     )
+
+
+def _namespace_terminating(body: Any) -> bool:
+    """A 403 Status whose cause is NamespaceTerminating (k8s.io/apimachinery StatusCause)."""
+    import json
+
+    try:
+        status = json.loads(body) if isinstance(body, str | bytes) else body
+        causes = (status.get("details") or {}).get("causes") or []
+    except (TypeError, ValueError, AttributeError):
+        return False
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
 @contextlib.contextmanager

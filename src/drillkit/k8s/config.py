@@ -27,8 +27,16 @@ SANDBOX_KEYS = frozenset(
         "user",
         "image_name",
         "manifests",
+        "recovery_credentials",
+        "api_server",
+        "dns",
     }
 )
+API_SERVER_KEYS = frozenset({"port", "cidrs", "namespace"})
+DNS_KEYS = frozenset({"ports", "cidrs"})
+# NodeLocal DNSCache's default link-local listen address (host network: no pod selector matches it)
+# https://kubernetes.io/docs/tasks/administer-cluster/nodelocaldns/
+NODELOCAL_DNS = "169.254.20.10/32"
 CATALOG_KEYS = frozenset({"kind", "cluster", "namespace"})
 ROUTE_KINDS = ("manifest", "istio", "gateway_api")
 _ROUTES_KEYS = frozenset(
@@ -90,6 +98,28 @@ class EgressRule:
 
 
 @dataclass(frozen=True)
+class ApiServerAccess:
+    """Egress to the Kubernetes API server. NetworkPolicy is evaluated after the Service's
+    ClusterIP is translated on most CNIs, so the rule must name the endpoint addresses and their
+    port (6443 on kubeadm), not 10.96.0.1:443. ``cidrs`` empty: read from the ``kubernetes``
+    Service's EndpointSlices at provision time. ``namespace``: also admit pods of that namespace
+    (API servers running as pods: hosted control planes, OpenShift)."""
+
+    port: int = 6443
+    cidrs: tuple[str, ...] = ()
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class DnsAccess:
+    """DNS egress: to any pod on these ports (kube-dns/CoreDNS on 53, OpenShift's dns-default
+    pods on 5353) and to ``cidrs`` (NodeLocal DNSCache on the node's link-local address)."""
+
+    ports: tuple[int, ...] = (53, 5353)
+    cidrs: tuple[str, ...] = (NODELOCAL_DNS,)
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     worker_namespace: str
     operator_namespace: str = "cnpg-system"
@@ -97,10 +127,15 @@ class SandboxConfig:
     storage_size: str | None = None
     storage_class: str | None = None
     endpoint: str = "dns"  # dns: <svc>.<ns>.svc; cluster_ip: the Service's cluster IP
-    database: str = "app"
-    user: str = "app"
+    database: str | None = None  # None: the source cluster's bootstrap database (else "app")
+    user: str | None = None  # None: the source's bootstrap owner (else "app")
     image_name: str | None = None
     manifests: tuple[dict[str, Any], ...] = ()
+    # A Secret in the source namespace with read-only object-store keys (the same keys as the
+    # production credentials it stands in for): copied instead of production's write keys.
+    recovery_credentials: str | None = None
+    api_server: ApiServerAccess = field(default_factory=ApiServerAccess)
+    dns: DnsAccess = field(default_factory=DnsAccess)
 
 
 def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxConfig:
@@ -139,11 +174,64 @@ def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxC
         storage_size=raw.get("storage_size"),
         storage_class=raw.get("storage_class"),
         endpoint=endpoint,
-        database=raw.get("database", "app"),
-        user=raw.get("user", "app"),
+        database=raw.get("database"),
+        user=raw.get("user"),
         image_name=raw.get("image_name"),
         manifests=tuple(dict(m) for m in manifests),
+        recovery_credentials=_dns_subdomain(
+            raw.get("recovery_credentials"), f"{where}.recovery_credentials"
+        ),
+        api_server=_api_server(raw.get("api_server"), f"{where}.api_server"),
+        dns=_dns(raw.get("dns"), f"{where}.dns"),
     )
+
+
+def _cidrs(values: Any, where: str) -> tuple[str, ...]:
+    import ipaddress
+
+    if not isinstance(values, list):
+        raise _fail(where, "a list of IP networks such as [10.0.0.10/32]")
+    try:
+        return tuple(str(ipaddress.ip_network(str(v), strict=False)) for v in values)
+    except ValueError as exc:
+        raise _fail(where, f"an IP network such as 10.0.0.10/32 ({exc})") from exc
+
+
+def _api_server(raw: Any, where: str) -> ApiServerAccess:
+    if raw is None:
+        return ApiServerAccess()
+    if not isinstance(raw, Mapping):
+        raise _fail(where, "a mapping {port: 6443, cidrs: [...], namespace: ...}")
+    _unknown(raw, API_SERVER_KEYS, where)
+    return ApiServerAccess(
+        port=_port(raw.get("port", 6443), f"{where}.port"),
+        cidrs=_cidrs(raw.get("cidrs") or [], f"{where}.cidrs"),
+        namespace=_dns_label(raw.get("namespace"), f"{where}.namespace", required=False),
+    )
+
+
+def _dns(raw: Any, where: str) -> DnsAccess:
+    if raw is None:
+        return DnsAccess()
+    if not isinstance(raw, Mapping):
+        raise _fail(where, "a mapping {ports: [53, 5353], cidrs: [169.254.20.10/32]}")
+    _unknown(raw, DNS_KEYS, where)
+    ports = raw.get("ports", [53, 5353])
+    if not isinstance(ports, list) or not ports:
+        raise _fail(f"{where}.ports", "a non-empty list of ports")
+    return DnsAccess(
+        ports=tuple(_port(p, f"{where}.ports") for p in ports),
+        cidrs=_cidrs(raw.get("cidrs", [NODELOCAL_DNS]), f"{where}.cidrs"),
+    )
+
+
+def _dns_subdomain(value: Any, where: str) -> str | None:
+    """An optional Secret name (RFC 1123 subdomain)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _HOST.match(value):
+        raise _fail(where, "the name of a Secret in the source cluster's namespace")
+    return value
 
 
 def parse_catalog(raw: Mapping[str, Any], *, where: str = "catalog") -> tuple[str, str]:

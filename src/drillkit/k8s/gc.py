@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from drillkit.exceptions import DrillError
 from drillkit.k8s import objects
 from drillkit.k8s.client import Kube
 from drillkit.k8s.kinds import NAMESPACE, Kind
@@ -30,6 +31,9 @@ def collect(
     """Delete expired drill routes and namespaces; one entry per object removed (or due).
 
     An object without a readable expiry is left alone: GC removes only what it can prove expired.
+    A namespace already Terminating is reported as in progress (deleting it again is a 409 on a
+    real API server); an object the API refuses to delete is reported with the error and GC
+    goes on with the others.
     """
     now = now or utcnow()
     candidates: list[tuple[Kind, dict[str, Any]]] = [
@@ -50,7 +54,12 @@ def collect(
             "sandbox": (meta.get("labels") or {}).get(objects.SANDBOX_LABEL),
             "reason": f"expired at {isoformat(expires)}",
         }
-        if not dry_run:
-            entry["removed"] = kube.delete(kind, meta["name"], namespace=meta.get("namespace"))
+        if meta.get("deletionTimestamp"):
+            entry["removed"], entry["reason"] = True, f"{entry['reason']}; deletion in progress"
+        elif not dry_run:
+            try:
+                entry["removed"] = kube.delete(kind, meta["name"], namespace=meta.get("namespace"))
+            except DrillError as exc:  # one refusal must not stop the rest of the collection
+                entry["removed"], entry["error"] = False, f"{exc.code}: {exc}"
         removed.append(entry)
     return removed

@@ -8,16 +8,21 @@ sensor (deferrable) waits for the Cluster's status, and measures the restore tim
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from drillkit.exceptions import InvalidInputError, SandboxError
+from drillkit.exceptions import InvalidInputError, SandboxError, TransientDrillError
 from drillkit.k8s import objects
+from drillkit.k8s.archiving import check_archive_reaches
 from drillkit.k8s.client import Kube
 from drillkit.k8s.config import SandboxConfig, parse_sandbox
 from drillkit.k8s.kinds import (
     CNPG_CLUSTER,
+    ENDPOINT_SLICE,
+    IMAGE_CATALOG,
+    JOB,
     NAMESPACE,
     NETWORK_POLICY,
     OBJECT_STORE,
@@ -30,6 +35,13 @@ from drillkit.timeutil import isoformat, parse_iso, utcnow
 
 HEALTHY = "Cluster in healthy state"
 READY_CONDITION = "Ready"
+# CloudNativePG labels the Jobs of a Cluster with cnpg.io/cluster and cnpg.io/jobRole; recovery
+# from an object store runs as the "full-recovery" Job (pkg/specs/jobs.go, JobRoleLabelName).
+JOB_SELECTOR = "cnpg.io/cluster={cluster},cnpg.io/jobRole=full-recovery"
+TERMINATION_WAIT = 120.0  # seconds a re-provision waits for its namespace's previous deletion
+# Seconds provisioning may wait for a working archive to pass a recent target (a scheduled drill's
+# logical date is about now): CloudNativePG's default archive_timeout (5min) plus the upload.
+ARCHIVE_WAIT = 420.0
 Say = Callable[[str], None]
 
 
@@ -39,14 +51,32 @@ class KubernetesSandboxBackend:
     kind = "kubernetes"
 
     def __init__(
-        self, *, kube: Kube, config: SandboxConfig | Mapping[str, Any], say: Say | None = None
+        self,
+        *,
+        kube: Kube,
+        config: SandboxConfig | Mapping[str, Any],
+        say: Say | None = None,
+        termination_wait: float = TERMINATION_WAIT,
+        poll_interval: float = 1.0,
+        archive_wait: float = ARCHIVE_WAIT,
+        upload_allowance: float = 60.0,
     ) -> None:
         self.kube = kube
         self.config = config if isinstance(config, SandboxConfig) else parse_sandbox(config)
         self.say = say or (lambda _msg: None)
+        self.termination_wait = termination_wait
+        self.poll_interval = poll_interval
+        self.archive_wait = archive_wait
+        self.upload_allowance = upload_allowance
 
     def _record(
-        self, coordinate: Mapping[str, Any], *, drill_id: str, sandbox_id: str, ttl: timedelta
+        self,
+        coordinate: Mapping[str, Any],
+        *,
+        drill_id: str,
+        sandbox_id: str,
+        ttl: timedelta,
+        source: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         created = utcnow()
         namespace = objects.namespace_name(sandbox_id)
@@ -57,7 +87,13 @@ class KubernetesSandboxBackend:
             "drill_id": drill_id,
             "namespace": namespace,
             "cluster": objects.CLUSTER_NAME,
-            "endpoints": planned_endpoints(namespace, self.config),
+            "endpoints": planned_endpoints(namespace, self.config, source),
+            # Secret names only: checks read the values through the API at run time.
+            "credentials": {
+                "owner_secret": objects.OWNER_SECRET,
+                "superuser_secret": objects.SUPERUSER_SECRET,
+                "ca_secret": objects.CA_SECRET,
+            },
             "endpoint_mode": self.config.endpoint,
             "created_at": isoformat(created),
             "ttl_seconds": ttl.total_seconds(),
@@ -101,8 +137,19 @@ class KubernetesSandboxBackend:
                 f"{catalog['namespace']}; nothing to restore from",
                 code="SANDBOX_SOURCE_MISSING",
             )
-        record = self._record(coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl)
+        requested = (coordinate.get("target") or {}).get("requested")
+        target = parse_iso(requested) if requested else None
+        # Before anything is created: a target the archive has not passed fails now, not at the
+        # RTO deadline (PostgreSQL would stop with "recovery ended before configured recovery
+        # target was reached" and the Cluster would never become healthy).
+        archive = self._archive_check(source, target)
+        self.say(f"archive check: {archive['detail']}")
+        record = self._record(
+            coordinate, drill_id=drill_id, sandbox_id=sandbox_id, ttl=ttl, source=source
+        )
+        record["archive_check"] = archive
         namespace = record["namespace"]
+        self._await_termination(namespace)
 
         def meta(obj_name: str, *, in_namespace: bool = True) -> dict[str, Any]:
             return objects.metadata(
@@ -117,13 +164,27 @@ class KubernetesSandboxBackend:
         try:
             # Namespace first: a crash from here on leaves something GC finds by label.
             self._apply(NAMESPACE, objects.namespace(meta(namespace, in_namespace=False)), applied)
-            self._apply(
-                NETWORK_POLICY, objects.network_policy(meta(""), config=self.config), applied
+            cidrs, port = self._api_server()
+            policy = objects.network_policy(
+                meta(""), config=self.config, api_server=cidrs, api_port=port
             )
+            self._apply(NETWORK_POLICY, policy, applied)
             cluster = objects.cnpg_cluster(
-                meta(""), source=source, coordinate=coordinate, config=self.config
+                meta(""),
+                source=source,
+                coordinate=coordinate,
+                config=self.config,
+                catalog_image=self._catalog_image(source, coordinate),
             )
-            self._copy_credentials(cluster, source, meta, applied)
+            self._copy_credentials(cluster, source, meta, applied, coordinate)
+            recovery = cluster["spec"]["bootstrap"]["recovery"]
+            for secret_name, username in (
+                (objects.OWNER_SECRET, recovery["owner"]),
+                (objects.SUPERUSER_SECRET, "postgres"),
+            ):
+                self._create_once(
+                    SECRET, objects.credential_secret(meta(""), secret_name, username), applied
+                )
             self._apply(CNPG_CLUSTER, cluster, applied)
             values = {"namespace": namespace, "drill_id": drill_id, "sandbox_id": sandbox_id}
             for manifest in self.config.manifests:
@@ -137,6 +198,94 @@ class KubernetesSandboxBackend:
         self.say(f"sandbox {sandbox_id}: applied {', '.join(applied)}")
         return {**record, "objects": applied}
 
+    def _archive_check(self, source: dict[str, Any], target: datetime | None) -> dict[str, Any]:
+        """check_archive_reaches, waiting (up to ``archive_wait``) when archiving works and the
+        target is only too recent: the next forced WAL switch will archive it. Re-reads the
+        source's condition after the wait: it may have failed meanwhile."""
+        from drillkit.exceptions import BackupError
+
+        allowance = timedelta(seconds=self.upload_allowance)
+        deadline = time.monotonic() + self.archive_wait
+        while True:
+            try:
+                return check_archive_reaches(
+                    source, target=target, now=utcnow(), allowance=allowance
+                )
+            except BackupError as exc:
+                by = _timestamp(exc.details.get("archived_by"))
+                if by is None:
+                    raise
+                wait = (by - utcnow()).total_seconds()
+                if time.monotonic() + wait > deadline:
+                    raise
+                self.say(f"waiting {wait:.0f} s for the archive to pass the target")
+                time.sleep(max(wait, 0.0) + 0.05)
+                fresh = self.kube.get(
+                    CNPG_CLUSTER, source["metadata"]["name"], source["metadata"]["namespace"]
+                )
+                source = fresh or source
+
+    def _api_server(self) -> tuple[tuple[str, ...], int | None]:
+        """The API server's endpoint networks and port for the NetworkPolicy: configured, or read
+        from the EndpointSlices of Service ``default/kubernetes`` (CloudNativePG's instance
+        manager talks to the API; NetworkPolicy sees the endpoint, not the ClusterIP)."""
+        access = self.config.api_server
+        if access.cidrs:
+            return access.cidrs, None
+        slices = self.kube.list(
+            ENDPOINT_SLICE, namespace="default", selector="kubernetes.io/service-name=kubernetes"
+        )
+        cidrs: list[str] = []
+        port = None
+        for item in slices:
+            for endpoint in item.get("endpoints") or []:
+                for address in endpoint.get("addresses") or []:
+                    cidrs.append(f"{address}/{128 if ':' in str(address) else 32}")
+            for entry in item.get("ports") or []:
+                if entry.get("port") and (port is None or entry.get("name") == "https"):
+                    port = int(entry["port"])
+        if not cidrs and not access.namespace:
+            raise SandboxError(
+                "cannot find the Kubernetes API server's endpoints (no EndpointSlice of Service "
+                "default/kubernetes): set sandbox.api_server.cidrs (and port) so the drill "
+                "namespace's NetworkPolicy lets CloudNativePG's instance manager reach it",
+                code="K8S_API_SERVER_UNKNOWN",
+            )
+        return tuple(sorted(set(cidrs))), port
+
+    def _await_termination(self, namespace: str) -> None:
+        """Wait for an earlier deletion of ``namespace`` to finish: nothing can be created in a
+        Terminating namespace (403 from the NamespaceLifecycle admission plugin). Still
+        terminating after ``termination_wait``: a transient error, the task's retry waits more."""
+        deadline = time.monotonic() + self.termination_wait
+        while self.kube.terminating(NAMESPACE, namespace):
+            if time.monotonic() >= deadline:
+                raise TransientDrillError(
+                    f"namespace {namespace} is still being deleted after "
+                    f"{self.termination_wait:.0f} s (an earlier attempt's teardown); the task "
+                    "will retry once it is gone",
+                    code="K8S_NAMESPACE_TERMINATING",
+                )
+            self.say(f"namespace {namespace} is terminating: waiting for it to be gone")
+            time.sleep(self.poll_interval)
+
+    def _create_once(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> None:
+        """Create ``obj`` unless it exists: a retried provision keeps the password the Cluster
+        was bootstrapped with."""
+        from drillkit.exceptions import DrillError
+
+        try:
+            self.kube.create(kind, obj)
+            self.say(f"created {kind.describe(obj['metadata']['name'], self._ns(obj))}")
+        except DrillError as exc:
+            if exc.details.get("status") != 409:
+                raise
+        applied.append(f"{kind.kind}/{obj['metadata']['name']}")
+
+    @staticmethod
+    def _ns(obj: Mapping[str, Any]) -> str | None:
+        return obj["metadata"].get("namespace")
+
     def _apply(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> dict[str, Any]:
         stored, action = self.kube.apply(kind, obj)
         applied.append(f"{kind.kind}/{obj['metadata']['name']}")
@@ -145,16 +294,52 @@ class KubernetesSandboxBackend:
         )
         return stored
 
+    def _catalog_image(
+        self, source: Mapping[str, Any], coordinate: Mapping[str, Any]
+    ) -> str | None:
+        """The image a namespaced ImageCatalog gives for the backup's major: the catalog is in
+        the source namespace, not the drill's, so the recovery Cluster names the image itself."""
+        ref = (source.get("spec") or {}).get("imageCatalogRef") or {}
+        if self.config.image_name or ref.get("kind") != "ImageCatalog":
+            return None
+        origin = (coordinate.get("backup") or {}).get("origin") or {}
+        major = origin.get("major_version") or ref.get("major")
+        namespace = source["metadata"]["namespace"]
+        catalog = self.kube.get(IMAGE_CATALOG, str(ref.get("name")), namespace)
+        if catalog is None:
+            raise SandboxError(
+                f"ImageCatalog {ref.get('name')} named by the source cluster is not in namespace "
+                f"{namespace}; set the sandbox's image_name",
+                code="SANDBOX_SOURCE_MISSING",
+            )
+        for entry in (catalog.get("spec") or {}).get("images") or []:
+            if entry.get("major") == major and entry.get("image"):
+                return str(entry["image"])
+        raise SandboxError(
+            f"ImageCatalog {ref.get('name')} in namespace {namespace} has no image for "
+            f"PostgreSQL {major}, the backup's major version; add one or set the sandbox's "
+            "image_name",
+            code="SANDBOX_IMAGE_MAJOR_MISMATCH",
+        )
+
     def _copy_credentials(
         self,
-        cluster: Mapping[str, Any],
+        cluster: dict[str, Any],
         source: Mapping[str, Any],
         meta: Callable[..., dict[str, Any]],
         applied: list[str],
+        coordinate: Mapping[str, Any],
     ) -> None:
-        """The recovery source's Secrets (and barman-cloud ObjectStore) in the drill namespace."""
+        """The recovery source's Secrets (and barman-cloud ObjectStore) in the drill namespace;
+        with ``recovery_credentials`` only that Secret, every reference renamed to it."""
         source_namespace = source["metadata"]["namespace"]
         origin = cluster["spec"]["externalClusters"][0]
+        swap = self.config.recovery_credentials
+        if swap and origin.get("barmanObjectStore"):
+            origin["barmanObjectStore"] = objects.renamed_secret_refs(
+                origin["barmanObjectStore"], swap
+            )
+        backup_origin = (coordinate.get("backup") or {}).get("origin") or {}
         refs = objects.secret_refs(origin.get("barmanObjectStore") or {})
         plugin = origin.get("plugin")
         if plugin and plugin.get("parameters", {}).get("barmanObjectName"):
@@ -166,13 +351,25 @@ class KubernetesSandboxBackend:
                     f"{source_namespace}; the sandbox cannot read the backups without it",
                     code="SANDBOX_SOURCE_MISSING",
                 )
+            spec = dict(store.get("spec") or {})
+            configuration = dict(spec.get("configuration") or {})
+            # The bucket and endpoint the backup was written to, from its own status.
+            for key, field in (
+                ("destination_path", "destinationPath"),
+                ("endpoint_url", "endpointURL"),
+            ):
+                if backup_origin.get(key):
+                    configuration[field] = backup_origin[key]
+            if swap:
+                configuration = objects.renamed_secret_refs(configuration, swap)
+            spec["configuration"] = configuration
             copy = {
                 "apiVersion": store["apiVersion"],
                 "kind": "ObjectStore",
                 "metadata": meta(store_name),
-                "spec": store.get("spec") or {},
+                "spec": spec,
             }
-            refs |= objects.secret_refs(copy["spec"].get("configuration") or {})
+            refs |= objects.secret_refs(configuration)
             self._apply(OBJECT_STORE, copy, applied)
         for name in sorted(refs):
             secret = self.kube.get(SECRET, name, source_namespace)
@@ -211,15 +408,19 @@ def _merged_meta(user: Mapping[str, Any], meta: Callable[..., dict[str, Any]]) -
     return merged
 
 
-def planned_endpoints(namespace: str, config: SandboxConfig) -> dict[str, Any]:
-    """CloudNativePG's read-write Service, as it will be named (confirmed by ``endpoints``)."""
+def planned_endpoints(
+    namespace: str, config: SandboxConfig, source: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """CloudNativePG's read-write Service, as it will be named (confirmed by ``endpoints``),
+    with the database and owner the recovery restores (the source's bootstrap)."""
+    database, owner = objects.source_database(source, config)
     return {
         "postgres": {
             "kind": "postgres",
             "host": f"{objects.CLUSTER_NAME}-rw.{namespace}.svc",
             "port": 5432,
-            "user": config.user,
-            "database": config.database,
+            "user": owner,
+            "database": database,
         }
     }
 
@@ -303,6 +504,26 @@ def _check_ready(
     return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready", cluster
 
 
+def failed_recovery_job(kube: Kube, namespace: str, cluster: str) -> str | None:
+    """Why the Cluster's full-recovery Job failed, or None while it has not.
+
+    A Job whose pods exhausted ``backoffLimit`` gets the condition ``Failed: "True"`` with a
+    reason and message (https://kubernetes.io/docs/concepts/workloads/controllers/job/
+    #terminal-job-conditions); CloudNativePG does not retry the recovery after that, so waiting
+    longer only spends the RTO.
+    """
+    for job in kube.list(JOB, namespace=namespace, selector=JOB_SELECTOR.format(cluster=cluster)):
+        for cond in (job.get("status") or {}).get("conditions") or []:
+            if cond.get("type") == "Failed" and cond.get("status") == "True":
+                return (
+                    f"CloudNativePG's recovery Job {job['metadata']['name']} failed "
+                    f"({cond.get('reason')}: {cond.get('message')}); read its pod's log "
+                    f"(kubectl logs -n {namespace} job/{job['metadata']['name']}) for the "
+                    "restore error"
+                )
+    return None
+
+
 def _timestamp(value: Any) -> datetime | None:
     try:
         return parse_iso(value) if isinstance(value, str) else None
@@ -337,10 +558,23 @@ def restore_seconds_from_conditions(cluster: Mapping[str, Any]) -> float | None:
 def cluster_readiness(
     kube: Kube, record: Mapping[str, Any], *, observed_at: datetime | None = None
 ) -> dict[str, Any]:
-    """``{ready, detail, restore_seconds, restore_seconds_source}``; a ready Cluster's restore
+    """``{ready, detail, restore_seconds, restore_seconds_source}``, and ``failed``
+    (``{code: SANDBOX_START_FAILED, message}``) once CloudNativePG's full-recovery Job has failed:
+    the wait is over then, not at the RTO deadline. A ready Cluster's restore
     time comes from its own timestamps (``"cluster_conditions"``), else it is the time readiness
     was observed minus the record's ``created_at`` (``"observed"``: the workers' clocks, and late
     by up to one poke interval). Not ready, or no sane measurement: both are None."""
+    failed = failed_recovery_job(
+        kube, str(record["namespace"]), str(record.get("cluster", objects.CLUSTER_NAME))
+    )
+    if failed is not None:
+        return {
+            "ready": False,
+            "detail": failed,
+            "restore_seconds": None,
+            "restore_seconds_source": None,
+            "failed": {"code": "SANDBOX_START_FAILED", "message": failed},
+        }
     ready, why, cluster = _check_ready(kube, record)
     seconds, source = None, None
     if ready and cluster is not None:
