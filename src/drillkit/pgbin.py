@@ -19,7 +19,7 @@ import pwd
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,6 +235,23 @@ def for_major(major: int, settings: PgSettings | None = None) -> Installation:
     from drillkit.pgmajors import find_installation
 
     return find_installation(major, settings or PgSettings())
+
+
+def installations(
+    majors: Iterable[int], settings: PgSettings | None = None
+) -> tuple[dict[int, Installation], dict[int, tuple[str, str]]]:
+    """Each major's installation on this worker, or ``(code, sentence)`` saying why there is
+    none: the worker's fault, never a backup's."""
+    from drillkit.exceptions import ToolMissingError
+
+    found: dict[int, Installation] = {}
+    missing: dict[int, tuple[str, str]] = {}
+    for major in sorted(set(majors)):
+        try:
+            found[major] = for_major(major, settings)
+        except ToolMissingError as exc:
+            missing[major] = (exc.code, str(exc))
+    return found, missing
 
 
 @functools.cache

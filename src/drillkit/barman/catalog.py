@@ -23,8 +23,8 @@ from drillkit.catalog.protocol import Materialised, select_from_snapshot
 from drillkit.catalog.staging import stage_wal
 from drillkit.catalog.wal import DEFAULT_SEGMENT_SIZE, list_archive, parse_lsn
 from drillkit.catalog.walindex import WalIndex
-from drillkit.exceptions import BackupError, DrillError, InvalidInputError, TransientDrillError
-from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.exceptions import BackupError, InvalidInputError, TransientDrillError
+from drillkit.pgbin import PgSettings, for_major, installations
 from drillkit.sandbox import config as sandbox_config
 from drillkit.timeutil import utcnow
 
@@ -214,7 +214,7 @@ class BarmanCloudCatalog:
         majors = {b.pg_major for b in backups if b.pg_major} | {
             s.major for s in archive.segments.values() if s.major
         }
-        tools, missing = self._installations(majors)
+        tools, missing = installations(majors, self.postgres)
         for major, (_code, sentence) in missing.items():
             say(f"PostgreSQL {major}: {sentence}")
         backups = [
@@ -236,19 +236,6 @@ class BarmanCloudCatalog:
             installations=tools,
             missing_majors=missing,
         )
-
-    def _installations(
-        self, majors: set[int]
-    ) -> tuple[dict[int, Installation], dict[int, tuple[str, str]]]:
-        """Each major's installation on this worker, or (code, sentence) saying why none."""
-        tools: dict[int, Installation] = {}
-        missing: dict[int, tuple[str, str]] = {}
-        for major in sorted(majors):
-            try:
-                tools[major] = for_major(major, self.postgres)
-            except DrillError as exc:
-                missing[major] = (exc.code, str(exc))
-        return tools, missing
 
     select = select_from_snapshot
 

@@ -23,9 +23,9 @@ from drillkit.catalog.wal import (
 )
 from drillkit.catalog.walfiles import parse_archived_name
 from drillkit.catalog.walindex import WalIndex
-from drillkit.exceptions import InvalidInputError, ToolMissingError
+from drillkit.exceptions import InvalidInputError
 from drillkit.outputs import check_state, refuse_inside
-from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.pgbin import PgSettings, installations
 from drillkit.state import sandbox_root_path
 from drillkit.timeutil import utcnow
 
@@ -89,7 +89,7 @@ class LocalCatalog:
         majors = {i.pg_major for i in infos if i.pg_major} | {
             s.major for s in archive.segments.values() if s.major
         }
-        tools, missing = self._installations(majors)
+        tools, missing = installations(majors, self.postgres)
         newest = max(infos, key=lambda i: i.stop_lsn, default=None)
         default_major = newest.pg_major if newest else None
         for major, (_code, sentence) in missing.items():
@@ -145,19 +145,6 @@ class LocalCatalog:
             installations=tools,
             missing_majors=missing,
         )
-
-    def _installations(
-        self, majors: set[int]
-    ) -> tuple[dict[int, Installation], dict[int, tuple[str, str]]]:
-        """Each major's installation on this worker, or (code, sentence) saying why none."""
-        tools: dict[int, Installation] = {}
-        missing: dict[int, tuple[str, str]] = {}
-        for major in sorted(majors):
-            try:
-                tools[major] = for_major(major, self.postgres)
-            except ToolMissingError as exc:
-                missing[major] = (exc.code, str(exc))
-        return tools, missing
 
     select = select_from_snapshot
 

@@ -32,8 +32,8 @@ from drillkit.catalog.wal import (
     read_segment_header,
 )
 from drillkit.catalog.walindex import WalIndex
-from drillkit.exceptions import BackupError, InvalidInputError, ToolMissingError
-from drillkit.pgbin import Installation, PgSettings, for_major
+from drillkit.exceptions import BackupError, InvalidInputError
+from drillkit.pgbin import PgSettings, installations
 from drillkit.sandbox import config as sandbox_config
 from drillkit.state import state_dir
 from drillkit.timeutil import utcnow
@@ -119,13 +119,8 @@ class PgBackRestCatalog:
                 )
                 backups = [replace(b, verification=verified[b.backup_id]) for b in backups]
             backups = _refuse_broken_references(backups)
-        installations: dict[int, Installation] = {}
-        missing: dict[int, tuple[str, str]] = {}
-        try:
-            installations[major] = for_major(major, self.postgres)
-        except ToolMissingError as exc:  # the worker's fault, never the backup's
-            missing[major] = (exc.code, str(exc))
-        index = WalIndex(archive, installations=installations, default_major=major)
+        tools, missing = installations([major], self.postgres)  # the worker's, never the backup's
+        index = WalIndex(archive, installations=tools, default_major=major)
         index.build(progress=lambda name: say(f"indexed WAL segment {name}"))
         return CatalogSnapshot(
             kind=self.kind,
@@ -135,7 +130,7 @@ class PgBackRestCatalog:
             segments=index.as_mapping(),
             taken_at=utcnow(),
             config=self.config.descriptor(),
-            installations=installations,
+            installations=tools,
             missing_majors=missing,
         )
 
