@@ -25,7 +25,7 @@ from drillkit.barman.store import Destination
 from drillkit.catalog.protocol import select_from_snapshot
 from drillkit.exceptions import InvalidInputError
 from drillkit.k8s.client import Kube
-from drillkit.k8s.kinds import OBJECT_STORE, SECRET
+from drillkit.k8s.kinds import CNPG_CLUSTER, OBJECT_STORE, SECRET
 from drillkit.pgbin import PgSettings
 
 KIND = "cnpg_store"
@@ -40,9 +40,19 @@ _S3_KEYS = {
 UNSUPPORTED = "BACKUP_UNVERIFIABLE"
 
 
-def _plugin_store(kube: Kube, origin: Mapping[str, Any], namespace: str) -> dict[str, Any]:
-    """The plugin's ObjectStore configuration, as the Backup's plugin parameters name it."""
-    params = (origin.get("plugin") or {}).get("parameters") or {}
+def _plugin_store(
+    kube: Kube, origin: Mapping[str, Any], namespace: str, cluster: str
+) -> dict[str, Any]:
+    """The plugin's ObjectStore configuration, as the Backup's plugin parameters name it, else
+    the source Cluster's entry for the same plugin (an on-demand Backup usually names only the
+    plugin: https://cloudnative-pg.io/plugin-barman-cloud/docs/usage/)."""
+    wanted = (origin.get("plugin") or {}).get("name")
+    source = kube.get(CNPG_CLUSTER, cluster, namespace) or {}
+    params: dict[str, Any] = {}
+    for plugin in (source.get("spec") or {}).get("plugins") or []:
+        if isinstance(plugin, Mapping) and plugin.get("name") == wanted:
+            params.update(plugin.get("parameters") or {})
+    params.update((origin.get("plugin") or {}).get("parameters") or {})
     name = params.get("barmanObjectName")
     if not name:
         raise InvalidInputError(
@@ -69,7 +79,7 @@ def store_config(
     """Catalog ``cnpg_store`` for a Backup's ``origin`` (``backup_origin``): no secret values."""
     fields: dict[str, Any] = {}
     if origin.get("method") == "plugin":
-        fields.update(_plugin_store(kube, origin, namespace))
+        fields.update(_plugin_store(kube, origin, namespace, cluster))
     for status, key in (
         ("serverName", "server_name"),
         ("destinationPath", "destination_path"),
