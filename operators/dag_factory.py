@@ -31,6 +31,7 @@ from drillkit.operators.routing import ApplyDrillRouteOperator
 from drillkit.plugins.links import DrillReportLink
 from drillkit.sensors.sandbox import SandboxReadySensor
 
+from drillkit.catalog.registry import for_sandbox
 from drillkit.spec import (
     DrillSpec,
     SpecError,
@@ -159,7 +160,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                 select = select_cls(
                     **k8s_args,
                     task_id="pitr_select",
-                    catalog=spec.catalog,
+                    catalog=for_sandbox(spec.catalog, tier.sandbox),
                     tier=tier.name,
                     policy=tier.select,
                     default_target=spec.target,

@@ -38,8 +38,10 @@ def restore_and_prove(
         if repo is None:
             raise InvalidInputError("name a repository or a catalog to restore from")
         catalog = {"kind": "local", "path": str(repo)}
+    from drillkit.catalog.registry import for_sandbox
+
     coordinate = drill.select(
-        catalog,
+        for_sandbox(catalog, {"kind": "local"}),
         policy=policy,
         target=moment,
         rpo=parse_duration(rpo, field="--rpo"),

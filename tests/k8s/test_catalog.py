@@ -103,3 +103,64 @@ def test_backups_listed_from_the_api_server(production):
             exclude=[],
             pinned=None,
         )
+
+
+def test_a_plugin_backup_is_read_from_its_object_store_for_a_local_tier(production):
+    """Issue 15 item 3: for a local tier, a barman-cloud plugin Backup's store comes from the
+    ObjectStore the source Cluster's plugin entry names; Secret references only."""
+    from drillkit.k8s.local_store import store_config
+
+    creds = {
+        "accessKeyId": {"name": "backup-creds", "key": "ACCESS_KEY_ID"},
+        "secretAccessKey": {"name": "backup-creds", "key": "ACCESS_SECRET_KEY"},
+    }
+    production.seed(
+        {
+            "_plural": "objectstores",
+            "apiVersion": "barmancloud.cnpg.io/v1",
+            "kind": "ObjectStore",
+            "metadata": {"name": "orders-store", "namespace": "orders"},
+            "spec": {
+                "configuration": {
+                    "destinationPath": "s3://new-bucket/orders",
+                    "endpointURL": "https://s3.example.com",
+                    "s3Credentials": creds,
+                }
+            },
+        }
+    )
+    code, body = production.request(
+        "PATCH",
+        production.path("postgresql.cnpg.io/v1", "clusters", "orders-db", "orders"),
+        {
+            "spec": {
+                "plugins": [
+                    {
+                        "name": "barman-cloud.cloudnative-pg.io",
+                        "isWALArchiver": True,
+                        "parameters": {"barmanObjectName": "orders-store"},
+                    }
+                ]
+            }
+        },
+        content_type="application/merge-patch+json",
+    )
+    assert code == 200, body
+    origin = {
+        "method": "plugin",
+        "server_name": "orders-db",
+        "plugin": {"name": "barman-cloud.cloudnative-pg.io", "parameters": {}},
+    }
+    config = store_config(Kube(production.api), origin, namespace="orders", cluster="orders-db")
+    assert config == {
+        "kind": "cnpg_store",
+        "namespace": "orders",
+        "destination": "s3://new-bucket/orders",
+        "server_name": "orders-db",
+        "endpoint_url": "https://s3.example.com",
+        "s3_credentials": creds,
+    }
+    # Another plugin's backup names no ObjectStore drillkit can find: a clear refusal.
+    other = {**origin, "plugin": {"name": "other.example.com", "parameters": {}}}
+    with pytest.raises(InvalidInputError, match="barmanObjectName"):
+        store_config(Kube(production.api), other, namespace="orders", cluster="orders-db")

@@ -50,6 +50,16 @@ def test_mistakes_are_refused_naming_the_field(change, field):
     assert field in str(refused.value)
 
 
+def test_a_cnpg_catalog_takes_a_local_tier_beside_a_kubernetes_tier():
+    """Issue 15 item 3: a local tier restores the chosen Backup's store on the worker."""
+    data = copy.deepcopy(_example())
+    data["tiers"][0]["sandbox"] = {"kind": "local"}
+    data.pop("routes")
+    spec = parse_spec({k: v for k, v in data.items() if v is not None}, source="orders-k8s.yaml")
+    assert [t.sandbox["kind"] for t in spec.tiers][:2] == ["local", "kubernetes"]
+    assert spec.catalog["kind"] == "cnpg"
+
+
 def test_istio_routes_need_kubernetes_sandboxes():
     data = yaml.safe_load(
         (Path(__file__).resolve().parents[2] / "dags" / "drills" / "orders.yaml").read_text()

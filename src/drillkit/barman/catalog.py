@@ -97,10 +97,12 @@ class BarmanCloudCatalog:
             config["aws_conn_id"] = self.aws_conn_id
         return config
 
+    def credentials(self) -> dict[str, str]:
+        """The AWS_* variables boto3 and the tools get (environment only, never logged)."""
+        return creds.resolve(self.aws_conn_id)
+
     def _reader(self) -> ObjectStoreReader:
-        return ObjectStoreReader(
-            endpoint_url=self.endpoint_url, credentials=creds.resolve(self.aws_conn_id)
-        )
+        return ObjectStoreReader(endpoint_url=self.endpoint_url, credentials=self.credentials())
 
     # -- listing -----------------------------------------------------------------------------
     def _stored_backups(self, reader: ObjectStoreReader) -> list[StoredBackup]:
@@ -261,7 +263,7 @@ class BarmanCloudCatalog:
         from drillkit.barman.restore import restore_backup, verify_restored
 
         backup_id = str(coordinate["backup_id"])
-        environment = creds.resolve(self.aws_conn_id)
+        environment = self.credentials()
         say(f"barman-cloud-restore {backup_id} from {self.destination.url} into {data}")
         restore_backup(
             endpoint_url=self.endpoint_url,

@@ -19,6 +19,7 @@ KINDS: dict[str, str] = {
     "pgbackrest": "drillkit.catalog.pgbackrest",
     "cnpg": "drillkit.k8s.catalog",
     "barman_cloud": "drillkit.barman.catalog",
+    "cnpg_store": "drillkit.k8s.local_store",
 }
 
 
@@ -39,6 +40,16 @@ def open_catalog(config: Mapping[str, Any], *, postgres: PgSettings | None = Non
     module = importlib.import_module(module_name)
     catalog: Catalog = module.from_config(config, postgres=postgres)
     return catalog
+
+
+def for_sandbox(config: Mapping[str, Any], sandbox: Mapping[str, Any]) -> dict[str, Any]:
+    """The catalog config a tier with ``sandbox`` selects with: a kind's module may adapt it
+    (``for_sandbox(config, sandbox)``; cnpg: a local tier restores the Backup's store itself)."""
+    module_name = KINDS.get(str(config.get("kind") or "local"))
+    adapt = (
+        getattr(importlib.import_module(module_name), "for_sandbox", None) if module_name else None
+    )
+    return dict(adapt(config, sandbox)) if adapt else dict(config)
 
 
 def open_repository(

@@ -362,14 +362,22 @@ def select_cnpg(
     )
 
 
+# Set by ``for_sandbox`` for a local tier: select the Backup, then restore its store locally.
+RESTORE_ON = "restore_on"
+
+
 class CnpgCatalog:
     """Catalog ``kind: cnpg``: selection from Backup objects; CloudNativePG restores them itself
-    (a kubernetes sandbox), so this is a Catalog, not a BackupRepository."""
+    (a kubernetes sandbox), so this is a Catalog, not a BackupRepository. For a local tier
+    (``restore_on: local``) the chosen Backup's own store is the coordinate's catalog
+    (``drillkit.k8s.local_store``)."""
 
     kind = "cnpg"
 
-    def __init__(self, *, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
+    def __init__(self, *, config: Mapping[str, Any], postgres: Any = None) -> None:
+        self.config = {k: v for k, v in config.items() if k != RESTORE_ON}
+        self.restore_on = str(config.get(RESTORE_ON) or "kubernetes")
+        self.postgres = postgres
 
     def select(
         self,
@@ -384,6 +392,26 @@ class CnpgCatalog:
     ) -> dict[str, Any]:
         from drillkit.k8s.client import current
 
+        if self.restore_on == "local":
+            from drillkit.k8s.config import parse_catalog
+            from drillkit.k8s.local_store import select_local
+
+            cluster, namespace = parse_catalog(self.config)
+            kube = current()
+            return select_local(
+                kube,
+                list_backups(kube, cluster=cluster, namespace=namespace),
+                cluster=cluster,
+                namespace=namespace,
+                target=target,
+                policy=policy,
+                rpo=rpo,
+                exclude=exclude,
+                pinned=pinned,
+                checksum_gate=checksum_gate,
+                postgres=self.postgres,
+                say=say,
+            )
         del checksum_gate, say  # Backup objects carry nothing to verify (the coordinate says so)
         return select_cnpg(
             current(),
@@ -397,5 +425,12 @@ class CnpgCatalog:
 
 
 def from_config(config: Mapping[str, Any], *, postgres: Any = None) -> CnpgCatalog:
-    del postgres  # CloudNativePG's images bring their own binaries
-    return CnpgCatalog(config=config)
+    # postgres: a local tier's binaries (CloudNativePG's images bring their own)
+    return CnpgCatalog(config=config, postgres=postgres)
+
+
+def for_sandbox(config: Mapping[str, Any], sandbox: Mapping[str, Any]) -> dict[str, Any]:
+    """A tier whose sandbox is not kubernetes restores the chosen Backup's store locally."""
+    if str(sandbox.get("kind") or "local") == "kubernetes":
+        return dict(config)
+    return {**config, RESTORE_ON: "local"}

@@ -467,19 +467,23 @@ def check_spec(
     """Cross-checks of a drill spec's Kubernetes parts; returns the ``routes`` block to keep.
 
     A kubernetes sandbox restores a CloudNativePG cluster's backups, so it goes with catalog
-    ``cnpg`` (and the other way round); mesh routes steer to a drill namespace, so they need
-    kubernetes sandboxes; the retry budget and production destinations are checked here too.
+    ``cnpg``; a cnpg catalog takes kubernetes or local tiers (a local tier restores the chosen
+    Backup's object store on the worker, ``drillkit.k8s.local_store``); mesh routes steer to a
+    drill namespace, so they need kubernetes sandboxes; the retry budget and production
+    destinations are checked here too.
     """
     from drillkit.k8s.route_objects import check_retry_budget
     from drillkit.routing.guard import ProductionGuard
 
     cnpg = catalog.get("kind") == "cnpg"
     for index, sandbox in enumerate(sandboxes):
-        if (sandbox.get("kind") == "kubernetes") != cnpg:
+        kind = sandbox.get("kind") or "local"
+        if (kind == "kubernetes" and not cnpg) or (cnpg and kind not in ("kubernetes", "local")):
             raise _fail(
                 f"tiers[{index}].sandbox.kind",
                 "a kubernetes sandbox restores from catalog kind cnpg, and a cnpg catalog needs "
-                "kubernetes sandboxes: make catalog.kind and every tier's sandbox.kind agree",
+                "kubernetes or local sandboxes (a local one restores the Backup's object store "
+                "on the worker): make catalog.kind and every tier's sandbox.kind agree",
             )
     config = parse_routes(routes)
     if config.kind == "manifest":
@@ -490,6 +494,13 @@ def check_spec(
             f"{config.kind} routes steer traffic into a drill namespace: "
             "use kubernetes sandboxes (catalog kind cnpg), or kind manifest",
         )
+    for index, sandbox in enumerate(sandboxes):
+        if sandbox.get("kind") != "kubernetes":
+            raise _fail(
+                f"tiers[{index}].sandbox.kind",
+                f"{config.kind} routes steer traffic into a drill namespace, which a local tier "
+                "has not: use kubernetes sandboxes in every tier, or routes kind manifest",
+            )
     try:
         check_retry_budget(
             timeout=config.timeout, per_try_timeout=config.per_try_timeout, attempts=config.attempts
