@@ -33,6 +33,14 @@ Say = Callable[[str], None]
 DATABASE = "app"
 BACKUP_FORMATS = {"plain": ["-Fp", "-X", "none"], "tar": ["-Ft"], "tar.gz": ["-Ft", "-z"]}
 
+# The production tables of the local and pgBackRest scenarios (ground truth is kept on orders).
+SCHEMA_SQL = (
+    "create table orders (id bigint primary key, batch int not null, "
+    "payload text not null, created_at timestamptz not null default clock_timestamp());"
+    "create table heartbeat (at timestamptz primary key default clock_timestamp());"
+    "create table filler (id int, blob text)"
+)
+
 
 @dataclass(frozen=True)
 class ScenarioOptions:
@@ -192,13 +200,7 @@ def create_scenario(
     }
     try:
         _sql(sock, f"create database {DATABASE}", db="postgres")
-        _sql(
-            sock,
-            "create table orders (id bigint primary key, batch int not null, "
-            "payload text not null, created_at timestamptz not null default clock_timestamp());"
-            "create table heartbeat (at timestamptz primary key default clock_timestamp());"
-            "create table filler (id int, blob text)",
-        )
+        _sql(sock, SCHEMA_SQL)
         if options.tablespace:
             _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
             _sql(

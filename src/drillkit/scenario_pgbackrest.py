@@ -21,6 +21,7 @@ from drillkit import pgbin
 from drillkit.exceptions import InvalidInputError
 from drillkit.scenario import (
     DATABASE,
+    SCHEMA_SQL,
     ScenarioOptions,
     _flip_tuple_bytes,
     _sql,
@@ -138,13 +139,7 @@ def create_pgbackrest_scenario(
     try:
         _pgbackrest(config, "stanza-create")
         _sql(sock, f"create database {DATABASE}", db="postgres")
-        _sql(
-            sock,
-            "create table orders (id bigint primary key, batch int not null, "
-            "payload text not null, created_at timestamptz not null default clock_timestamp());"
-            "create table heartbeat (at timestamptz primary key default clock_timestamp());"
-            "create table filler (id int, blob text)",
-        )
+        _sql(sock, SCHEMA_SQL)
         if options.tablespace:
             # Created before the full backup: pgBackRest backs it up; a restore maps it.
             _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
