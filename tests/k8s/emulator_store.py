@@ -55,6 +55,8 @@ BUILTINS = (
     Resource("", "v1", "services", "Service", True, "service", True, True, None, True),
     Resource("", "v1", "configmaps", "ConfigMap", True, "configmap", False, False),
     Resource("", "v1", "secrets", "Secret", True, "secret", False, False),
+    # CloudNativePG's instance pods (the operator stand-in writes them; port-forward reaches them).
+    Resource("", "v1", "pods", "Pod", True, "pod", True, True, None, True),
     Resource("apps", "v1", "deployments", "Deployment", True, "deployment", True, True),
     Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy"),
     Resource("batch", "v1", "jobs", "Job", True, "job", True, True),
