@@ -115,7 +115,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
     report_dir = spec.report.get("path") or DEFAULT_REPORT_DIR
     classes = (PITRSelectOperator, ProvisionSandboxOperator, ApplyDrillRouteOperator)
     select_cls, provision_cls, route_cls = classes
-    teardown_cls, k8s_args, sensor_args = TeardownOperator, {}, {}
+    teardown_cls, smoke_cls, k8s_args, sensor_args = TeardownOperator, SmokeTestOperator, {}, {}
     if spec.catalog.get("kind") == "cnpg":  # kubernetes sandboxes: the spec enforces the pairing
         from drillkit.operators import kubernetes as k8s_ops
 
@@ -123,6 +123,7 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
         provision_cls = k8s_ops.KubernetesProvisionSandboxOperator
         route_cls = k8s_ops.KubernetesApplyDrillRouteOperator
         teardown_cls = k8s_ops.KubernetesTeardownOperator
+        smoke_cls = k8s_ops.KubernetesSmokeTestOperator
         k8s_args = {"kubernetes_conn_id": spec.kubernetes_conn_id}
         # A CloudNativePG restore takes minutes: wait in the triggerer, not on a worker slot.
         sensor_args = {**k8s_args, "deferrable": True}
@@ -200,7 +201,8 @@ def build_drill_dag(spec: DrillSpec, *, fileloc: str | None = None) -> DAG:
                     ttl_seconds=ttl,
                     routes=spec.routes,
                 )
-                smoke = SmokeTestOperator(
+                smoke = smoke_cls(
+                    **k8s_args,
                     task_id="smoke_test",
                     checks=spec.checks,
                     manifest_task_id=tasks.route,

@@ -57,10 +57,13 @@ def tier_errors(ti: Any, tasks: TierTasks) -> list[dict[str, Any]]:
 
 
 def tier_sandbox(ti: Any, tasks: TierTasks) -> dict[str, Any] | None:
-    """The tier's sandbox record, with the restore time the readiness sensor measured when
-    provisioning could not (kubernetes: CloudNativePG restores after provisioning returns)."""
+    """The tier's sandbox record, with the restore time the readiness sensor measured and the
+    recovery point the checks read when provisioning could not (kubernetes: CloudNativePG
+    restores after provisioning returns)."""
     return with_readiness(
-        ti.xcom_pull(task_ids=tasks.provision), ti.xcom_pull(task_ids=tasks.ready)
+        ti.xcom_pull(task_ids=tasks.provision),
+        ti.xcom_pull(task_ids=tasks.ready),
+        ti.xcom_pull(task_ids=tasks.smoke),
     )
 
 

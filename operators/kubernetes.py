@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from drillkit.operators._common import as_bool, run_core
+from drillkit.operators.checks import SmokeTestOperator
 from drillkit.operators.restore import (
     PITRSelectOperator,
     ProvisionSandboxOperator,
@@ -68,6 +69,19 @@ class KubernetesProvisionSandboxOperator(KubernetesConnectionMixin, ProvisionSan
 class KubernetesApplyDrillRouteOperator(KubernetesConnectionMixin, ApplyDrillRouteOperator):
     """ApplyDrillRouteOperator that can apply istio / gateway_api routes and read the sandbox's
     Services.
+
+    :param kubernetes_conn_id: Airflow connection of the cluster
+    """
+
+    def __init__(self, *, kubernetes_conn_id: str = DEFAULT_CONN_ID, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kubernetes_conn_id = kubernetes_conn_id
+
+
+class KubernetesSmokeTestOperator(KubernetesConnectionMixin, SmokeTestOperator):
+    """SmokeTestOperator that reaches a kubernetes sandbox's restored database: the drill's
+    credentials are read from its Secrets through the API when the checks run, and the database
+    is reached in the cluster (TLS) or through a port-forward (``drillkit.k8s.access``).
 
     :param kubernetes_conn_id: Airflow connection of the cluster
     """

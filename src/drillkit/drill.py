@@ -321,7 +321,6 @@ def smoke(
     key: bytes,
 ) -> dict[str, Any]:
     """Run the checks against the manifest, re-checked: XCom is never trusted blindly."""
-    from drillkit.checks import run_checks
     from drillkit.routing.context import verify_context
     from drillkit.routing.guard import ProductionGuard
 
@@ -364,10 +363,66 @@ def smoke(
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
         params["target_time"] = isoformat(target)
+    if sandbox.get("backend") == "kubernetes" and any(c.get("kind") in _DATA_CHECKS for c in clean):
+        return _smoke_kubernetes(clean, manifest, params=params, guard=guard, sandbox=sandbox)
+    return _smoke_checks(clean, manifest, params=params, guard=guard, sandbox=sandbox)
+
+
+_DATA_CHECKS = frozenset({"sql", "pitr", "integrity"})
+
+
+def _smoke_checks(
+    checks: list[dict[str, Any]],
+    manifest: Mapping[str, Any],
+    *,
+    params: dict[str, Any],
+    guard: Any,
+    sandbox: Mapping[str, Any],
+) -> dict[str, Any]:
+    from drillkit.checks import run_checks
+
     routes = manifest.get("routes") or {}
     if routes.get("backend") in ("istio", "gateway_api") and routes.get("routes"):
-        return _smoke_routed(clean, manifest, params=params, guard=guard, sandbox=sandbox)
-    return run_checks(clean, manifest, params=params, sandbox=sandbox, guard=guard)
+        return _smoke_routed(checks, manifest, params=params, guard=guard, sandbox=sandbox)
+    return run_checks(checks, manifest, params=params, sandbox=sandbox, guard=guard)
+
+
+def _smoke_kubernetes(
+    checks: list[dict[str, Any]],
+    manifest: Mapping[str, Any],
+    *,
+    params: dict[str, Any],
+    guard: Any,
+    sandbox: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Data checks on a CloudNativePG sandbox: open the way to its database (in-cluster TLS or a
+    port-forward), seal it and create its check roles, then run the checks through them."""
+    from drillkit.checks.spec import parse_checks
+    from drillkit.k8s.access import open_database
+    from drillkit.k8s.client import current
+
+    parse_checks(checks)  # bad input is refused before anything is opened
+    services = manifest.get("services") or {}
+    with open_database(current(), sandbox) as access:
+        # A kubernetes sandbox has one database (CloudNativePG's -rw Service): every postgres
+        # service the manifest resolved to the sandbox is it, reached the way just opened.
+        routed = {
+            name: {**entry, "endpoint": access.endpoint}
+            if isinstance(entry, Mapping)
+            and entry.get("kind") == "postgres"
+            and entry.get("resolved_by") == "sandbox"
+            else entry
+            for name, entry in services.items()
+        }
+        opened = {
+            **sandbox,
+            "endpoints": {**(sandbox.get("endpoints") or {}), "postgres": access.endpoint},
+            "check_roles": access.check_roles,
+        }
+        validation = _smoke_checks(
+            checks, {**manifest, "services": routed}, params=params, guard=guard, sandbox=opened
+        )
+    return {**validation, "sandbox_access": access.summary()}
 
 
 def _smoke_routed(

@@ -136,6 +136,9 @@ def build_report(
         "warmup": validation.get("warmup", []),
         # Mesh routes: both probes per route, and whether it was proven before the checks ran.
         "route_proof": validation.get("route_proof"),
+        # Kubernetes sandboxes: how the checks reached the database (in-cluster TLS or a
+        # port-forward), what sealing did, the check roles and the recovery point read there.
+        "sandbox_access": validation.get("sandbox_access"),
         "findings": findings,
         "timeline": run_timeline,
         "started_at": run_timeline[0]["at"] if run_timeline else None,

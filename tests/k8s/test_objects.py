@@ -42,7 +42,10 @@ def test_recovery_cluster_never_copies_backup_or_plugins():
     # Only what reading needs: no compression/encryption/retention settings for writing.
     assert store["wal"] == {"maxParallel": 4} and store["data"] == {"jobs": 2}
     assert spec["storage"] == {"size": "50Gi", "storageClass": "fast"}
-    assert spec["postgresql"] == {"parameters": {"max_connections": "200"}}
+    # The source's parameters, and no logical replication worker before the sandbox is sealed.
+    assert spec["postgresql"] == {
+        "parameters": {"max_connections": "200", "max_logical_replication_workers": "0"}
+    }
 
 
 def test_plugin_source_is_read_only():

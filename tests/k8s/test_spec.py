@@ -32,6 +32,10 @@ def test_shipped_example_is_valid_and_paused():
         (lambda s: s["catalog"].update(path="/x"), "catalog.path"),
         (lambda s: s["tiers"][1].update(sandbox={"kind": "local"}), "tiers[1].sandbox.kind"),
         (lambda s: s["routes"].update(kind="linkerd"), "routes.kind"),
+        (
+            lambda s: s["tiers"][0]["sandbox"].update(access="proxy"),
+            "tiers[0].sandbox.access",
+        ),
         (lambda s: s["routes"]["retries"].update(attempts=5), "routes.retries"),
         (
             lambda s: s["routes"]["services"]["orders-api"].update(
@@ -67,3 +71,33 @@ def test_istio_routes_need_kubernetes_sandboxes():
     data["routes"] = _example()["routes"]
     with pytest.raises(SpecError, match=r"routes\.kind"):
         parse_spec(data, source="orders.yaml")
+
+
+@pytest.mark.parametrize(
+    ("configured", "in_pod", "expected"),
+    [
+        ("auto", True, "in_cluster"),
+        ("auto", False, "port_forward"),
+        (None, False, "port_forward"),
+        ("in_cluster", False, "in_cluster"),
+        ("port_forward", True, "port_forward"),
+    ],
+)
+def test_access_mode_follows_where_the_worker_runs(monkeypatch, configured, in_pod, expected):
+    """auto: in the cluster when the kubelet's KUBERNETES_SERVICE_HOST is set, else through the
+    API server; an explicit mode wins."""
+    from drillkit.k8s.access import resolve_mode
+
+    if in_pod:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    else:
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert resolve_mode(configured) == expected
+
+
+def test_an_unknown_access_mode_names_the_modes():
+    from drillkit.exceptions import InvalidInputError
+    from drillkit.k8s.access import resolve_mode
+
+    with pytest.raises(InvalidInputError, match="in_cluster, port_forward"):
+        resolve_mode("ssh")

@@ -166,9 +166,15 @@ def connect(ctx: CheckContext, *, read_only: bool, write: bool = False) -> Itera
     pinned: dict[str, str] = {}
     if url.host:  # TCP: libpq connects to the judged addresses; host stays for TLS and .pgpass
         addresses = ctx.pin(url.host, url.port or 5432, endpoint.get("database"))
-        # libpq pairs host and hostaddr lists entry by entry, trying each in turn.
-        pinned["host"] = ",".join([url.host] * len(addresses))
+        # libpq pairs host and hostaddr lists entry by entry, trying each in turn. A server
+        # certificate is verified against ``tls_server_name`` (a Service's DNS name) when the
+        # endpoint is an address.
+        name = endpoint.get("tls_server_name") or url.host
+        pinned["host"] = ",".join([str(name)] * len(addresses))
         pinned["hostaddr"] = ",".join(addresses)
+    if endpoint.get("sslrootcert"):  # a sandbox whose server certificate drillkit can verify
+        pinned["sslmode"] = "verify-full"
+        pinned["sslrootcert"] = str(endpoint["sslrootcert"])
     options = f"-c statement_timeout={max(1, int(remaining * 1000))}"
     if read_only:
         options += " -c default_transaction_read_only=on"

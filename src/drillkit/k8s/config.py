@@ -23,6 +23,7 @@ SANDBOX_KEYS = frozenset(
         "storage_size",
         "storage_class",
         "endpoint",
+        "access",
         "database",
         "user",
         "image_name",
@@ -127,6 +128,9 @@ class SandboxConfig:
     storage_size: str | None = None
     storage_class: str | None = None
     endpoint: str = "dns"  # dns: <svc>.<ns>.svc; cluster_ip: the Service's cluster IP
+    # How data checks reach the restored database: in_cluster (TLS to the -rw Service),
+    # port_forward (through the API server), auto (in_cluster when running in a pod).
+    access: str = "auto"
     database: str | None = None  # None: the source cluster's bootstrap database (else "app")
     user: str | None = None  # None: the source's bootstrap owner (else "app")
     image_name: str | None = None
@@ -158,6 +162,13 @@ def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxC
     endpoint = raw.get("endpoint", "dns")
     if endpoint not in ("dns", "cluster_ip"):
         raise _fail(f"{where}.endpoint", "dns (default) or cluster_ip")
+    access = raw.get("access", "auto")
+    if access not in ("auto", "in_cluster", "port_forward"):
+        raise _fail(
+            f"{where}.access",
+            "auto (default), in_cluster (workers run in the cluster) or port_forward (they do "
+            "not: through the API server)",
+        )
     manifests = raw.get("manifests") or []
     if not isinstance(manifests, list) or not all(isinstance(m, Mapping) for m in manifests):
         raise _fail(f"{where}.manifests", "a list of Kubernetes objects (mappings)")
@@ -174,6 +185,7 @@ def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxC
         storage_size=raw.get("storage_size"),
         storage_class=raw.get("storage_class"),
         endpoint=endpoint,
+        access=access,
         database=raw.get("database"),
         user=raw.get("user"),
         image_name=raw.get("image_name"),

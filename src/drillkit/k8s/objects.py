@@ -289,6 +289,8 @@ def recovery_target(coordinate: Mapping[str, Any]) -> dict[str, Any]:
 
 OWNER_SECRET = f"{CLUSTER_NAME}-drill-owner"
 SUPERUSER_SECRET = f"{CLUSTER_NAME}-drill-superuser"
+# Set on every recovery Cluster, whatever the source says (see cnpg_cluster).
+SEALED_PARAMETERS = {"max_logical_replication_workers": "0"}
 CA_SECRET = f"{CLUSTER_NAME}-ca"  # CloudNativePG's generated CA: ca.crt signs the server cert
 
 
@@ -425,8 +427,10 @@ def cnpg_cluster(
         for k in ("parameters", "shared_preload_libraries")
         if postgresql.get(k)
     }
-    if copied:
-        cluster_spec["postgresql"] = copied
+    # A restored subscription must not start applying (and advancing production's slot) before
+    # the smoke task seals the database: no logical replication worker may run in the sandbox.
+    copied["parameters"] = {**copied.get("parameters", {}), **SEALED_PARAMETERS}
+    cluster_spec["postgresql"] = copied
     return {
         "apiVersion": "postgresql.cnpg.io/v1",
         "kind": "Cluster",

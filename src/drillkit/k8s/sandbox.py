@@ -95,6 +95,7 @@ class KubernetesSandboxBackend:
                 "ca_secret": objects.CA_SECRET,
             },
             "endpoint_mode": self.config.endpoint,
+            "access": self.config.access,  # how data checks reach the database (k8s.access)
             "created_at": isoformat(created),
             "ttl_seconds": ttl.total_seconds(),
             "expires_at": isoformat(created + ttl),

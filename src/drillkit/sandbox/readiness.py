@@ -75,17 +75,23 @@ def sandbox_readiness(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def with_readiness(
-    record: Mapping[str, Any] | None, readiness: Mapping[str, Any] | None
+    record: Mapping[str, Any] | None,
+    readiness: Mapping[str, Any] | None,
+    validation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """The sandbox record with the readiness result's restore time filled in where provisioning
-    left it None (kubernetes); a time measured while provisioning (local) is never overridden."""
+    """The sandbox record with what was measured after provisioning filled in where provisioning
+    left it None (kubernetes): the restore time from the readiness result, the achieved recovery
+    point from the checks' ``sandbox_access``. A value measured while provisioning (local) is
+    never overridden."""
     if record is None:
         return None
+    merged = dict(record)
     measured = (readiness or {}).get("restore_seconds")
-    if record.get("restore_seconds") is not None or measured is None:
-        return dict(record)
-    return {
-        **record,
-        "restore_seconds": measured,
-        "restore_seconds_source": (readiness or {}).get("restore_seconds_source"),
-    }
+    if record.get("restore_seconds") is None and measured is not None:
+        merged["restore_seconds"] = measured
+        merged["restore_seconds_source"] = (readiness or {}).get("restore_seconds_source")
+    access = (validation or {}).get("sandbox_access") or {}
+    if record.get("achieved_recovery_point") is None and access:
+        merged["achieved_recovery_point"] = access.get("achieved_recovery_point")
+        merged["achieved_recovery_point_source"] = access.get("achieved_recovery_point_source")
+    return merged
