@@ -13,6 +13,10 @@ ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || need+=(libfaketime)
 # pgBackRest repositories are drilled with pgBackRest itself (Debian 12: 2.45, PostgreSQL <= 15).
 command -v pgbackrest >/dev/null 2>&1 || need+=(pgbackrest)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+# Recovery reads .zst/.lz4 WAL as the PostgreSQL OS user, whose python3 has no zstandard or lz4:
+# the commands do it (the tests of that preflight need them).
+command -v zstd >/dev/null 2>&1 || need+=(zstd)
+command -v lz4 >/dev/null 2>&1 || need+=(lz4)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "missing Debian packages: ${need[*]}; install them with: sudo apt-get install -y ${need[*]}" >&2

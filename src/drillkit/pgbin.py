@@ -134,6 +134,11 @@ def require_reachable(path: Path, what: str) -> None:
 _BASE_ENV = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
 
 
+def server_env() -> dict[str, str]:
+    """The environment drillkit starts PostgreSQL (and so its restore_command) with."""
+    return dict(_BASE_ENV)
+
+
 @dataclass(frozen=True)
 class Installation:
     """The binaries of one PostgreSQL major: ``bindir`` holds postgres, pg_ctl, initdb,

@@ -120,3 +120,41 @@ def test_restore_command_quotes_a_hostile_archive_path(tmp_path: Path):
     words = shlex.split(command.replace("%%", "%"))
     assert words[2] == str(archive) and words[3:] == ["%f", "%p"]
     assert "%p;" not in command.replace("%%", "")  # the path's % is doubled, never a placeholder
+
+
+def test_the_helper_preflight_says_which_compressions_it_can_read(tmp_path: Path):
+    """``--can``: every reader present (this venv has zstandard and lz4) exits 0; a python3
+    without them and without the commands exits 3 naming each, before any recovery starts."""
+    assert _helper("--can", "gzip", "zstd", "lz4").returncode == 0
+    bare = subprocess.run(
+        # -S: no site-packages (no zstandard, no lz4); an empty PATH: no zstd or lz4 command.
+        [sys.executable, "-S", walfiles.__file__, "--can", "gzip", "xz", "zstd", "lz4"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": str(tmp_path)},
+    )
+    assert bare.returncode == walfiles.CANNOT_READ
+    assert bare.stdout.splitlines() == [
+        "lz4 (Python module lz4.frame or the lz4 command)",
+        "zstd (Python module zstandard or the zstd command)",
+    ]
+
+
+def test_a_zstd_archive_the_restore_user_cannot_read_is_a_tool_error_not_the_backups(
+    tmp_path: Path,
+):
+    """The local catalog checks the helper before recovery: a missing reader is
+    WAL_TOOL_MISSING (COULD NOT VERIFY), never a recovery that stops and blames the backup."""
+    from drillkit.catalog.local import _require_readers
+    from drillkit.exceptions import ToolMissingError
+    from drillkit.findings import TOOL_CODES
+
+    # Debian's python3 has neither zstandard nor lz4; with a PATH holding no zstd command, it
+    # cannot read .zst (run as the PostgreSQL OS user, as recovery would run it).
+    helper = ["/usr/bin/python3", str(Path(walfiles.__file__))]
+    with pytest.raises(ToolMissingError) as refused:
+        _require_readers(helper, {"zstd", "gzip"}, env={"PATH": str(tmp_path)})
+    assert refused.value.code == "WAL_TOOL_MISSING" and refused.value.code in TOOL_CODES
+    assert "zstd" in str(refused.value) and "python3-zstandard" in str(refused.value)
+    _require_readers(helper, {"zstd", "lz4"})  # the server's PATH has both commands (system deps)

@@ -5,7 +5,6 @@ Read-only: caches live in drillkit's state directory, never in the repository.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from drillkit.catalog.walfiles import parse_archived_name
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError
 from drillkit.outputs import check_state, refuse_inside
-from drillkit.pgbin import PgSettings, installations
+from drillkit.pgbin import PgSettings, installations, os_user, server_env
 from drillkit.state import sandbox_root_path
 from drillkit.timeutil import utcnow
 
@@ -197,9 +196,11 @@ class LocalCatalog:
             extract_backup(backup, data, owner=owner, progress=extracted, say=say)
         # Quoted for /bin/sh, % doubled for the server: a repository path is data, never shell.
         plain = sandbox_config.restore_command(archive)  # refuses a path it cannot quote
-        if not _has_compressed_wal(archive):
+        compressions = walfiles.compressions_in(archive)
+        if not compressions:
             return Materialised(restore_command=plain)
         # Compressed segments (.gz, .zst, ...): a helper copied into the sandbox reads them.
+        _require_readers(walfiles.helper_command(workdir), compressions)
         return Materialised(restore_command=walfiles.restore_command(archive, workdir))
 
 
@@ -235,12 +236,51 @@ def _read_backup(directory: Path, histories: dict[str, str], size: int) -> Backu
         )
 
 
-def _has_compressed_wal(archive: Path) -> bool:
-    for entry in os.scandir(archive):
-        archived = parse_archived_name(entry.name)
-        if archived is not None and archived.compression is not None:
-            return True
-    return False
+def _require_readers(
+    helper: list[str], compressions: set[str], *, env: dict[str, str] | None = None
+) -> None:
+    """Before recovery starts: the restore_command (``helper``, run as the PostgreSQL OS user)
+    can decompress every compression in the archive. Else recovery would stop at the first such
+    segment and the backup would be blamed for a tool this worker lacks: ToolMissingError
+    (COULD NOT VERIFY), naming what to install. ``env``: the server's (its PATH finds the
+    commands)."""
+    import subprocess
+
+    from drillkit.exceptions import ToolMissingError
+
+    user = os_user()
+    ids: dict[str, Any] = {}
+    if user is not None:
+        ids = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    try:
+        done = subprocess.run(
+            [*helper, "--can", *sorted(compressions)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd="/",
+            env=env if env is not None else server_env(),
+            **ids,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ToolMissingError(
+            f"cannot run the WAL restore helper {helper[0]} as the PostgreSQL OS user ({exc}); "
+            "install python3 for that user"
+        ) from exc
+    if done.returncode == walfiles.CANNOT_READ:
+        missing = "; ".join(done.stdout.split("\n")).strip("; ")
+        raise ToolMissingError(
+            f"the WAL archive holds segments compressed with {missing}, which {helper[0]} "
+            "cannot read as the PostgreSQL OS user: install the module for that python3 or "
+            "the command (Debian: python3-zstandard or zstd; python3-lz4 or lz4)",
+            code="WAL_TOOL_MISSING",
+        )
+    if done.returncode != 0:
+        raise ToolMissingError(
+            f"the WAL restore helper failed its preflight as the PostgreSQL OS user "
+            f"(exit {done.returncode}: {(done.stderr or done.stdout).strip()[-500:]})",
+            code="WAL_TOOL_MISSING",
+        )
 
 
 def _with_problem(info: BackupInfo, code: str, sentence: str, *, first: bool = False) -> BackupInfo:

@@ -179,9 +179,9 @@ def restore(archive: Path, name: str, dest: Path) -> int:
     return 0
 
 
-def restore_command(archive: Path, helper_dir: Path) -> str:
-    """A restore_command that reads every form above: copies this file into ``helper_dir``
-    (which the PostgreSQL OS user reaches) and runs it with a python3 that user reaches."""
+def helper_command(helper_dir: Path) -> list[str]:
+    """``[python3, helper]``: this file copied into ``helper_dir`` (which the PostgreSQL OS user
+    reaches), run by a python3 that user reaches."""
     helper = helper_dir / "walfiles.py"
     shutil.copyfile(__file__, helper)
     helper.chmod(0o644)
@@ -189,12 +189,57 @@ def restore_command(archive: Path, helper_dir: Path) -> str:
         (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.access(p, os.X_OK)),
         sys.executable,
     )
+    return [python, str(helper)]
+
+
+def restore_command(archive: Path, helper_dir: Path) -> str:
+    """A restore_command that reads every form above (see ``helper_command``)."""
     # Each path quoted for /bin/sh and its % doubled for the server: paths are data, never shell.
-    quoted = [shlex.quote(str(p)).replace("%", "%%") for p in (python, helper, archive)]
-    return " ".join(quoted) + " %f %p"
+    parts = [*helper_command(helper_dir), str(archive)]
+    return " ".join(shlex.quote(p).replace("%", "%%") for p in parts) + " %f %p"
+
+
+# compression -> (Python module, command) that reads it; the standard library reads the rest.
+_READERS = {"zstd": ("zstandard", "zstd"), "lz4": ("lz4.frame", "lz4")}
+CANNOT_READ = 3  # exit code of ``--can`` when a compression cannot be read here
+
+
+def missing_readers(compressions: set[str] | list[str]) -> list[str]:
+    """The compressions this Python (and PATH) cannot decompress, each as ``name (module or
+    command)``; empty when every one can be read."""
+    import importlib.util
+
+    missing = []
+    for compression in sorted(set(compressions)):
+        reader = _READERS.get(compression)
+        if reader is None:
+            continue
+        module, command = reader
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # lz4 itself absent: lz4.frame cannot be looked up
+            found = False
+        if not found and shutil.which(command) is None:
+            missing.append(f"{compression} (Python module {module} or the {command} command)")
+    return missing
+
+
+def compressions_in(archive: Path) -> set[str]:
+    """The compressions of the archived WAL files in ``archive``."""
+    found = set()
+    for entry in os.scandir(archive):
+        archived = parse_archived_name(entry.name)
+        if archived is not None and archived.compression is not None:
+            found.add(archived.compression)
+    return found
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--can"]:  # a preflight: can the restore_command read these compressions?
+        missing = missing_readers(argv[1:])
+        for line in missing:
+            print(line)
+        return CANNOT_READ if missing else 0
     if len(argv) != 3:
         print("usage: walfiles.py ARCHIVE_DIR WAL_FILE_NAME DESTINATION", file=sys.stderr)
         return 2
