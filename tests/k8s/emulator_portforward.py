@@ -132,7 +132,8 @@ def serve_portforward(handler: Any, store: Any, res: Any, namespace: str, name: 
             raise ApiError(
                 400,
                 "BadRequest",
-                f"the drillkit test emulator serves port-forward over WebSocket only, not {upgrade}",
+                f"the drillkit test emulator serves port-forward over WebSocket only, "
+                f"not {upgrade}",
             )
         raise ApiError(400, "BadRequest", "Upgrade request required")  # upgradeaware.go
     ports = _ports(urlsplit(handler.path).query)

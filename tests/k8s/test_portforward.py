@@ -3,6 +3,7 @@ emulator's pods/portforward, to a real TCP server behind a Pod's (loopback) podI
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -81,10 +82,8 @@ class EchoServer:
         self._stop.set()
         self.listener.close()
         for conn in self._conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         self._thread.join(2)
         for thread in self._threads:
             thread.join(2)
@@ -234,7 +233,8 @@ def test_a_mebibyte_round_trips_intact(cluster, private_dir):
 def test_leaving_stops_every_thread_and_removes_the_socket(cluster, echo, private_dir):
     seed_pod(cluster, "db-1")
     path = socket_file(private_dir, echo.port)
-    with forward_unix(Kube(cluster.api), namespace=NS, pod="db-1", port=echo.port, socket_path=path):
+    kube = Kube(cluster.api)
+    with forward_unix(kube, namespace=NS, pod="db-1", port=echo.port, socket_path=path):
         idle = socket.socket(socket.AF_UNIX)  # a client still connected when the block ends
         idle.connect(str(path))
         assert _round_trip(path, b"ping") == b"ping"

@@ -150,7 +150,7 @@ class _Streams:
                         ports=str(self.port),
                     )
                 box["thread"] = _proxy_thread(box["pf"])
-            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread
+            except Exception as exc:  # handed to the waiting thread
                 box["error"] = exc
             with self._lock:
                 finished.set()
