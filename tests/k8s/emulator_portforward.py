@@ -257,8 +257,10 @@ class Session:
             code = wsf.CLOSE_PROTOCOL_ERROR  # x/net/websocket hybiFrameHandler (unmasked frame)
         except (wsf.TooLarge, EOFError, OSError, ValueError):
             pass  # wsstream conn.handle: a receive error ends the connection
-        # The client is gone: the kubelet closes each channel's pipe, so every copy to the pod
-        # ends and the runtime closes its TCP connection.
+        # conn.handle then closes the connection (hybiConn.Close sends the close frame) and
+        # every channel's pipe, so every copy to the pod ends and the runtime closes its TCP
+        # connection.
+        self._close(code)
         for port in self.ports:
             port.ready.wait(DIAL_TIMEOUT + 1)
             if port.conn is not None:
@@ -266,7 +268,6 @@ class Session:
                     port.conn.shutdown(socket.SHUT_RDWR)
         for thread in threads:
             thread.join(DIAL_TIMEOUT + 1)
-        self._close(code)
 
     def _receive(self) -> None:
         reader = wsf.MessageReader(
