@@ -117,6 +117,8 @@ class Echo:
             self.closed.set()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() on Linux
         self.listener.close()
         self._thread.join(5)
 

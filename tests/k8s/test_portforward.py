@@ -372,3 +372,50 @@ def test_the_socket_directory_must_be_private(cluster, private_dir):
     ):
         pytest.fail("the forward listened in a shared directory")
     assert "chmod 0700" in str(shared.value)
+
+
+@pytest.fixture
+def postgres() -> Iterator[int]:
+    """A throwaway PostgreSQL listening on the pod's loopback IP (trust auth); its port."""
+    from drillkit import pgbin
+
+    with socket.socket() as probe:
+        probe.bind((POD_IP, 0))
+        port = probe.getsockname()[1]
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="pf-pg-"))
+    base.chmod(0o755)  # the server runs as an unprivileged user when the tests run as root
+    data, logs = base / "data", base / "log"
+    for path in (data, logs):
+        path.mkdir()
+        pgbin.give_to_server_user(path)
+    try:
+        initdb = ["-D", str(data), "-U", "postgres", "-E", "UTF8", "--auth=trust"]
+        pgbin.run("initdb", initdb, timeout=120)
+        options = f"-c listen_addresses='{POD_IP}' -c port={port} -c unix_socket_directories=''"
+        pgbin.run(
+            "pg_ctl",
+            ["-D", str(data), "-l", str(logs / "server.log"), "-w", "-o", options, "start"],
+            timeout=60,
+        )
+        yield port
+    finally:
+        pgbin.run("pg_ctl", ["-D", str(data), "-m", "fast", "-w", "stop"], check=False, timeout=60)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_libpq_reaches_a_real_postgresql_through_the_forward(cluster, postgres, private_dir):
+    import psycopg
+
+    seed_pod(cluster, "db-1", labels={"cnpg.io/cluster": "db", "cnpg.io/instanceRole": "primary"})
+    kube = Kube(cluster.api)
+    path = socket_file(private_dir, postgres)
+    pod = primary_pod(kube, NS, "db")
+    with forward_unix(kube, namespace=NS, pod=pod, port=postgres, socket_path=path) as forward:
+        dsn = f"host={private_dir} port={postgres} user=postgres dbname=postgres connect_timeout=10"
+        with psycopg.connect(dsn) as conn:
+            conn.execute("CREATE TABLE t AS SELECT g AS n FROM generate_series(1, 50000) g")
+            query = "SELECT sum(n), current_setting('listen_addresses') FROM t"
+            total = conn.execute(query).fetchone()
+        assert total == (sum(range(1, 50001)), POD_IP)
+        assert forward.errors == []
+    assert not path.exists()
