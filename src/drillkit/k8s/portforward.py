@@ -44,8 +44,9 @@ def primary_pod(kube: Kube, namespace: str, cluster: str) -> str:
     The pod is found by its labels, as CloudNativePG's own ``kubectl cnpg psql`` finds it
     (internal/cmd/plugin/psql/psql.go: the pod whose instance role is ``primary``) and as the
     ``<cluster>-rw`` Service routes to it: ``cnpg.io/cluster=<cluster>`` and
-    ``cnpg.io/instanceRole=primary``, else the deprecated ``role=primary`` that operators before
-    ``cnpg.io/instanceRole`` set (docs/src/labels_annotations.md). ``status.currentPrimary`` of
+    ``cnpg.io/instanceRole=primary``, else ``role=primary``, the label
+    docs/src/labels_annotations.md marks deprecated in favour of ``cnpg.io/instanceRole``
+    (for operators that set only that one). ``status.currentPrimary`` of
     the Cluster is the operator's record of which instance should be primary; the labels are
     moved to match it, so it is read only to break a tie when, mid-failover, two pods carry the
     primary label. Needs RBAC ``list`` on pods (and ``get`` on clusters for the tie).
