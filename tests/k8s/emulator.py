@@ -17,6 +17,8 @@ CEL rules are: crd_cel.py); no admission webhooks or garbage collection by owner
 RBAC: with ``rbac`` set (``(group, resource, verb)`` rules), requests with the kubeconfig's
 token (drillkit) are authorized against it (403 Forbidden otherwise); the harness's own token
 is not limited.
+pods/portforward (WebSocket) is served by emulator_portforward.py: a seeded Pod's
+``status.podIP`` (a loopback address in tests) is where its ports are dialled.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 from crd_schema import CrdVersion, load_crds
 from emulator_errors import ApiError
 from emulator_patches import json_patch, merge_patch
+from emulator_portforward import serve_portforward
 from emulator_store import BUILTINS, FALLBACK_CRDS, SCHEMALESS, Resource, Store, now_rfc3339
 from label_selectors import SelectorError
 
@@ -234,12 +237,15 @@ class _Handler(BaseHTTPRequestHandler):
             code, body = exc.code, exc.status()
         except SelectorError as exc:
             code, body = 400, ApiError(400, "BadRequest", str(exc)).status()
+        if body is None:  # answered on the raw connection (pods/portforward)
+            store.requests.append((self.command, self.path, code))
+            return
         self._warnings = store.warnings[before:]
         self._send(code, body)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
-    def _route(self) -> tuple[int, dict[str, Any]]:
+    def _route(self) -> tuple[int, dict[str, Any] | None]:
         parts_url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts_url.query).items()}
         parts = [p for p in parts_url.path.split("/") if p]
@@ -287,6 +293,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         name = rest[1] if len(rest) > 1 else None
         sub = rest[2] if len(rest) > 2 else None
+        if (res.group, res.plural, sub) == ("", "pods", "portforward") and namespace and name:
+            self._authorize(res, namespace, name, sub, query)  # before the pod is looked up
+            return serve_portforward(self, store, res, namespace, name), None
         if sub not in (None, "status") or (sub == "status" and not res.status_subresource):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return self._verb(res, namespace, name, sub, query)
