@@ -49,6 +49,12 @@ BACKUP_UNSAFE_LINK = "BACKUP_UNSAFE_LINK"
 BACKUP_UNREADABLE = "BACKUP_UNREADABLE"
 # Too little free space where the sandbox goes (before, or found full during, the restore).
 SANDBOX_NO_SPACE = "SANDBOX_NO_SPACE"
+# Kubernetes: why CloudNativePG's full-recovery Job failed, from its pod's log. The store lacks
+# the backup its Backup object describes (FAIL) / the drill cannot read the store (credentials,
+# egress: COULD NOT VERIFY) / a cause the log does not name, or no log (COULD NOT VERIFY).
+BACKUP_NOT_IN_STORE = "BACKUP_NOT_IN_STORE"
+RECOVERY_SOURCE_UNREACHABLE = "RECOVERY_SOURCE_UNREACHABLE"
+K8S_RECOVERY_JOB_FAILED = "K8S_RECOVERY_JOB_FAILED"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ FAILURE_CODES = frozenset(
         "BACKUP_ARCHIVE_UNSAFE",
         "BACKUP_ARCHIVE_CORRUPT",
         "BACKUP_UNSAFE_LINK",
+        "BACKUP_NOT_IN_STORE",
     }
 )
 

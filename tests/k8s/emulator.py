@@ -237,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
             code, body = exc.code, exc.status()
         except SelectorError as exc:
             code, body = 400, ApiError(400, "BadRequest", str(exc)).status()
-        if body is None:  # answered on the raw connection (pods/portforward)
+        if body is None:  # answered on the raw connection (pods/portforward, pods/log)
             store.requests.append((self.command, self.path, code))
             return
         self._warnings = store.warnings[before:]
@@ -296,9 +296,34 @@ class _Handler(BaseHTTPRequestHandler):
         if (res.group, res.plural, sub) == ("", "pods", "portforward") and namespace and name:
             self._authorize(res, namespace, name, sub, query)  # before the pod is looked up
             return serve_portforward(self, store, res, namespace, name), None
+        if (res.group, res.plural, sub) == ("", "pods", "log") and namespace and name:
+            self._authorize(res, namespace, name, sub, query)
+            return self._pod_log(res, namespace, name, query)
         if sub not in (None, "status") or (sub == "status" and not res.status_subresource):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         return self._verb(res, namespace, name, sub, query)
+
+    def _pod_log(
+        self, res: Resource, namespace: str, name: str, query: dict[str, str]
+    ) -> tuple[int, None]:
+        """``GET /api/v1/namespaces/{ns}/pods/{name}/log`` (read_namespaced_pod_log): the
+        container's output as text/plain, cut to the last ``tailLines`` lines and to
+        ``limitBytes`` (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/
+        pod-v1/#get-read-log-of-the-specified-pod); 404 Status for a pod that does not exist."""
+        store = self.emulator.store
+        store.get(res, namespace, name)  # 404 NotFound Status when the pod does not exist
+        text = store.pod_logs.get((namespace, name), "")
+        if query.get("tailLines"):
+            text = "".join(text.splitlines(keepends=True)[-int(query["tailLines"]) :])
+        data = text.encode()
+        if query.get("limitBytes"):
+            data = data[: int(query["limitBytes"])]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return 200, None
 
     def _verb(
         self,

@@ -123,6 +123,9 @@ class Store:
         self._ips = (str(ip) for ip in itertools.islice(self.service_cidr.hosts(), 10, None))
         self.warnings: list[str] = []
         self.requests: list[tuple[str, str, int]] = []
+        # What each pod's container wrote (the kubelet keeps it; GET .../pods/NAME/log serves it):
+        # (namespace, pod) -> text, set by the test's stand-ins (the CloudNativePG operator).
+        self.pod_logs: dict[tuple[str, str], str] = {}
         # How long a deleted namespace stays Terminating before the namespace controller purges it
         # (0: at once). Real deletion is asynchronous: DELETE answers with the namespace in phase
         # Terminating and the controller removes its content, then the namespace

@@ -139,8 +139,9 @@ def test_a_longer_archive_timeout_moves_the_line():
     assert check_archive_reaches(cluster, target=now - timedelta(minutes=40), now=now)["verified"]
 
 
-def _failed_job(cluster, namespace: str) -> None:
-    """CloudNativePG's full-recovery Job, failed (status as the Job controller writes it)."""
+def _failed_job(cluster, namespace: str, log: str | None = None) -> None:
+    """CloudNativePG's full-recovery Job, failed (status as the Job controller writes it), and
+    with ``log`` its pod (labelled by the Job controller) whose container wrote it."""
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -166,25 +167,70 @@ def _failed_job(cluster, namespace: str) -> None:
         content_type="application/merge-patch+json",
     )
     assert code == 200, body
+    if log is None:
+        return
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "sandbox-1-full-recovery-x7k2p",
+            # https://kubernetes.io/docs/concepts/workloads/controllers/job/ (job-name labels)
+            "labels": {
+                "batch.kubernetes.io/job-name": "sandbox-1-full-recovery",
+                "job-name": "sandbox-1-full-recovery",
+            },
+        },
+        "spec": {"containers": [{"name": "full-recovery", "image": "postgres"}]},
+    }
+    code, body = cluster.request("POST", cluster.path("v1", "pods", None, namespace), pod)
+    assert code == 201, body
+    cluster.emulator.store.pod_logs[(namespace, pod["metadata"]["name"])] = log
 
 
-def test_a_failed_recovery_job_ends_the_wait_with_its_reason(production):
+NOT_FOUND_LOG = (
+    '{"level":"info","msg":"Recovering from external cluster","sourceName":"origin"}\n'
+    '{"level":"error","msg":"Error while restoring a backup","error":"no target backup found"}\n'
+)
+DENIED_LOG = (
+    '{"level":"error","msg":"barman-cloud-backup-list","stderr":"ERROR: Barman cloud backup '
+    "list exception: An error occurred (InvalidAccessKeyId) when calling the ListObjectsV2 "
+    'operation: The AWS Access Key Id you provided does not exist in our records."}\n'
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "code"),
+    [
+        (NOT_FOUND_LOG, "BACKUP_NOT_IN_STORE"),
+        (DENIED_LOG, "RECOVERY_SOURCE_UNREACHABLE"),
+        ('{"level":"error","msg":"OOMKilled?"}\n', "K8S_RECOVERY_JOB_FAILED"),
+        (None, "K8S_RECOVERY_JOB_FAILED"),
+    ],
+)
+def test_a_failed_recovery_job_ends_the_wait_with_the_cause_its_log_names(production, log, code):
+    """Only a cause in the backup is a finding against it; a store the drill cannot read, an
+    unnamed cause or an unreadable log is COULD NOT VERIFY, never blamed on the backup."""
+    from drillkit.gate import FAILURE_CODES
+
     record = provision_sandbox(production)
-    _failed_job(production, record["namespace"])
+    _failed_job(production, record["namespace"], log)
     readiness = cluster_readiness(Kube(production.api), record)
     assert readiness["ready"] is False
-    assert readiness["failed"]["code"] == "SANDBOX_START_FAILED"
+    assert readiness["failed"]["code"] == code
     assert "BackoffLimitExceeded" in readiness["failed"]["message"]
+    assert (code in FAILURE_CODES) is (code == "BACKUP_NOT_IN_STORE")
+    if log is not None:  # the log's last lines are in the message
+        assert log.strip().splitlines()[-1][:40] in readiness["failed"]["message"]
 
 
 def test_the_sensor_fails_fast_on_a_failed_recovery_job(production):
     from airflow.sdk.exceptions import AirflowSkipException
 
     record = provision_sandbox(production)
-    _failed_job(production, record["namespace"])
+    _failed_job(production, record["namespace"], NOT_FOUND_LOG)
     context = {"ti": TaskInstance(record)}
     started = datetime.now(UTC)
-    with pytest.raises(AirflowSkipException, match="SANDBOX_START_FAILED"):
+    with pytest.raises(AirflowSkipException, match="BACKUP_NOT_IN_STORE"):
         sensor(production.conn_id, deferrable=False, timeout=60, rto=60).execute(context)
     assert (datetime.now(UTC) - started).total_seconds() < 30  # not the RTO of 60 s
-    assert context["ti"].pushed["error"]["code"] == "SANDBOX_START_FAILED"
+    assert context["ti"].pushed["error"]["code"] == "BACKUP_NOT_IN_STORE"

@@ -143,6 +143,33 @@ class Kube:
             raise
         return True
 
+    def pod_log(self, namespace: str, pod: str, *, tail_lines: int = 200) -> str:
+        """The last ``tail_lines`` lines a pod's container wrote (``GET .../pods/NAME/log``,
+        text/plain; at most 256 KiB)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        what = f"the log of pod {pod} in namespace {namespace}"
+        try:
+            response = self.api.call_api(
+                f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+                "GET",
+                query_params=[("tailLines", str(tail_lines)), ("limitBytes", str(256 * 1024))],
+                header_params={"Accept": "text/plain"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=False,
+                _request_timeout=self.timeout,
+            )
+        except ApiException as exc:
+            raise api_error(exc.status, exc.body, what=what, method="GET") from exc
+        except HTTPError as exc:
+            raise TransientDrillError(
+                f"cannot reach the Kubernetes API server to read {what} ({exc})",
+                code="K8S_UNAVAILABLE",
+            ) from exc
+        return bytes(response.data).decode("utf-8", errors="replace")
+
     def terminating(self, kind: Kind, name: str, namespace: str | None = None) -> bool:
         """Whether the object exists and is being deleted (``metadata.deletionTimestamp``)."""
         obj = self.get(kind, name, namespace)

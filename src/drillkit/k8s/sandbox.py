@@ -505,23 +505,101 @@ def _check_ready(
     return True, f"Cluster {name}: {phase}, {ready}/{wanted} instances ready", cluster
 
 
-def failed_recovery_job(kube: Kube, namespace: str, cluster: str) -> str | None:
-    """Why the Cluster's full-recovery Job failed, or None while it has not.
+# What the recovery Job's log says, by the cause it names (matched case-insensitively). Only a
+# cause in the backup itself is a FAIL; access to the store is this drill's configuration.
+_BACKUP_CAUSES = (
+    # CloudNativePG: the store holds no backup matching the target at the Backup's own
+    # serverName/destinationPath, so the backup its status describes is not restorable there.
+    ("no target backup found", "BACKUP_NOT_IN_STORE"),
+    ("nosuchbucket", "BACKUP_NOT_IN_STORE"),
+    # PostgreSQL: the archive ends before the target.
+    ("recovery ended before configured recovery target was reached", "RECOVERY_TARGET_NOT_REACHED"),
+)
+_ACCESS_CAUSES = (
+    "accessdenied",
+    "access denied",
+    "invalidaccesskeyid",
+    "signaturedoesnotmatch",
+    "expiredtoken",
+    "unable to locate credentials",
+    "nocredentialserror",
+    "could not connect to the endpoint",
+    "connect timeout",
+    "connection refused",
+    "name or service not known",
+    "temporary failure in name resolution",
+)
+
+
+def _job_log(kube: Kube, namespace: str, job: str) -> tuple[str | None, str]:
+    """``(log, why not)``: the newest pod's log of ``job`` (the Job controller labels its pods
+    ``batch.kubernetes.io/job-name``), or None and why it could not be read."""
+    from drillkit.exceptions import DrillError
+    from drillkit.k8s.kinds import POD
+
+    try:
+        pods = kube.list(POD, namespace=namespace, selector=f"batch.kubernetes.io/job-name={job}")
+        if not pods:
+            return None, "the Job has no pod left to read its log from"
+        newest = max(pods, key=lambda p: str(p["metadata"].get("creationTimestamp") or ""))
+        return kube.pod_log(namespace, newest["metadata"]["name"]), ""
+    except DrillError as exc:
+        return None, f"its log could not be read ({exc}); grant get on pods/log in drill namespaces"
+
+
+def _classify(log: str) -> str | None:
+    lowered = log.lower()
+    for needle, code in _BACKUP_CAUSES:
+        if needle in lowered:
+            return code
+    if any(needle in lowered for needle in _ACCESS_CAUSES):
+        return "RECOVERY_SOURCE_UNREACHABLE"
+    return None
+
+
+def _log_excerpt(log: str, lines: int = 5) -> str:
+    kept = [line.strip() for line in log.splitlines() if line.strip()][-lines:]
+    return " | ".join(kept)[-1500:]
+
+
+def failed_recovery_job(kube: Kube, namespace: str, cluster: str) -> dict[str, str] | None:
+    """``{code, message}`` once the Cluster's full-recovery Job has failed, else None.
 
     A Job whose pods exhausted ``backoffLimit`` gets the condition ``Failed: "True"`` with a
     reason and message (https://kubernetes.io/docs/concepts/workloads/controllers/job/
     #terminal-job-conditions); CloudNativePG does not retry the recovery after that, so waiting
-    longer only spends the RTO.
+    longer only spends the RTO. Why it failed is in its pod's log: a cause in the backup is a
+    finding (``BACKUP_NOT_IN_STORE``, ``RECOVERY_TARGET_NOT_REACHED``: FAIL); a store this drill
+    cannot reach (credentials, network) is ``RECOVERY_SOURCE_UNREACHABLE``, and a cause the log
+    does not name (or a log that cannot be read) ``K8S_RECOVERY_JOB_FAILED``: COULD NOT VERIFY,
+    never blamed on the backup.
     """
     for job in kube.list(JOB, namespace=namespace, selector=JOB_SELECTOR.format(cluster=cluster)):
         for cond in (job.get("status") or {}).get("conditions") or []:
-            if cond.get("type") == "Failed" and cond.get("status") == "True":
-                return (
-                    f"CloudNativePG's recovery Job {job['metadata']['name']} failed "
-                    f"({cond.get('reason')}: {cond.get('message')}); read its pod's log "
-                    f"(kubectl logs -n {namespace} job/{job['metadata']['name']}) for the "
-                    "restore error"
-                )
+            if cond.get("type") != "Failed" or cond.get("status") != "True":
+                continue
+            name = job["metadata"]["name"]
+            said = (
+                f"CloudNativePG's recovery Job {name} failed ({cond.get('reason')}: "
+                f"{cond.get('message')})"
+            )
+            log, why_not = _job_log(kube, namespace, name)
+            if log is None:
+                return {
+                    "code": "K8S_RECOVERY_JOB_FAILED",
+                    "message": f"{said}; {why_not}, so whether the backup is at fault is unknown",
+                }
+            code = _classify(log) or "K8S_RECOVERY_JOB_FAILED"
+            advice = {
+                "BACKUP_NOT_IN_STORE": "the object store does not hold the backup the Backup "
+                "object describes (at its own serverName and destinationPath)",
+                "RECOVERY_TARGET_NOT_REACHED": "the archived WAL ends before the target",
+                "RECOVERY_SOURCE_UNREACHABLE": "the recovery could not read the object store: "
+                "check the credentials (recovery_credentials) and the drill namespace's egress",
+                "K8S_RECOVERY_JOB_FAILED": "its log names no cause drillkit knows; read it "
+                f"(kubectl logs -n {namespace} job/{name})",
+            }[code]
+            return {"code": code, "message": f"{said}: {advice}. Log: {_log_excerpt(log)}"}
     return None
 
 
@@ -560,7 +638,8 @@ def cluster_readiness(
     kube: Kube, record: Mapping[str, Any], *, observed_at: datetime | None = None
 ) -> dict[str, Any]:
     """``{ready, detail, restore_seconds, restore_seconds_source}``, and ``failed``
-    (``{code: SANDBOX_START_FAILED, message}``) once CloudNativePG's full-recovery Job has failed:
+    (``{code, message}``, see ``failed_recovery_job``) once CloudNativePG's full-recovery Job
+    has failed:
     the wait is over then, not at the RTO deadline. A ready Cluster's restore
     time comes from its own timestamps (``"cluster_conditions"``), else it is the time readiness
     was observed minus the record's ``created_at`` (``"observed"``: the workers' clocks, and late
@@ -571,10 +650,10 @@ def cluster_readiness(
     if failed is not None:
         return {
             "ready": False,
-            "detail": failed,
+            "detail": failed["message"],
             "restore_seconds": None,
             "restore_seconds_source": None,
-            "failed": {"code": "SANDBOX_START_FAILED", "message": failed},
+            "failed": failed,
         }
     ready, why, cluster = _check_ready(kube, record)
     seconds, source = None, None
