@@ -5,6 +5,7 @@ Tests assert objects as the server stores them (``cluster.stored(...)`` GETs the
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -210,3 +212,47 @@ def tcp_listener():
     stop.set()
     thread.join(timeout=2)
     server.close()
+
+
+def _readiness(run_id: str, dag_id: str) -> dict[str, Any]:
+    """The readiness sensors' XCom, by task id."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = (
+            session.query(XComModel)
+            .filter_by(dag_id=dag_id, run_id=run_id, key="return_value")
+            .filter(XComModel.task_id.like("%.sandbox_ready"))
+            .all()
+        )
+        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
+
+
+@pytest.fixture
+def run_k8s_drill(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+    from drillkit.operators.runner import _report, _task_lines
+
+    from drillkit.spec import loader_name, loader_source
+
+    def run(name: str, spec: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
+        dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
+        (dags / "drills").mkdir(exist_ok=True)
+        path = dags / "drills" / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({**spec, "drill": name}, sort_keys=False))
+        loader = dags / loader_name(path)
+        loader.write_text(loader_source(f"drills/{path.name}"))
+        dag_id = f"drill_{name.replace('-', '_')}"
+        bag = DagBag(str(loader))
+        dag = bag.get_dag(dag_id)
+        assert dag is not None, bag.import_errors
+        dag_run = dag.test(logical_date=None, run_conf=conf)
+        return {
+            "state": str(dag_run.state),
+            "tasks": {t: s for t, s, _ in _task_lines(dag_run.run_id, dag_id)},
+            "report": _report(dag_run.run_id, dag_id),
+            "readiness": _readiness(dag_run.run_id, dag_id),
+        }
+
+    return run

@@ -12,13 +12,10 @@ test states how long the "restore" took and the RTO it reports is exact.
 from __future__ import annotations
 
 import copy
-import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from k8s_scenario import BACKUP_TIMES, ISTIO_ROUTES, FakeCnpgOperator
 from mesh_sidecar import Backend, MeshSidecar, service_with_endpoints
 
@@ -153,50 +150,6 @@ def mesh(request, production, monkeypatch):
         )
         yield {"sidecar": sidecar, "production": prod, "sandbox": sandbox, "port": sidecar.port}
         assert sidecar.unmodelled == []
-
-
-def _readiness(run_id: str, dag_id: str) -> dict[str, Any]:
-    """The readiness sensors' XCom, by task id."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        rows = (
-            session.query(XComModel)
-            .filter_by(dag_id=dag_id, run_id=run_id, key="return_value")
-            .filter(XComModel.task_id.like("%.sandbox_ready"))
-            .all()
-        )
-        return {row.task_id: XComModel.deserialize_value(row) for row in rows}
-
-
-@pytest.fixture
-def run_k8s_drill(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-    from drillkit.operators.runner import _report, _task_lines
-
-    from drillkit.spec import loader_name, loader_source
-
-    def run(name: str, spec: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
-        dags = Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"])
-        (dags / "drills").mkdir(exist_ok=True)
-        path = dags / "drills" / f"{name}.yaml"
-        path.write_text(yaml.safe_dump({**spec, "drill": name}, sort_keys=False))
-        loader = dags / loader_name(path)
-        loader.write_text(loader_source(f"drills/{path.name}"))
-        dag_id = f"drill_{name.replace('-', '_')}"
-        bag = DagBag(str(loader))
-        dag = bag.get_dag(dag_id)
-        assert dag is not None, bag.import_errors
-        dag_run = dag.test(logical_date=None, run_conf=conf)
-        return {
-            "state": str(dag_run.state),
-            "tasks": {t: s for t, s, _ in _task_lines(dag_run.run_id, dag_id)},
-            "report": _report(dag_run.run_id, dag_id),
-            "readiness": _readiness(dag_run.run_id, dag_id),
-        }
-
-    return run
 
 
 def test_kubernetes_drill_passes_and_leaves_nothing(production, mesh, tcp_listener, run_k8s_drill):
