@@ -511,11 +511,15 @@ _BACKUP_CAUSES = (
     # CloudNativePG: the store holds no backup matching the target at the Backup's own
     # serverName/destinationPath, so the backup its status describes is not restorable there.
     ("no target backup found", "BACKUP_NOT_IN_STORE"),
+    ("no backup found with id", "BACKUP_NOT_IN_STORE"),  # recoveryTarget.backupID not in the store
     ("nosuchbucket", "BACKUP_NOT_IN_STORE"),
     # PostgreSQL: the archive ends before the target.
     ("recovery ended before configured recovery target was reached", "RECOVERY_TARGET_NOT_REACHED"),
 )
 _ACCESS_CAUSES = (
+    # CloudNativePG reading the credentials Secret it was given (a drill's copy, or
+    # recovery_credentials) before calling barman-cloud.
+    "inside secret",
     "accessdenied",
     "access denied",
     "invalidaccesskeyid",
