@@ -162,33 +162,15 @@ def create_scenario(
         return {"backup_id": backup_id, "after_batch": batch}
 
     try:
-        create_tables(
-            sock,
-            truth,
-            tablespace=tablespace if options.tablespace else None,
-            initial_mb=options.initial_mb,
-            say=say,
-        )
-        run_batches(
-            sock,
-            options,
-            truth,
-            switch=switch,
-            backup=backup,
-            say=say,
-            after_batch=options.after_batch,
-        )
+        side = tablespace if options.tablespace else None
+        create_tables(sock, truth, tablespace=side, initial_mb=options.initial_mb, say=say)
+        run_batches(sock, options, truth, switch, backup, say, after_batch=options.after_batch)
         record_end(sock, truth, switch=switch)
     finally:
         stop_server(prod, pg)
-    write_truth(
-        directory,
-        truth,
-        apply_damage(repo, truth, options, say),
-        production=(prod, tablespace),
-        keep_production=options.keep_production,
-        sock=sock,
-    )
+    damage = apply_damage(repo, truth, options, say)
+    production = [] if options.keep_production else [prod, tablespace]
+    write_truth(directory, truth, damage, remove=[*production, sock])
     bin_dirs = {pg.major: str(pg.bindir)} if pg.source == "pg_bin_dir" else None
     write_drill_spec(directory, name=options.drill_name, postgres_bin_dirs=bin_dirs)
     say(

@@ -141,36 +141,18 @@ def create_pgbackrest_scenario(
 
     try:
         _pgbackrest(config, "stanza-create")
-        # A tablespace is created before the full backup: pgBackRest backs it up; a restore
-        # maps it.
-        create_tables(
-            sock,
-            truth,
-            tablespace=tablespace if options.tablespace else None,
-            initial_mb=options.initial_mb,
-            say=say,
-        )
-        run_batches(
-            sock,
-            options,
-            truth,
-            switch=switch,
-            backup=backup,
-            say=say,
-            backup_pause=max(options.pause, 1.0),  # labels have a one-second resolution
-        )
+        # Created before the full backup: pgBackRest backs the tablespace up; a restore maps it.
+        side = tablespace if options.tablespace else None
+        create_tables(sock, truth, tablespace=side, initial_mb=options.initial_mb, say=say)
+        # Labels have a one-second resolution: a second at least between backups.
+        run_batches(sock, options, truth, switch, backup, say, backup_pause=max(options.pause, 1.0))
         record_end(sock, truth, switch=switch)
         truth["filler_relation"] = sql(sock, "select pg_relation_filepath('filler')")[0][0]
     finally:
         pg.run("pg_ctl", ["-D", str(prod), "-m", "fast", "-w", "stop"], check=False)
-    write_truth(
-        directory,
-        truth,
-        apply_pgbackrest_damage(directory, truth, options, say),
-        production=(prod, tablespace),
-        keep_production=options.keep_production,
-        sock=sock,
-    )
+    damage = apply_pgbackrest_damage(directory, truth, options, say)
+    kept = options.keep_production
+    write_truth(directory, truth, damage, remove=[sock] if kept else [prod, tablespace, sock])
     write_drill_spec(
         directory,
         name=options.drill_name,

@@ -166,10 +166,10 @@ def run_batches(
     sock: Path,
     plan: ProductionPlan,
     truth: dict[str, Any],
-    *,
     switch: Callable[[], str],
     backup: Callable[[int, int], dict[str, Any]],
     say: Say,
+    *,
     after_batch: Callable[[int], None] | None = None,
     backup_pause: float | None = None,
 ) -> None:
@@ -243,21 +243,13 @@ def suggested_targets(truth: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_truth(
-    directory: Path,
-    truth: dict[str, Any],
-    damage: list[str],
-    *,
-    production: Iterable[Path],
-    keep_production: bool,
-    sock: Path,
+    directory: Path, truth: dict[str, Any], damage: list[str], *, remove: Iterable[Path]
 ) -> None:
-    """Record ``damage`` and the suggested targets in the truth, remove the stopped production
-    (``production``: its data directory, tablespace...) unless kept and its socket directory,
-    and write ``directory``/truth.json."""
+    """Record ``damage`` and the suggested targets in the truth, remove what of the stopped
+    production is not kept (``remove``: its socket directory, data directory...) and write
+    ``directory``/truth.json."""
     truth["damage"] = damage
     truth["targets"] = suggested_targets(truth)
-    if not keep_production:
-        for path in production:
-            shutil.rmtree(path, ignore_errors=True)
-    shutil.rmtree(sock, ignore_errors=True)
+    for path in remove:
+        shutil.rmtree(path, ignore_errors=True)
     write_json_atomic(directory / "truth.json", truth)

@@ -249,7 +249,7 @@ def create_barman_scenario(
             ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "restart"],
             env=creds,
         )
-        run_batches(sock, options, truth, switch=switch, backup=backup, say=say)
+        run_batches(sock, options, truth, switch, backup, say)
         if options.interrupted_backup:
             backup_id = _interrupt_backup(options, sock, dest, reader, creds)
             say(f"production: barman-cloud-backup {backup_id} killed after it started")
@@ -257,13 +257,9 @@ def create_barman_scenario(
         record_end(sock, truth, switch=switch)
     finally:
         stop_server(prod)
+    damage = _apply_damage(client, reader, dest, truth, options, say)
     write_truth(
-        directory,
-        truth,
-        _apply_damage(client, reader, dest, truth, options, say),
-        production=(prod,),
-        keep_production=options.keep_production,
-        sock=sock,
+        directory, truth, damage, remove=[sock] if options.keep_production else [prod, sock]
     )
     catalog = {
         "kind": "barman_cloud",
