@@ -132,14 +132,9 @@ def create_scenario(
         pgbin.give_to_server_user(path)
     pgbin.give_to_server_user(directory)
     say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
-    start_production(
-        pg.run,
-        prod,
-        sock,
-        directory / "production.log",
-        settings=archiving(f"test ! -f {wal}/%f && cp %p {wal}/%f"),
-        env=dict(options.server_env) if options.server_env else None,
-    )
+    server_env = dict(options.server_env) if options.server_env else None
+    archive_command = f"test ! -f {wal}/%f && cp %p {wal}/%f"
+    start_production(pg.run, prod, sock, settings=archiving(archive_command), env=server_env)
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",

@@ -101,13 +101,8 @@ def create_pgbackrest_scenario(
     config.write_text(_config_text(directory))
     os.chmod(config, 0o644)
     say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
-    start_production(
-        pg.run,
-        prod,
-        sock,
-        directory / "production.log",
-        settings=archiving(f"pgbackrest --config={config} --stanza={STANZA} archive-push %p"),
-    )
+    archive_command = f"pgbackrest --config={config} --stanza={STANZA} archive-push %p"
+    start_production(pg.run, prod, sock, settings=archiving(archive_command))
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",

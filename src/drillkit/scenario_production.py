@@ -81,13 +81,14 @@ def start_production(
     run: Run,
     prod: Path,
     sock: Path,
-    log: Path,
     *,
     settings: str,
     env: dict[str, str] | None = None,
 ) -> None:
     """initdb ``prod`` (checksums, trust), configure it (a socket in ``sock`` only, commit
-    timestamps, UTC, and ``settings``: its WAL and archiving) and start it logging to ``log``."""
+    timestamps, UTC, and ``settings``: its WAL and archiving) and start it, logging to
+    production.log beside it (in the scenario directory)."""
+    log = prod.parent / "production.log"
     run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"], env=env)
     with (prod / "postgresql.conf").open("a") as conf:
         conf.write(

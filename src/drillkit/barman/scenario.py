@@ -99,41 +99,43 @@ def _backup_args(options: BarmanScenarioOptions, sock: Path, dest: Destination) 
     return [*args, dest.url, dest.server_name]
 
 
-def _take_backup(
-    options: BarmanScenarioOptions,
-    sock: Path,
-    dest: Destination,
-    reader: ObjectStoreReader,
-    creds: Mapping[str, str],
-) -> str:
-    before = _backup_ids(reader, dest)
-    # Backup ids are timestamps to the second: never two in one second.
-    time.sleep(1.05)
-    tools.run_tool("barman-cloud-backup", _backup_args(options, sock, dest), credentials=creds)
-    new = sorted(_backup_ids(reader, dest) - before)
+@dataclass(frozen=True)
+class _Store:
+    """Where barman-cloud-backup writes, read back, and the credentials it runs with."""
+
+    dest: Destination
+    reader: ObjectStoreReader
+    creds: Mapping[str, str]
+
+    def ids_before_backup(self) -> set[str]:
+        """The backup ids in the store, then a pause: backup ids are timestamps to the second,
+        never two in one second."""
+        before = _backup_ids(self.reader, self.dest)
+        time.sleep(1.05)
+        return before
+
+
+def _take_backup(store: _Store, args: list[str]) -> str:
+    before = store.ids_before_backup()
+    tools.run_tool("barman-cloud-backup", args, credentials=store.creds)
+    new = sorted(_backup_ids(store.reader, store.dest) - before)
     if len(new) != 1:
         raise InvalidInputError(f"barman-cloud-backup left {len(new)} new backups, expected 1")
     return new[0]
 
 
-def _interrupt_backup(
-    options: BarmanScenarioOptions,
-    sock: Path,
-    dest: Destination,
-    reader: ObjectStoreReader,
-    creds: Mapping[str, str],
-) -> str:
+def _interrupt_backup(store: _Store, args: list[str]) -> str:
     """Start a backup and kill it once its backup.info says STARTED (barman uploads that right
     after pg_backup_start: barman/cloud.py CloudBackup.coordinate_backup)."""
-    before = _backup_ids(reader, dest)
-    time.sleep(1.05)
+    dest, reader = store.dest, store.reader
+    before = store.ids_before_backup()
     user = pgbin.os_user()
     kwargs: dict[str, Any] = {}
     if user is not None:
         kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     process = subprocess.Popen(
-        [str(tools.tool("barman-cloud-backup")), *_backup_args(options, sock, dest)],
-        env=tools.tool_env(creds),
+        [str(tools.tool("barman-cloud-backup")), *args],
+        env=tools.tool_env(store.creds),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd="/",
@@ -182,6 +184,7 @@ def create_barman_scenario(
     creds = environment_credentials()
     reader = ObjectStoreReader(endpoint_url=options.endpoint_url, credentials=creds)
     client = _writer_client(options.endpoint_url, creds)
+    store = _Store(dest, reader, creds)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     if dest.bucket not in existing:
         client.create_bucket(Bucket=dest.bucket)
@@ -198,13 +201,8 @@ def create_barman_scenario(
     # The initial load runs before archiving starts (wal_level minimal: a table created and
     # filled in one transaction writes no WAL), as a production's history before its first
     # backup would be; then the server restarts archiving with barman-cloud-wal-archive.
-    start_production(
-        pgbin.run,
-        prod,
-        sock,
-        directory / "production.log",
-        settings="wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n",
-    )
+    minimal = "wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n"
+    start_production(pgbin.run, prod, sock, settings=minimal)
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
@@ -219,7 +217,7 @@ def create_barman_scenario(
         # Frozen and all-visible before the backup: no later hint bit or vacuum rewrites
         # its pages, so replay never lays a full-page image over a corrupted one.
         sql(sock, "vacuum (freeze) orders")
-        backup_id = _take_backup(options, sock, dest, reader, creds)
+        backup_id = _take_backup(store, _backup_args(options, sock, dest))
         say(f"production: barman-cloud-backup {backup_id}")
         return {"backup_id": backup_id, "after_batch": batch}
 
@@ -251,7 +249,7 @@ def create_barman_scenario(
         )
         run_batches(sock, options, truth, switch, backup, say)
         if options.interrupted_backup:
-            backup_id = _interrupt_backup(options, sock, dest, reader, creds)
+            backup_id = _interrupt_backup(store, _backup_args(options, sock, dest))
             say(f"production: barman-cloud-backup {backup_id} killed after it started")
             truth["interrupted_backup"] = backup_id
         record_end(sock, truth, switch=switch)
