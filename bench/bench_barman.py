@@ -27,7 +27,7 @@ from drillkit import drill, pgbin
 from drillkit.barman import tools
 from drillkit.barman.scenario import BarmanScenarioOptions, create_barman_scenario
 from drillkit.exceptions import DrillError
-from drillkit.sandbox.local import LocalSandboxBackend, recovery_settings, stop_server
+from drillkit.sandbox.local import recovery_settings, stop_server
 from drillkit.timeutil import parse_iso
 
 GOAL = 1.2
@@ -59,33 +59,10 @@ def build(work: Path, store: objectstore.ObjectStore, size_mb: int) -> tuple[dic
     return truth, catalog
 
 
-def run_drillkit(work: Path, coordinate: dict, index: int) -> tuple[float, int]:
-    backend = LocalSandboxBackend(root=work / "sandboxes", start_timeout=TIMEOUT)
-    sandbox_id = f"bench-{index}-{os.getpid()}"
-    try:
-        started = time.perf_counter()
-        record = backend.provision(
-            coordinate,
-            drill_id="bench",
-            name="bench",
-            ttl=timedelta(hours=1),
-            sandbox_id=sandbox_id,
-        )
-        took = time.perf_counter() - started
-        return took, max_id(record["endpoints"]["postgres"]["host"])
-    finally:
-        backend.teardown(sandbox_id)
-
-
 def run_baseline(work: Path, coordinate: dict, store_url: str, index: int) -> tuple[float, int]:
     """What a DBA would type: barman-cloud-restore, the recovery settings, pg_ctl start, wait."""
-    user = pgbin.os_user()
-    directory = work / f"baseline-{index}"
+    directory = common.baseline_dir(work, index, mode=0o700)
     data = directory / "data"
-    common.remove_tree(directory)
-    directory.mkdir(mode=0o700)
-    if user:
-        os.chown(directory, user.uid, user.gid)
     creds = {k: v for k, v in os.environ.items() if k in tools.AWS_ENV}
     try:
         started = time.perf_counter()
@@ -101,38 +78,16 @@ def run_baseline(work: Path, coordinate: dict, store_url: str, index: int) -> tu
             "unix_socket_directories": str(directory),
             "archive_mode": "off",
         }
-        with (data / "postgresql.auto.conf").open("a") as conf:
-            conf.writelines(f"{k} = '{v}'\n" for k, v in settings.items())
-        (data / "recovery.signal").write_text("")
-        if user:
-            os.chown(data / "recovery.signal", user.uid, user.gid)
+        common.write_recovery(data, settings)
         log = str(directory / "server.log")
         start = ["-D", str(data), "-l", log, "-w", "-t", str(int(TIMEOUT)), "start"]
         pgbin.run("pg_ctl", start, timeout=TIMEOUT + 30, env=creds)
-        conn = psycopg2.connect(host=str(directory), user="postgres", dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            while True:
-                cur.execute("select pg_is_in_recovery()")
-                if not cur.fetchone()[0]:
-                    break
-                time.sleep(0.01)
-        conn.close()
+        common.wait_promoted(str(directory))
         took = time.perf_counter() - started
-        return took, max_id(str(directory))
+        return took, common.max_id(str(directory))
     finally:
         stop_server(data)
         common.remove_tree(directory)
-
-
-def max_id(host: str) -> int:
-    conn = psycopg2.connect(host=host, user="postgres", dbname="app")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("select max(id) from orders")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
 
 
 def main() -> int:
@@ -177,25 +132,22 @@ def bench(work: Path, store: objectstore.ObjectStore, size_mb: int, runs: int) -
     stored = store.listing("bench-barman")
     data_bytes = sum(size for key, (_etag, size) in stored.items() if "/base/" in key)
     times: dict[str, list[float]] = {"drillkit": [], "baseline": []}
-    for i in range(runs):
-        for side in ("drillkit", "baseline") if i % 2 == 0 else ("baseline", "drillkit"):
-            common.note(f"run {i + 1}/{runs}: {side}")
-            if side == "drillkit":
-                took, found = run_drillkit(work, coordinate, i)
-            else:
-                took, found = run_baseline(work, coordinate, store.url, i)
-            if found != expected["max_id"]:
-                common.say(f"{side} restored max(id)={found}, truth says {expected['max_id']}")
-                return 1
-            times[side].append(took)
+    for i, side in common.interleaved(runs):
+        if side == "drillkit":
+            took, found = common.time_sandbox(work, coordinate, i, start_timeout=TIMEOUT)
+        else:
+            took, found = run_baseline(work, coordinate, store.url, i)
+        if found != expected["max_id"]:
+            common.say(f"{side} restored max(id)={found}, truth says {expected['max_id']}")
+            return 1
+        times[side].append(took)
     ours, base = common.median(times["drillkit"]), common.median(times["baseline"])
     common.say(
         f"barman-cloud restore-to-ready of backup {coordinate['backup_id']} "
         f"({common.mb(data_bytes)} in the store, {coordinate['wal']['segments']} WAL segments to "
         f"replay), {runs} interleaved runs each, medians; load avg {os.getloadavg()[0]:.1f}"
     )
-    for i, (d, b) in enumerate(zip(times["drillkit"], times["baseline"], strict=True)):
-        common.say(f"  run {i + 1}: drillkit {d:.2f} s | barman-cloud-restore + replay {b:.2f} s")
+    common.say_runs(times["drillkit"], times["baseline"], "barman-cloud-restore + replay")
     common.say(
         f"  drillkit {ours:.2f} s vs bare {base:.2f} s: {common.ratio_text(ours, base, GOAL)}; "
         f"both restored max(id)={expected['max_id']} as the ground truth says"

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import time
-from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -26,7 +25,7 @@ from drillkit import pgbin
 from drillkit.catalog.registry import open_repository
 from drillkit.exceptions import DrillError
 from drillkit.pitr import select_coordinate
-from drillkit.sandbox.local import LocalSandboxBackend, recovery_settings
+from drillkit.sandbox.local import recovery_settings
 from drillkit.scenario import ScenarioOptions, create_scenario
 from drillkit.timeutil import parse_iso
 
@@ -51,33 +50,9 @@ def ensure_scenario(work: Path, size_mb: int, rows: int, reuse: bool) -> tuple[P
     return scenario, truth, f"built in {time.perf_counter() - started:.0f} s"
 
 
-def run_drillkit(work: Path, coordinate: dict, index: int) -> tuple[float, int]:
-    backend = LocalSandboxBackend(root=work / "sandboxes", start_timeout=TIMEOUT)
-    sandbox_id = f"bench-{index}-{os.getpid()}"
-    started = time.perf_counter()
-    try:
-        record = backend.provision(
-            coordinate,
-            drill_id="bench",
-            name="bench",
-            ttl=timedelta(hours=1),
-            sandbox_id=sandbox_id,
-        )
-        took = time.perf_counter() - started
-        max_id = max_orders(record["endpoints"]["postgres"]["host"])
-    finally:
-        backend.teardown(sandbox_id)
-    return took, max_id
-
-
 def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple[float, int]:
     """What a DBA would type: pgbackrest restore --type=time, pg_ctl start, wait for promotion."""
-    user = pgbin.os_user()
-    directory = work / f"baseline-{index}"
-    common.remove_tree(directory)
-    directory.mkdir(mode=0o755)
-    if user:
-        os.chown(directory, user.uid, user.gid)
+    directory = common.baseline_dir(work, index, mode=0o755)
     data = directory / "data"
     target = recovery_settings(coordinate)["recovery_target_time"]
     pgbackrest = shutil.which("pgbackrest") or "pgbackrest"
@@ -117,17 +92,9 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
             ["-D", str(data), "-l", log, "-w", "-t", str(int(TIMEOUT)), "start"],
             timeout=TIMEOUT + 30,
         )
-        conn = psycopg2.connect(host=str(directory), user="postgres", dbname="postgres")
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            while True:
-                cur.execute("select pg_is_in_recovery()")
-                if not cur.fetchone()[0]:
-                    break
-                time.sleep(0.01)
-        conn.close()
+        common.wait_promoted(str(directory))
         took = time.perf_counter() - started
-        max_id = max_orders(str(directory))
+        max_id = common.max_id(str(directory))
     finally:
         pg.run("pg_ctl", ["-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
         common.remove_tree(directory)
@@ -139,16 +106,6 @@ def run_as_server_user(argv: list[str], *, timeout: float) -> None:
     ids = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
     env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
     subprocess.run(argv, check=True, capture_output=True, timeout=timeout, env=env, cwd="/", **ids)
-
-
-def max_orders(host: str) -> int:
-    conn = psycopg2.connect(host=host, user="postgres", dbname="app")
-    try:
-        with conn.cursor() as cur:
-            cur.execute("select max(id) from orders")
-            return int(cur.fetchone()[0])
-    finally:
-        conn.close()
 
 
 def main() -> int:
@@ -184,14 +141,12 @@ def bench(work: Path, size_mb: int, rows: int, runs: int, reuse: bool) -> int:
     backup = next(b for b in snapshot.backups if b.backup_id == coordinate["backup_id"])
     load = os.getloadavg()[0]
     results: dict[str, list[tuple[float, int]]] = {"drillkit": [], "baseline": []}
-    for i in range(runs):
-        for side in ("drillkit", "baseline") if i % 2 == 0 else ("baseline", "drillkit"):
-            common.note(f"run {i + 1}/{runs}: {side}")
-            problem = common.drop_caches()
-            if side == "drillkit":
-                results[side].append(run_drillkit(work, coordinate, i))
-            else:
-                results[side].append(run_baseline(work, truth, coordinate, i))
+    for i, side in common.interleaved(runs):
+        problem = common.drop_caches()
+        if side == "drillkit":
+            results[side].append(common.time_sandbox(work, coordinate, i, start_timeout=TIMEOUT))
+        else:
+            results[side].append(run_baseline(work, truth, coordinate, i))
     say = common.say
     say(
         f"scenario {scenario} ({how}); pgBackRest full backup {coordinate['backup_id']} "
@@ -200,9 +155,8 @@ def bench(work: Path, size_mb: int, rows: int, runs: int, reuse: bool) -> int:
         f"{'dropped' if problem is None else 'NOT dropped (' + problem + ')'}; load avg "
         f"{load:.1f} -> {os.getloadavg()[0]:.1f}"
     )
-    pairs = zip(results["drillkit"], results["baseline"], strict=True)
-    for i, ((ours, _), (bare, _)) in enumerate(pairs):
-        say(f"  run {i + 1}: drillkit {ours:.2f} s | pgbackrest restore + replay {bare:.2f} s")
+    seconds = {side: [t for t, _ in runs] for side, runs in results.items()}
+    common.say_runs(seconds["drillkit"], seconds["baseline"], "pgbackrest restore + replay")
     wrong = [m for _, m in results["drillkit"] + results["baseline"] if m != expected["max_id"]]
     if wrong:
         say(f"  WRONG DATA: max(id) {wrong} where the ground truth says {expected['max_id']}")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -122,16 +121,10 @@ def run_drillkit(work: Path, coordinate: dict, index: int) -> tuple[dict, dict]:
     # The local catalog's materialise looks copy_backup up in drillkit.sandbox.copy at each call:
     # patch it there for this run only, to split the phase.
     sandbox_copy.copy_backup = timed_copy
-    sandbox_id = f"bench-{index}-{os.getpid()}"
+    sandbox_id = common.sandbox_id(index)
     try:
         with watch.phase("total"):
-            record = backend.provision(
-                coordinate,
-                drill_id="bench",
-                name="bench",
-                ttl=timedelta(hours=1),
-                sandbox_id=sandbox_id,
-            )
+            record = common.provision(backend, coordinate, sandbox_id)
         found = query_restored(record["endpoints"]["postgres"]["host"], coordinate)
     finally:
         sandbox_copy.copy_backup = original
@@ -150,12 +143,8 @@ def run_drillkit(work: Path, coordinate: dict, index: int) -> tuple[dict, dict]:
 def run_baseline(work: Path, coordinate: dict, target_time: str, index: int) -> tuple[dict, dict]:
     """What a DBA would type: cp -r, chown -R, the recovery settings, pg_ctl start, wait."""
     user = pgbin.os_user()
-    directory = work / f"baseline-{index}"
+    directory = common.baseline_dir(work, index, mode=0o700)
     data = directory / "data"
-    common.remove_tree(directory)
-    directory.mkdir(mode=0o700)
-    if user:
-        os.chown(directory, user.uid, user.gid)
     watch = common.Stopwatch()
     try:
         with watch.phase("cp -r"):
@@ -172,29 +161,14 @@ def run_baseline(work: Path, coordinate: dict, target_time: str, index: int) -> 
                 "unix_socket_directories": str(directory),
                 "archive_mode": "off",
             }
-            with (data / "postgresql.auto.conf").open("a") as conf:
-                conf.writelines(f"{k} = '{v}'\n" for k, v in settings.items())
-            (data / "recovery.signal").write_text("")
-            if user:
-                os.chown(data / "recovery.signal", user.uid, user.gid)
+            common.write_recovery(data, settings)
         with watch.phase("pg_ctl start"):
             log = str(directory / "server.log")
             start = ["-D", str(data), "-l", log, "-w", "-t", str(int(TIMEOUT)), "start"]
             pgbin.run("pg_ctl", start, timeout=TIMEOUT + 30)
         with watch.phase("wait promoted"):
             # One open session: pg_is_in_recovery() sees the promotion without reconnecting.
-            conn = psycopg2.connect(host=str(directory), user="postgres", dbname="postgres")
-            conn.autocommit = True
-            deadline = time.monotonic() + TIMEOUT
-            with conn, conn.cursor() as cur:
-                while time.monotonic() < deadline:
-                    cur.execute("select pg_is_in_recovery()")
-                    if not cur.fetchone()[0]:
-                        break
-                    time.sleep(0.01)
-                else:
-                    raise TimeoutError(f"baseline not promoted within {TIMEOUT:.0f} s")
-            conn.close()
+            common.wait_promoted(str(directory), TIMEOUT)
         found = query_restored(str(directory), coordinate)
     finally:
         stop_server(data)
@@ -272,15 +246,12 @@ def bench(work: Path, size_mb: int, rows: int, runs: int, *, reuse: bool) -> int
     cache_note = ""
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     load = os.getloadavg()[0]
-    for i in range(runs):
-        # Alternate who goes first, so drift on a shared machine hits both sides alike.
-        for side in ("drillkit", "baseline") if i % 2 == 0 else ("baseline", "drillkit"):
-            common.note(f"run {i + 1}/{runs}: {side}")
-            cache_note = cold_start(backup, wal_files)
-            if side == "drillkit":
-                results[side].append(run_drillkit(work, coordinate, i))
-            else:
-                results[side].append(run_baseline(work, coordinate, target_time, i))
+    for i, side in common.interleaved(runs):
+        cache_note = cold_start(backup, wal_files)
+        if side == "drillkit":
+            results[side].append(run_drillkit(work, coordinate, i))
+        else:
+            results[side].append(run_baseline(work, coordinate, target_time, i))
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     end_lsn = results["drillkit"][0][1]["end_lsn"]
     return report(

@@ -7,18 +7,14 @@ backup repository, optionally damaged the ways real backups get damaged.
 from __future__ import annotations
 
 import io
-import itertools
 import os
 import re
-import shutil
 import tarfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 import yaml
 
 from drillkit import pgbin
@@ -26,20 +22,25 @@ from drillkit.catalog.tarformat import member_name, tar_layout
 from drillkit.catalog.wal import parse_segment_name
 from drillkit.exceptions import InvalidInputError
 from drillkit.sandbox.local import stop_server
-from drillkit.state import write_json_atomic
-from drillkit.timeutil import isoformat, utcnow
-
-Say = Callable[[str], None]
-DATABASE = "app"
-BACKUP_FORMATS = {"plain": ["-Fp", "-X", "none"], "tar": ["-Ft"], "tar.gz": ["-Ft", "-z"]}
-
-# The production tables of the local and pgBackRest scenarios (ground truth is kept on orders).
-SCHEMA_SQL = (
-    "create table orders (id bigint primary key, batch int not null, "
-    "payload text not null, created_at timestamptz not null default clock_timestamp());"
-    "create table heartbeat (at timestamptz primary key default clock_timestamp());"
-    "create table filler (id int, blob text)"
+from drillkit.scenario_production import (
+    DATABASE,
+    Say,
+    archiving,
+    check_plan,
+    create_tables,
+    make_scenario_dir,
+    record_end,
+    run_batches,
+    start_production,
+    write_truth,
 )
+
+# The production's SQL and WAL switch, under the names they had when they lived here.
+from drillkit.scenario_production import sql as _sql  # noqa: F401
+from drillkit.scenario_production import switch_wal as _switch
+from drillkit.timeutil import utcnow
+
+BACKUP_FORMATS = {"plain": ["-Fp", "-X", "none"], "tar": ["-Ft"], "tar.gz": ["-Ft", "-z"]}
 
 
 @dataclass(frozen=True)
@@ -102,52 +103,11 @@ def scenario_installation(options: ScenarioOptions) -> pgbin.Installation:
     return pgbin.embedded()
 
 
-def _sql(sock: Path, query: str, *, db: str = DATABASE) -> list[tuple[Any, ...]]:
-    conn = psycopg2.connect(host=str(sock), user="postgres", dbname=db)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(query)
-            return cur.fetchall() if cur.description else []
-    finally:
-        conn.close()
-
-
-def _wait_archived(sock: Path, segment: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = _sql(
-            sock, "select last_archived_wal, failed_count from pg_stat_archiver", db="postgres"
-        )
-        last = rows[0][0]
-        if last and len(last) == 24 and last[8:] >= segment[8:]:
-            return
-        time.sleep(0.05)
-    raise InvalidInputError(f"WAL segment {segment} was not archived within {timeout:.0f} s")
-
-
-def _switch(sock: Path, *, timeout: float = 60.0) -> str:
-    """Close the current segment and wait for it in the archive (as archive_timeout would)."""
-    # pg_switch_wal() is a no-op on a segment with nothing written since the last switch and
-    # then names the open segment, which is never archived: write something first.
-    _sql(sock, "insert into heartbeat default values")
-    rows = _sql(sock, "select pg_walfile_name(pg_switch_wal())")
-    segment = rows[0][0]
-    _wait_archived(sock, segment, timeout)
-    return str(segment)
-
-
 def create_scenario(
     directory: Path, options: ScenarioOptions, *, say: Say = print
 ) -> dict[str, Any]:
     """Build the scenario in ``directory`` (created; must be empty) and return its ground truth."""
-    directory = directory.expanduser().absolute()
-    if directory.exists() and any(directory.iterdir()):
-        raise InvalidInputError(f"{directory} is not empty; give a new or empty directory")
-    if options.batches < 2 or not options.backups_after:
-        raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
-    if max(options.backups_after) >= options.batches:
-        raise InvalidInputError("backups_after must name batches below the batch count")
+    directory = check_plan(directory, options)
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", options.drill_name):
         raise InvalidInputError(
             f"drill name {options.drill_name!r} is not a drill name: use [a-z0-9_-], starting "
@@ -164,9 +124,7 @@ def create_scenario(
             f"backup format {options.backup_format!r} is not one of {', '.join(BACKUP_FORMATS)}"
         )
     pg = scenario_installation(options)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)
-    pgbin.require_reachable(directory, "scenario directory")
+    make_scenario_dir(directory)
     repo, prod, sock = directory / "repo", directory / "production", directory / "run"
     wal, tablespace = repo / "wal", directory / "production-tablespace"
     for path in (repo, repo / "base", wal, sock, *([tablespace] if options.tablespace else [])):
@@ -175,129 +133,45 @@ def create_scenario(
     pgbin.give_to_server_user(directory)
     say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
     server_env = dict(options.server_env) if options.server_env else None
-    pg.run(
-        "initdb",
-        ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"],
-        env=server_env,
-    )
-    with (prod / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
-            "wal_level = replica\narchive_mode = on\n"
-            f"archive_command = 'test ! -f {wal}/%f && cp %p {wal}/%f'\n"
-            "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
-        )
-    pg.run(
-        "pg_ctl",
-        ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"],
-        env=server_env,
-    )
+    archive_command = f"test ! -f {wal}/%f && cp %p {wal}/%f"
+    start_production(pg.run, prod, sock, settings=archiving(archive_command), env=server_env)
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
         "id_column": "id",
         "postgres": pg.describe(),
     }
+
+    def switch() -> str:
+        return _switch(sock)
+
+    def backup(batch: int, number: int) -> dict[str, Any]:
+        backup_id = f"b{number + 1:02d}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
+        say(f"production: pg_basebackup {backup_id} ({options.backup_format})")
+        args = ["-h", str(sock), "-U", "postgres", "-D", str(repo / "base" / backup_id)]
+        args += [*BACKUP_FORMATS[options.backup_format], "-c", "fast"]
+        if options.tablespace and options.backup_format == "plain":
+            # A plain backup writes tablespaces to their own paths: production's is taken.
+            args += ["-T", f"{tablespace}={repo / 'tablespaces' / backup_id}"]
+        pg.run("pg_basebackup", args)
+        return {"backup_id": backup_id, "after_batch": batch}
+
     try:
-        _sql(sock, f"create database {DATABASE}", db="postgres")
-        _sql(sock, SCHEMA_SQL)
-        if options.tablespace:
-            _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
-            _sql(
-                sock,
-                "create table ledger (id int primary key, note text) tablespace side;"
-                "insert into ledger select g, md5(g::text) from generate_series(1, 500) g",
-            )
-            truth["tablespace"] = {"name": "side", "path": str(tablespace), "table": "ledger"}
-        if options.initial_mb:
-            say(f"production: loading {options.initial_mb} MiB")
-            # ~290 bytes a row on disk; 256-character text stays inline and uncompressed.
-            _sql(
-                sock,
-                "insert into filler select g, repeat(md5(g::text), 8) "
-                f"from generate_series(1, {options.initial_mb * 3600}) g",
-            )
-        truth["batches"] = []
-        truth["backups"] = []
-        next_id = 1
-        for batch in range(options.batches):
-            first, last = next_id, next_id + options.rows_per_batch - 1
-            _sql(
-                sock,
-                "insert into orders (id, batch, payload) select g, "
-                f"{batch}, md5(g::text) from generate_series({first}, {last}) g",
-            )
-            committed = _sql(
-                sock, f"select pg_xact_commit_timestamp(xmin) from orders where id = {last}"
-            )[0][0]
-            segment = _switch(sock)
-            truth["batches"].append(
-                {
-                    "batch": batch,
-                    "first_id": first,
-                    "last_id": last,
-                    "committed_at": isoformat(committed),
-                    "segment_after": segment,
-                }
-            )
-            say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
-            if options.after_batch is not None:
-                options.after_batch(batch)
-            next_id = last + 1
-            time.sleep(options.pause)
-            if batch in options.backups_after:
-                backup_id = (
-                    f"b{len(truth['backups']) + 1:02d}-{utcnow().strftime('%Y%m%dT%H%M%SZ')}"
-                )
-                say(f"production: pg_basebackup {backup_id} ({options.backup_format})")
-                args = ["-h", str(sock), "-U", "postgres", "-D", str(repo / "base" / backup_id)]
-                args += [*BACKUP_FORMATS[options.backup_format], "-c", "fast"]
-                if options.tablespace and options.backup_format == "plain":
-                    # A plain backup writes tablespaces to their own paths: production's is taken.
-                    args += ["-T", f"{tablespace}={repo / 'tablespaces' / backup_id}"]
-                pg.run("pg_basebackup", args)
-                _switch(sock)
-                truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
-                time.sleep(options.pause)
-        # _switch commits a heartbeat after the final batch, so a target after it is reachable.
-        _switch(sock)
-        truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
-        truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
+        side = tablespace if options.tablespace else None
+        create_tables(sock, truth, tablespace=side, initial_mb=options.initial_mb, say=say)
+        run_batches(sock, options, truth, switch, backup, say, after_batch=options.after_batch)
+        record_end(sock, truth, switch=switch)
     finally:
         stop_server(prod, pg)
-    truth["damage"] = apply_damage(repo, truth, options, say)
-    truth["targets"] = _suggested_targets(truth)
-    if not options.keep_production:
-        shutil.rmtree(prod, ignore_errors=True)
-        shutil.rmtree(tablespace, ignore_errors=True)
-    shutil.rmtree(sock, ignore_errors=True)
-    write_json_atomic(directory / "truth.json", truth)
+    damage = apply_damage(repo, truth, options, say)
+    production = [] if options.keep_production else [prod, tablespace]
+    write_truth(directory, truth, damage, remove=[*production, sock])
     bin_dirs = {pg.major: str(pg.bindir)} if pg.source == "pg_bin_dir" else None
     write_drill_spec(directory, name=options.drill_name, postgres_bin_dirs=bin_dirs)
     say(
         f"scenario ready: {repo} ({len(truth['backups'])} backups, {len(truth['batches'])} batches)"
     )
     return truth
-
-
-def _suggested_targets(truth: dict[str, Any]) -> list[dict[str, Any]]:
-    """A target midway between each two batch commits, with the rows that must be there."""
-    from drillkit.timeutil import parse_iso
-
-    batches = truth["batches"]
-    targets = []
-    for before, after in itertools.pairwise(batches):
-        t0, t1 = parse_iso(before["committed_at"]), parse_iso(after["committed_at"])
-        assert t0 is not None and t1 is not None
-        targets.append(
-            {
-                "target": isoformat(t0 + (t1 - t0) / 2),
-                "max_id": before["last_id"],
-                "absent_id": after["first_id"],
-                "batch": before["batch"],
-            }
-        )
-    return targets
 
 
 def apply_damage(

@@ -11,28 +11,27 @@ import os
 import re
 import shutil
 import subprocess
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from drillkit import pgbin
 from drillkit.exceptions import InvalidInputError
-from drillkit.scenario import (
+from drillkit.scenario import ScenarioOptions, _flip_tuple_bytes, write_drill_spec
+from drillkit.scenario_production import (
     DATABASE,
-    SCHEMA_SQL,
-    ScenarioOptions,
-    _flip_tuple_bytes,
-    _sql,
-    _suggested_targets,
-    _wait_archived,
-    write_drill_spec,
+    Say,
+    archiving,
+    create_tables,
+    make_scenario_dir,
+    record_end,
+    run_batches,
+    sql,
+    start_production,
+    switch_wal,
+    write_truth,
 )
-from drillkit.state import write_json_atomic
-from drillkit.timeutil import isoformat
 
-Say = Callable[[str], None]
 STANZA = "demo"
 _LABEL_RE = re.compile(r"^\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?$")
 
@@ -44,15 +43,6 @@ def _installation(options: ScenarioOptions) -> pgbin.Installation:
         # pgBackRest 2.45 (Debian 12) supports PostgreSQL up to 15: not the embedded 18.
         options = replace(options, pg_major=15)
     return scenario_installation(options)
-
-
-def _switch(sock: Path) -> str:
-    """scenario._switch with a longer wait: archive-push compresses each segment, and after a
-    large load its queue takes minutes to drain on a busy machine."""
-    _sql(sock, "insert into heartbeat default values")
-    segment = str(_sql(sock, "select pg_walfile_name(pg_switch_wal())")[0][0])
-    _wait_archived(sock, segment, timeout=1800.0)
-    return segment
 
 
 def _config_text(directory: Path) -> str:
@@ -100,9 +90,7 @@ def create_pgbackrest_scenario(
     directory: Path, options: ScenarioOptions, *, say: Say = print
 ) -> dict[str, Any]:
     pg = _installation(options)
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)
-    pgbin.require_reachable(directory, "scenario directory")
+    make_scenario_dir(directory)
     repo, prod, sock = directory / "repo", directory / "production", directory / "run"
     tablespace = directory / "production-tablespace"
     extra = [tablespace] if options.tablespace else []
@@ -113,15 +101,8 @@ def create_pgbackrest_scenario(
     config.write_text(_config_text(directory))
     os.chmod(config, 0o644)
     say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
-    pg.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
-    with (prod / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
-            "wal_level = replica\narchive_mode = on\n"
-            f"archive_command = 'pgbackrest --config={config} --stanza={STANZA} archive-push %p'\n"
-            "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
-        )
-    pg.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    archive_command = f"pgbackrest --config={config} --stanza={STANZA} archive-push %p"
+    start_production(pg.run, prod, sock, settings=archiving(archive_command))
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
@@ -136,76 +117,37 @@ def create_pgbackrest_scenario(
         raise InvalidInputError(
             "--backup-types needs one type per --backups-after entry, the first one full"
         )
+
+    def switch() -> str:
+        # A longer wait than the local scenario's: archive-push compresses each segment, and
+        # after a large load its queue takes minutes to drain on a busy machine.
+        return switch_wal(sock, timeout=1800.0)
+
+    def backup(batch: int, number: int) -> dict[str, Any]:
+        kind = types[number]
+        say(f"production: pgbackrest backup --type={kind}")
+        _pgbackrest(config, f"--type={kind}", "backup")
+        label = max(
+            p.name
+            for p in (repo / "backup" / STANZA).iterdir()
+            if _LABEL_RE.match(p.name) and not p.is_symlink()
+        )
+        return {"backup_id": label, "after_batch": batch, "type": kind}
+
     try:
         _pgbackrest(config, "stanza-create")
-        _sql(sock, f"create database {DATABASE}", db="postgres")
-        _sql(sock, SCHEMA_SQL)
-        if options.tablespace:
-            # Created before the full backup: pgBackRest backs it up; a restore maps it.
-            _sql(sock, f"create tablespace side location '{tablespace}'", db="postgres")
-            _sql(
-                sock,
-                "create table ledger (id int primary key, note text) tablespace side;"
-                "insert into ledger select g, md5(g::text) from generate_series(1, 500) g",
-            )
-            truth["tablespace"] = {"name": "side", "path": str(tablespace), "table": "ledger"}
-        if options.initial_mb:
-            say(f"production: loading {options.initial_mb} MiB")
-            _sql(
-                sock,
-                "insert into filler select g, repeat(md5(g::text), 8) "
-                f"from generate_series(1, {options.initial_mb * 3600}) g",
-            )
-        truth["batches"], truth["backups"] = [], []
-        next_id = 1
-        for batch in range(options.batches):
-            first, last = next_id, next_id + options.rows_per_batch - 1
-            _sql(
-                sock,
-                "insert into orders (id, batch, payload) select g, "
-                f"{batch}, md5(g::text) from generate_series({first}, {last}) g",
-            )
-            committed = _sql(
-                sock, f"select pg_xact_commit_timestamp(xmin) from orders where id = {last}"
-            )[0][0]
-            segment = _switch(sock)
-            truth["batches"].append(
-                {
-                    "batch": batch,
-                    "first_id": first,
-                    "last_id": last,
-                    "committed_at": isoformat(committed),
-                    "segment_after": segment,
-                }
-            )
-            say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
-            next_id = last + 1
-            time.sleep(options.pause)
-            if batch in options.backups_after:
-                kind = types[len(truth["backups"])]
-                say(f"production: pgbackrest backup --type={kind}")
-                _pgbackrest(config, f"--type={kind}", "backup")
-                _switch(sock)
-                label = max(
-                    p.name
-                    for p in (repo / "backup" / STANZA).iterdir()
-                    if _LABEL_RE.match(p.name) and not p.is_symlink()
-                )
-                truth["backups"].append({"backup_id": label, "after_batch": batch, "type": kind})
-                time.sleep(max(options.pause, 1.0))  # labels have a one-second resolution
-        _switch(sock)
-        truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
-        truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
-        truth["filler_relation"] = _sql(sock, "select pg_relation_filepath('filler')")[0][0]
+        # Created before the full backup: pgBackRest backs the tablespace up; a restore maps it.
+        side = tablespace if options.tablespace else None
+        create_tables(sock, truth, tablespace=side, initial_mb=options.initial_mb, say=say)
+        # Labels have a one-second resolution: a second at least between backups.
+        run_batches(sock, options, truth, switch, backup, say, backup_pause=max(options.pause, 1.0))
+        record_end(sock, truth, switch=switch)
+        truth["filler_relation"] = sql(sock, "select pg_relation_filepath('filler')")[0][0]
     finally:
         pg.run("pg_ctl", ["-D", str(prod), "-m", "fast", "-w", "stop"], check=False)
-    truth["damage"] = apply_pgbackrest_damage(directory, truth, options, say)
-    truth["targets"] = _suggested_targets(truth)
-    if not options.keep_production:
-        shutil.rmtree(prod, ignore_errors=True)
-        shutil.rmtree(tablespace, ignore_errors=True)
-    shutil.rmtree(sock, ignore_errors=True)
-    write_json_atomic(directory / "truth.json", truth)
+    damage = apply_pgbackrest_damage(directory, truth, options, say)
+    kept = options.keep_production
+    write_truth(directory, truth, damage, remove=[sock] if kept else [prod, tablespace, sock])
     write_drill_spec(
         directory,
         name=options.drill_name,

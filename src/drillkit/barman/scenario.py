@@ -11,13 +11,12 @@ from __future__ import annotations
 import io
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,20 @@ from drillkit.barman import tools
 from drillkit.barman.store import Destination, ObjectStoreReader
 from drillkit.exceptions import InvalidInputError
 from drillkit.sandbox.local import stop_server
-from drillkit.scenario import (
+from drillkit.scenario import write_drill_spec
+from drillkit.scenario_production import (
     DATABASE,
-    _sql,
-    _suggested_targets,
-    _switch,
-    write_drill_spec,
+    Say,
+    archiving,
+    check_plan,
+    make_scenario_dir,
+    record_end,
+    run_batches,
+    sql,
+    start_production,
+    switch_wal,
+    write_truth,
 )
-from drillkit.state import write_json_atomic
-from drillkit.timeutil import isoformat
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -97,41 +99,43 @@ def _backup_args(options: BarmanScenarioOptions, sock: Path, dest: Destination) 
     return [*args, dest.url, dest.server_name]
 
 
-def _take_backup(
-    options: BarmanScenarioOptions,
-    sock: Path,
-    dest: Destination,
-    reader: ObjectStoreReader,
-    creds: Mapping[str, str],
-) -> str:
-    before = _backup_ids(reader, dest)
-    # Backup ids are timestamps to the second: never two in one second.
-    time.sleep(1.05)
-    tools.run_tool("barman-cloud-backup", _backup_args(options, sock, dest), credentials=creds)
-    new = sorted(_backup_ids(reader, dest) - before)
+@dataclass(frozen=True)
+class _Store:
+    """Where barman-cloud-backup writes, read back, and the credentials it runs with."""
+
+    dest: Destination
+    reader: ObjectStoreReader
+    creds: Mapping[str, str]
+
+    def ids_before_backup(self) -> set[str]:
+        """The backup ids in the store, then a pause: backup ids are timestamps to the second,
+        never two in one second."""
+        before = _backup_ids(self.reader, self.dest)
+        time.sleep(1.05)
+        return before
+
+
+def _take_backup(store: _Store, args: list[str]) -> str:
+    before = store.ids_before_backup()
+    tools.run_tool("barman-cloud-backup", args, credentials=store.creds)
+    new = sorted(_backup_ids(store.reader, store.dest) - before)
     if len(new) != 1:
         raise InvalidInputError(f"barman-cloud-backup left {len(new)} new backups, expected 1")
     return new[0]
 
 
-def _interrupt_backup(
-    options: BarmanScenarioOptions,
-    sock: Path,
-    dest: Destination,
-    reader: ObjectStoreReader,
-    creds: Mapping[str, str],
-) -> str:
+def _interrupt_backup(store: _Store, args: list[str]) -> str:
     """Start a backup and kill it once its backup.info says STARTED (barman uploads that right
     after pg_backup_start: barman/cloud.py CloudBackup.coordinate_backup)."""
-    before = _backup_ids(reader, dest)
-    time.sleep(1.05)
+    dest, reader = store.dest, store.reader
+    before = store.ids_before_backup()
     user = pgbin.os_user()
     kwargs: dict[str, Any] = {}
     if user is not None:
         kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     process = subprocess.Popen(
-        [str(tools.tool("barman-cloud-backup")), *_backup_args(options, sock, dest)],
-        env=tools.tool_env(creds),
+        [str(tools.tool("barman-cloud-backup")), *args],
+        env=tools.tool_env(store.creds),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd="/",
@@ -170,13 +174,7 @@ def create_barman_scenario(
     directory: Path, options: BarmanScenarioOptions, *, say: Say = print
 ) -> dict[str, Any]:
     """Build the store and ``directory`` (new or empty); return the ground truth."""
-    directory = directory.expanduser().absolute()
-    if directory.exists() and any(directory.iterdir()):
-        raise InvalidInputError(f"{directory} is not empty; give a new or empty directory")
-    if options.batches < 2 or not options.backups_after:
-        raise InvalidInputError("a scenario needs at least 2 batches and 1 backup")
-    if max(options.backups_after) >= options.batches:
-        raise InvalidInputError("backups_after must name batches below the batch count")
+    directory = check_plan(directory, options)
     if options.wal_compression not in ("gzip", "none") or options.data_compression not in (
         "gzip",
         "none",
@@ -186,6 +184,7 @@ def create_barman_scenario(
     creds = environment_credentials()
     reader = ObjectStoreReader(endpoint_url=options.endpoint_url, credentials=creds)
     client = _writer_client(options.endpoint_url, creds)
+    store = _Store(dest, reader, creds)
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
     if dest.bucket not in existing:
         client.create_bucket(Bucket=dest.bucket)
@@ -193,34 +192,38 @@ def create_barman_scenario(
         raise InvalidInputError(
             f"{dest.url}/{dest.server_name} already holds objects; give a new destination"
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    os.chmod(directory, 0o755)
-    pgbin.require_reachable(directory, "scenario directory")
+    make_scenario_dir(directory)
     prod, sock = directory / "production", directory / "run"
     sock.mkdir()
     pgbin.give_to_server_user(sock)
     pgbin.give_to_server_user(directory)
     say(f"production: initdb {prod}")
-    pgbin.run("initdb", ["-D", str(prod), "-U", "postgres", "--auth=trust", "--data-checksums"])
-    with (prod / "postgresql.conf").open("a") as conf:
-        # The initial load runs before archiving starts (wal_level minimal: a table created and
-        # filled in one transaction writes no WAL), as a production's history before its first
-        # backup would be; then the server restarts archiving with barman-cloud-wal-archive.
-        conf.write(
-            f"listen_addresses = ''\nunix_socket_directories = '{sock}'\n"
-            "wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n"
-            "track_commit_timestamp = on\nfsync = off\nlog_timezone = 'UTC'\ntimezone = 'UTC'\n"
-        )
-    pgbin.run("pg_ctl", ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "start"])
+    # The initial load runs before archiving starts (wal_level minimal: a table created and
+    # filled in one transaction writes no WAL), as a production's history before its first
+    # backup would be; then the server restarts archiving with barman-cloud-wal-archive.
+    minimal = "wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\n"
+    start_production(pgbin.run, prod, sock, settings=minimal)
     truth: dict[str, Any] = {
         "database": DATABASE,
         "table": "orders",
         "id_column": "id",
         "store": {"destination": dest.url, "server_name": dest.server_name},
     }
+
+    def switch() -> str:
+        return switch_wal(sock, timeout=options.archive_wait)
+
+    def backup(batch: int, number: int) -> dict[str, Any]:
+        # Frozen and all-visible before the backup: no later hint bit or vacuum rewrites
+        # its pages, so replay never lays a full-page image over a corrupted one.
+        sql(sock, "vacuum (freeze) orders")
+        backup_id = _take_backup(store, _backup_args(options, sock, dest))
+        say(f"production: barman-cloud-backup {backup_id}")
+        return {"backup_id": backup_id, "after_batch": batch}
+
     try:
-        _sql(sock, f"create database {DATABASE}", db="postgres")
-        _sql(
+        sql(sock, f"create database {DATABASE}", db="postgres")
+        sql(
             sock,
             "create table orders (id bigint primary key, batch int not null, "
             "payload text not null, created_at timestamptz not null default clock_timestamp());"
@@ -228,7 +231,7 @@ def create_barman_scenario(
         )
         say(f"production: loading {options.initial_mb} MiB")
         # One statement, one transaction: the table is created and filled without WAL.
-        _sql(
+        sql(
             sock,
             "create table filler (id int, blob text);"
             "insert into filler select g, repeat(md5(g::text), 8) "
@@ -236,7 +239,7 @@ def create_barman_scenario(
         )
         with (prod / "postgresql.conf").open("a") as conf:
             archive = _archive_command(options, dest).replace("'", "''")
-            conf.write(f"wal_level = replica\narchive_mode = on\narchive_command = '{archive}'\n")
+            conf.write(archiving(archive))
             conf.write("max_wal_senders = 10\n")
         # archive_command inherits the postmaster's environment: the credentials go there only.
         pgbin.run(
@@ -244,55 +247,18 @@ def create_barman_scenario(
             ["-D", str(prod), "-l", str(directory / "production.log"), "-w", "restart"],
             env=creds,
         )
-        truth["batches"], truth["backups"] = [], []
-        next_id = 1
-        for batch in range(options.batches):
-            first, last = next_id, next_id + options.rows_per_batch - 1
-            _sql(
-                sock,
-                "insert into orders (id, batch, payload) select g, "
-                f"{batch}, md5(g::text) from generate_series({first}, {last}) g",
-            )
-            committed = _sql(
-                sock, f"select pg_xact_commit_timestamp(xmin) from orders where id = {last}"
-            )[0][0]
-            segment = _switch(sock, timeout=options.archive_wait)
-            truth["batches"].append(
-                {
-                    "batch": batch,
-                    "first_id": first,
-                    "last_id": last,
-                    "committed_at": isoformat(committed),
-                    "segment_after": segment,
-                }
-            )
-            say(f"production: batch {batch} ids {first}-{last} committed at {isoformat(committed)}")
-            next_id = last + 1
-            time.sleep(options.pause)
-            if batch in options.backups_after:
-                # Frozen and all-visible before the backup: no later hint bit or vacuum rewrites
-                # its pages, so replay never lays a full-page image over a corrupted one.
-                _sql(sock, "vacuum (freeze) orders")
-                backup_id = _take_backup(options, sock, dest, reader, creds)
-                say(f"production: barman-cloud-backup {backup_id}")
-                _switch(sock, timeout=options.archive_wait)
-                truth["backups"].append({"backup_id": backup_id, "after_batch": batch})
-                time.sleep(options.pause)
+        run_batches(sock, options, truth, switch, backup, say)
         if options.interrupted_backup:
-            backup_id = _interrupt_backup(options, sock, dest, reader, creds)
+            backup_id = _interrupt_backup(store, _backup_args(options, sock, dest))
             say(f"production: barman-cloud-backup {backup_id} killed after it started")
             truth["interrupted_backup"] = backup_id
-        _switch(sock, timeout=options.archive_wait)
-        truth["end"] = isoformat(_sql(sock, "select max(at) from heartbeat")[0][0])
-        truth["relation"] = _sql(sock, "select pg_relation_filepath('orders')")[0][0]
+        record_end(sock, truth, switch=switch)
     finally:
         stop_server(prod)
-    truth["damage"] = _apply_damage(client, reader, dest, truth, options, say)
-    truth["targets"] = _suggested_targets(truth)
-    if not options.keep_production:
-        shutil.rmtree(prod, ignore_errors=True)
-    shutil.rmtree(sock, ignore_errors=True)
-    write_json_atomic(directory / "truth.json", truth)
+    damage = _apply_damage(client, reader, dest, truth, options, say)
+    write_truth(
+        directory, truth, damage, remove=[sock] if options.keep_production else [prod, sock]
+    )
     catalog = {
         "kind": "barman_cloud",
         "destination": dest.url,
