@@ -82,7 +82,7 @@ def run_baseline(work: Path, coordinate: dict, store_url: str, index: int) -> tu
         log = str(directory / "server.log")
         start = ["-D", str(data), "-l", log, "-w", "-t", str(int(TIMEOUT)), "start"]
         pgbin.run("pg_ctl", start, timeout=TIMEOUT + 30, env=creds)
-        common.wait_promoted(str(directory))
+        common.wait_promoted(str(directory), TIMEOUT)
         took = time.perf_counter() - started
         return took, common.max_id(str(directory))
     finally:

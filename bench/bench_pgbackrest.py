@@ -92,7 +92,7 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
             ["-D", str(data), "-l", log, "-w", "-t", str(int(TIMEOUT)), "start"],
             timeout=TIMEOUT + 30,
         )
-        common.wait_promoted(str(directory))
+        common.wait_promoted(str(directory), TIMEOUT)
         took = time.perf_counter() - started
         max_id = common.max_id(str(directory))
     finally:

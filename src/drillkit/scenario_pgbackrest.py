@@ -100,6 +100,12 @@ def create_pgbackrest_scenario(
     config = directory / "pgbackrest.conf"
     config.write_text(_config_text(directory))
     os.chmod(config, 0o644)
+    # Checked before production starts: a bad option never leaves a server running.
+    types = list(options.backup_types) or ["full"] + ["incr"] * (len(options.backups_after) - 1)
+    if len(types) != len(options.backups_after) or types[0] != "full":
+        raise InvalidInputError(
+            "--backup-types needs one type per --backups-after entry, the first one full"
+        )
     say(f"production: initdb {prod} (PostgreSQL {pg.version}, {pg.bindir})")
     archive_command = f"pgbackrest --config={config} --stanza={STANZA} archive-push %p"
     start_production(pg.run, prod, sock, settings=archiving(archive_command))
@@ -112,11 +118,6 @@ def create_pgbackrest_scenario(
         "config": str(config),
         "postgres": pg.describe(),
     }
-    types = list(options.backup_types) or ["full"] + ["incr"] * (len(options.backups_after) - 1)
-    if len(types) != len(options.backups_after) or types[0] != "full":
-        raise InvalidInputError(
-            "--backup-types needs one type per --backups-after entry, the first one full"
-        )
 
     def switch() -> str:
         # A longer wait than the local scenario's: archive-push compresses each segment, and
