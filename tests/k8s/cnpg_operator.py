@@ -679,6 +679,7 @@ class CnpgOperator:
             if user is not None:
                 os.chown(path, user.uid, user.gid)
             paths[file_name] = str(path)
+        assert instance.installation is not None
         custom = {
             **self._base_settings(obj, instance),
             "listen_addresses": address,
@@ -689,10 +690,21 @@ class CnpgOperator:
             "ssl_min_protocol_version": "TLSv1.3",
             "archive_command": "/bin/true",
         }
-        assert instance.installation is not None
-        self._write_conf(instance, custom, hba=inst.hba_rules(instance.installation.major))
+        if not inst.has_ssl(instance.installation):
+            # A build without OpenSSL (the embedded wheel): TLS ends in a relay on :5432 that
+            # presents the same certificate; the server listens behind it on :5433.
+            for key in ("ssl_ca_file", "ssl_cert_file", "ssl_key_file", "ssl_min_protocol_version"):
+                custom.pop(key)
+            custom.update(ssl="off", port=str(inst.PORT + 1))
+            instance.port = inst.PORT + 1
+        hba = inst.hba_rules(instance.installation.major, ssl=custom["ssl"] == "on")
+        self._write_conf(instance, custom, hba=hba)
         instance.env = {}
         instance.start(timeout=120)
+        if custom["ssl"] == "off":
+            instance.relay = inst.TlsRelay(
+                address, inst.PORT + 1, certs / "server.crt", certs / "server.key"
+            )
         self._check(namespace)
         self._credentials(obj, instance)
         labels = {
