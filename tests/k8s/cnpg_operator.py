@@ -22,12 +22,14 @@ Behaviour and where it comes from (github.com/cloudnative-pg/cloudnative-pg unle
   controller does after backoffLimit (conditions FailureTarget and Failed, reason
   BackoffLimitExceeded: https://kubernetes.io/docs/concepts/workloads/controllers/job/
   #terminal-job-conditions) and the Cluster stays "Setting up primary".
-- The instance pod ``<cluster>-1``: PostgreSQL restarted on the restored data with TLS,
-  CloudNativePG's pg_hba, listening on a loopback address of its own (``addresses[namespace]``, also the Pod IP and
-  the Services' clusterIP) port 5432; passwords from superuserSecret (enableSuperuserAccess) and the
-  application Secret (internal/management/controller/instance_controller.go
-  refreshCredentialsFromSecret); Pod labels of pkg/specs/pods.go plus role/instanceRole primary
-  (pkg/utils/labels_annotations.go SetInstanceRole); Cluster status "Cluster in healthy state"
+- The instance pod ``<cluster>-1``: PostgreSQL restarted on the restored data (so
+  pg_last_xact_replay_timestamp() is NULL, as on CloudNativePG) with TLS (ssl_min_protocol_version
+  TLSv1.3), CloudNativePG's pg_hba, on a loopback address of its own (``addresses[namespace]``:
+  the Pod IP and the -rw Service's clusterIP) port 5432, its socket in a private directory;
+  passwords from superuserSecret (enableSuperuserAccess) and the application Secret
+  (internal/management/controller/instance_controller.go refreshCredentialsFromSecret); Pod
+  labels of pkg/specs/pods.go plus role/instanceRole primary (pkg/utils/labels_annotations.go
+  SetInstanceRole); Cluster status "Cluster in healthy state"
   with a Ready condition (api/v1/cluster_types.go ClusterIsReady).
 - Namespace deletion stops that PostgreSQL and removes its data; ``__exit__`` stops everything.
 
@@ -44,6 +46,14 @@ Known differences from real CloudNativePG:
   ``recovery.backup`` or volume snapshots); no streaming_replica client certificate, no replicas,
   no PVCs, no ownerReferences; no empty-WAL-archive check (the drill's Cluster has no backup).
 - PKI is created just before the Job, once; no renewal.
+- A PostgreSQL build without OpenSSL (the embedded wheel, PostgreSQL 18 here) cannot serve TLS:
+  then a relay in this process answers the SSLRequest on :5432 with the same certificate and TLS
+  1.3 and passes the stream to the server on :5433 of the same address; pg_hba's hostssl/cert
+  lines become comments (that build refuses them) and pg_stat_ssl shows no SSL. A build with
+  OpenSSL (e.g. Debian's postgresql-15) serves TLS itself with CloudNativePG's settings.
+- The instance's configuration is the subset of CloudNativePG's that matters to a drill (the
+  Cluster's parameters, port, socket, hba/ident files, hot_standby, wal_level logical,
+  scram-sha-256, TLS); fsync and the rest stay PostgreSQL's defaults.
 """
 
 from __future__ import annotations

@@ -315,3 +315,50 @@ def test_a_recovery_cluster_that_cannot_find_its_backup_fails_its_job(
     finally:
         if case == "wrong-key":
             _auth_enforced(object_store, False)
+
+
+def test_the_barman_cloud_plugin_form_reads_the_objectstore_in_the_drill_namespace(
+    store_production, barman_clean, work_root
+):
+    """A Backup taken by the barman-cloud plugin: the recovery Cluster names an ObjectStore
+    (copied into the drill namespace by drillkit), whose configuration the restore reads."""
+    cluster = store_production
+    _directory, truth, barman = barman_clean
+    target = truth["targets"][0]
+    cluster.seed(
+        {
+            "_plural": "objectstores",
+            "apiVersion": "barmancloud.cnpg.io/v1",
+            "kind": "ObjectStore",
+            "metadata": {"name": "orders-store", "namespace": "orders"},
+            "spec": {
+                "configuration": {
+                    "destinationPath": barman["destination"],
+                    "endpointURL": barman["endpoint_url"],
+                    "s3Credentials": {
+                        "accessKeyId": {"name": SECRET, "key": "ACCESS_KEY_ID"},
+                        "secretAccessKey": {"name": SECRET, "key": "ACCESS_SECRET_KEY"},
+                    },
+                }
+            },
+        }
+    )
+    plugin = {
+        "name": "barman-cloud.cloudnative-pg.io",
+        "parameters": {"barmanObjectName": "orders-store"},
+    }
+    with CnpgOperator(cluster, root=work_root) as operator:
+        kube, coordinate, record = _provision(
+            cluster, target["target"], "plugin", method="plugin", plugin=plugin
+        )
+        ns = record["namespace"]
+        spec = cluster.stored("postgresql.cnpg.io/v1", "clusters", "sandbox", ns)["spec"]
+        assert spec["externalClusters"][0]["plugin"]["parameters"] == {
+            "barmanObjectName": "orders-store",
+            "serverName": "orders-db",
+        }
+        state = _await(kube, record, operator, timeout=150)
+        assert state["ready"], (state, operator.logs.get(ns))
+        assert f"Target backup found: {coordinate['backup']['barman_id']}" in operator.logs[ns]
+        sandbox_backend(cluster).teardown(record["id"])
+    assert operator.processes() == []
