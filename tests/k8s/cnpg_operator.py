@@ -201,6 +201,8 @@ class CnpgOperator:
             recovery = ((obj.get("spec") or {}).get("bootstrap") or {}).get("recovery")
             if not namespace.startswith("drill-") or not recovery or namespace in self._workers:
                 continue
+            if self._namespace_gone(namespace):  # a Cluster left in a Terminating namespace
+                continue
             self._gone[namespace] = threading.Event()
             worker = threading.Thread(
                 target=self._bootstrap, args=(obj,), daemon=True, name=f"cnpg-{namespace}"
@@ -208,13 +210,14 @@ class CnpgOperator:
             self._workers[namespace] = worker
             worker.start()
         for namespace, event in list(self._gone.items()):
-            if event.is_set():
-                continue
-            stored = self.cluster.stored("v1", "namespaces", namespace)
-            if stored is None or stored["metadata"].get("deletionTimestamp"):
-                event.set()
-                if not self._workers[namespace].is_alive():
-                    self._teardown(namespace)
+            if not event.is_set():
+                stored = self.cluster.stored("v1", "namespaces", namespace)
+                if stored is None or stored["metadata"].get("deletionTimestamp"):
+                    event.set()
+            if event.is_set() and not self._workers[namespace].is_alive():
+                self._teardown(namespace)
+                # A namespace made again (a retried drill) holds a new Cluster to bootstrap.
+                del self._workers[namespace], self._gone[namespace]
 
     def _teardown(self, namespace: str) -> None:
         """The namespace's PVC and pod are gone: stop PostgreSQL and remove its data."""
