@@ -9,11 +9,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+# The Barman Cloud store fixtures (object_store, barman_clean, barman_damaged) serve the barman and
+# the kubernetes tiers: a plugin, so both see the same session-scoped store.
+sys.path.insert(0, str(Path(__file__).parent / "barman"))
+pytest_plugins = ("store_fixtures",)
 
 _ROOT = Path(tempfile.mkdtemp(prefix="drillkit-tests-", dir="/tmp"))
 _ROOT.chmod(0o755)
