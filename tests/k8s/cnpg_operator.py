@@ -118,6 +118,7 @@ class CnpgOperator:
         self.root.chmod(0o755)
         self.octet = octet
         self.logs: dict[str, list[str]] = {}
+        self._job_pods: dict[str, str] = {}  # namespace -> the recovery Job's pod
         self.addresses: dict[str, str] = {}
         self.outcomes: dict[str, str] = {}
         self.instances: dict[str, Instance] = {}
@@ -232,6 +233,9 @@ class CnpgOperator:
 
     def _say(self, namespace: str, line: str) -> None:
         self.logs.setdefault(namespace, []).append(line)
+        pod = self._job_pods.get(namespace)
+        if pod is not None:  # what `kubectl logs` of the Job's pod shows (GET .../pods/x/log)
+            self.cluster.emulator.store.pod_logs[(namespace, pod)] = "\n".join(self.logs[namespace])
 
     def _check(self, namespace: str) -> None:
         if self._gone[namespace].is_set() or self._stop.is_set():
@@ -322,8 +326,12 @@ class CnpgOperator:
             },
         )
         job = f"{pod}-full-recovery"
-        self._create(self._job(obj, job), namespace)
+        created = self._create(self._job(obj, job), namespace)
         self._status("batch/v1", "jobs", job, namespace, {"startTime": _now(), "active": 1})
+        job_pod = self._job_pod(created)
+        self._create(job_pod, namespace)
+        self._job_pods[namespace] = job_pod["metadata"]["name"]
+        self._say(namespace, f"Recovering from external cluster into {name} (Job {job})")
         try:
             self._restore(obj, instance)
         except RestoreError as exc:
@@ -481,6 +489,29 @@ class CnpgOperator:
                     },
                 },
             },
+        }
+
+    @staticmethod
+    def _job_pod(job: dict[str, Any]) -> dict[str, Any]:
+        """The pod the Job controller makes for ``job``: its template's labels plus
+        ``batch.kubernetes.io/job-name``/``job-name`` and the controller uid
+        (https://kubernetes.io/docs/concepts/workloads/controllers/job/), a random suffix."""
+        name = job["metadata"]["name"]
+        template = job["spec"]["template"]
+        uid = job["metadata"].get("uid", "")
+        labels = {
+            **(template.get("metadata") or {}).get("labels", {}),
+            "batch.kubernetes.io/job-name": name,
+            "job-name": name,
+            "batch.kubernetes.io/controller-uid": uid,
+            "controller-uid": uid,
+        }
+        suffix = "".join(random.choices("bcdfghjklmnpqrstvwxz2456789", k=5))
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": f"{name}-{suffix}", "labels": labels},
+            "spec": template["spec"],
         }
 
     @staticmethod

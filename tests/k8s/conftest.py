@@ -5,12 +5,14 @@ Tests assert objects as the server stores them (``cluster.stored(...)`` GETs the
 
 from __future__ import annotations
 
+import copy
 import os
 import socket
 import sys
 import threading
 import urllib.error
 import urllib.request
+from datetime import UTC
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,10 @@ import yaml
 sys.path.insert(0, str(Path(__file__).parent))
 
 from emulator import Emulator
-from k8s_scenario import BACKUP_TIMES, SOURCE_CLUSTER, backup_object
+from k8s_scenario import BACKUP_TIMES, SOURCE_CLUSTER, STORE_SECRET, backup_object
+from objectstore import CREDENTIALS
+
+from drillkit.catalog.registry import open_catalog
 
 CRD_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "crds"
 CONN_ID = "drillkit_k8s_test"
@@ -256,3 +261,93 @@ def run_k8s_drill(airflow_db):
         }
 
     return run
+
+
+def _iso(moment) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _patch_status(cluster, api_version: str, plural: str, name: str, ns: str, status: dict):
+    code, body = cluster.request(
+        "PATCH",
+        cluster.path(api_version, plural, name, ns) + "/status",
+        {"status": status},
+        content_type="application/merge-patch+json",
+    )
+    assert code == 200, body
+
+
+@pytest.fixture
+def store_production(cluster, barman_clean, object_store):
+    """orders-db backed up to the barman_clean store: its Cluster, credentials Secret and one
+    Backup per backup.info, with the status CloudNativePG writes for it."""
+    _directory, _truth, barman = barman_clean
+    for name in ("orders", "airflow", "default"):
+        cluster.ensure_namespace(name)
+    cluster.seed(
+        {
+            "_plural": "endpointslices",
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {"kubernetes.io/service-name": "kubernetes"},
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["192.0.2.10"]}],
+            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
+        }
+    )
+    source = copy.deepcopy(SOURCE_CLUSTER)
+    source["spec"]["imageName"] = "ghcr.io/cloudnative-pg/postgresql:18.1"
+    source["spec"].pop("plugins")
+    source["spec"]["backup"]["barmanObjectStore"].update(
+        destinationPath=barman["destination"], endpointURL=barman["endpoint_url"]
+    )
+    cluster.seed({"_plural": "clusters", **source})
+    cluster.seed(
+        {
+            "_plural": "secrets",
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": STORE_SECRET, "namespace": "orders"},
+            "stringData": {
+                "ACCESS_KEY_ID": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                "ACCESS_SECRET_KEY": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            },
+        }
+    )
+    for index, backup in enumerate(open_catalog(barman).snapshot().backups):
+        name = f"orders-db-{index}"
+        cluster.seed(
+            {
+                "_plural": "backups",
+                "apiVersion": "postgresql.cnpg.io/v1",
+                "kind": "Backup",
+                "metadata": {"name": name, "namespace": "orders"},
+                "spec": {"cluster": {"name": "orders-db"}, "method": "barmanObjectStore"},
+            }
+        )
+        _patch_status(
+            cluster,
+            "postgresql.cnpg.io/v1",
+            "backups",
+            name,
+            "orders",
+            {
+                "phase": "completed",
+                "method": "barmanObjectStore",
+                "backupId": backup.backup_id,
+                "startedAt": _iso(backup.start_time),
+                "stoppedAt": _iso(backup.stop_time),
+                "serverName": barman["server_name"],
+                "destinationPath": barman["destination"],
+                "endpointURL": barman["endpoint_url"],
+                "s3Credentials": {
+                    "accessKeyId": {"name": STORE_SECRET, "key": "ACCESS_KEY_ID"},
+                    "secretAccessKey": {"name": STORE_SECRET, "key": "ACCESS_SECRET_KEY"},
+                },
+            },
+        )
+    return cluster

@@ -23,6 +23,7 @@ COORDINATE = {
     "target": {"requested": "2026-11-20T10:30:00Z"},
 }
 CNPG = "postgresql.cnpg.io/v1"
+STORE_SECRET = "backup-creds"  # production's object-store credentials (store_production)
 BACKUP_TIMES = [datetime(2026, 11, 20, h, 0, tzinfo=UTC) for h in (1, 9, 17)]
 
 

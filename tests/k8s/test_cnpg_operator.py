@@ -5,21 +5,19 @@ server), the drill's recovery Cluster is restored for real and served over TLS o
 from __future__ import annotations
 
 import base64
-import copy
 import socket
 import ssl
 import time
-from datetime import UTC, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 import requests
 from cnpg_operator import CnpgOperator
-from k8s_scenario import DRILL_ID, SOURCE_CLUSTER, sandbox_backend
-from objectstore import CREDENTIALS
+from k8s_scenario import DRILL_ID, sandbox_backend
+from k8s_scenario import STORE_SECRET as SECRET
 
-from drillkit.catalog.registry import open_catalog
 from drillkit.k8s.catalog import select_cnpg
 from drillkit.k8s.client import Kube
 from drillkit.k8s.sandbox import cluster_readiness
@@ -27,97 +25,6 @@ from drillkit.timeutil import parse_iso
 
 pytestmark = pytest.mark.integration
 CATALOG = {"kind": "cnpg", "cluster": "orders-db", "namespace": "orders"}
-SECRET = "backup-creds"
-
-
-def _iso(moment) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _patch_status(cluster, api_version: str, plural: str, name: str, ns: str, status: dict):
-    code, body = cluster.request(
-        "PATCH",
-        cluster.path(api_version, plural, name, ns) + "/status",
-        {"status": status},
-        content_type="application/merge-patch+json",
-    )
-    assert code == 200, body
-
-
-@pytest.fixture
-def store_production(cluster, barman_clean, object_store):
-    """orders-db backed up to the barman_clean store: its Cluster, credentials Secret and one
-    Backup per backup.info, with the status CloudNativePG writes for it."""
-    _directory, _truth, barman = barman_clean
-    for name in ("orders", "airflow", "default"):
-        cluster.ensure_namespace(name)
-    cluster.seed(
-        {
-            "_plural": "endpointslices",
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "kubernetes",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "kubernetes"},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["192.0.2.10"]}],
-            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
-        }
-    )
-    source = copy.deepcopy(SOURCE_CLUSTER)
-    source["spec"]["imageName"] = "ghcr.io/cloudnative-pg/postgresql:18.1"
-    source["spec"].pop("plugins")
-    source["spec"]["backup"]["barmanObjectStore"].update(
-        destinationPath=barman["destination"], endpointURL=barman["endpoint_url"]
-    )
-    cluster.seed({"_plural": "clusters", **source})
-    cluster.seed(
-        {
-            "_plural": "secrets",
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": SECRET, "namespace": "orders"},
-            "stringData": {
-                "ACCESS_KEY_ID": CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                "ACCESS_SECRET_KEY": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            },
-        }
-    )
-    for index, backup in enumerate(open_catalog(barman).snapshot().backups):
-        name = f"orders-db-{index}"
-        cluster.seed(
-            {
-                "_plural": "backups",
-                "apiVersion": "postgresql.cnpg.io/v1",
-                "kind": "Backup",
-                "metadata": {"name": name, "namespace": "orders"},
-                "spec": {"cluster": {"name": "orders-db"}, "method": "barmanObjectStore"},
-            }
-        )
-        _patch_status(
-            cluster,
-            "postgresql.cnpg.io/v1",
-            "backups",
-            name,
-            "orders",
-            {
-                "phase": "completed",
-                "method": "barmanObjectStore",
-                "backupId": backup.backup_id,
-                "startedAt": _iso(backup.start_time),
-                "stoppedAt": _iso(backup.stop_time),
-                "serverName": barman["server_name"],
-                "destinationPath": barman["destination"],
-                "endpointURL": barman["endpoint_url"],
-                "s3Credentials": {
-                    "accessKeyId": {"name": SECRET, "key": "ACCESS_KEY_ID"},
-                    "secretAccessKey": {"name": SECRET, "key": "ACCESS_SECRET_KEY"},
-                },
-            },
-        )
-    return cluster
 
 
 def _provision(cluster, target: str, sandbox_id: str, **origin):
@@ -246,7 +153,11 @@ def test_the_recovery_cluster_is_restored_and_served_over_tls(
         if ending == "teardown":
             sandbox_backend(cluster).teardown(record["id"])
             deadline = time.monotonic() + 60
-            while operator.processes() and time.monotonic() < deadline:
+
+            def torn_down() -> bool:  # the stand-in stops the server, then removes its data
+                return not operator.processes() and not (operator.root / ns).exists()
+
+            while not torn_down() and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert operator.processes() == []
             assert ns not in operator.instances
@@ -294,7 +205,15 @@ def test_a_recovery_cluster_that_cannot_find_its_backup_fails_its_job(
             kube, coordinate, record = _provision(cluster, target["target"], f"ko-{case}", **origin)
             ns = record["namespace"]
             state = _await(kube, record, operator, timeout=180)
-            assert state["failed"]["code"] == "SANDBOX_START_FAILED", state
+            # drillkit reads the cause from the Job pod's log: a backup the store does not hold
+            # is the backup's finding; a store it cannot read is COULD NOT VERIFY.
+            expected_code = {
+                "server-name": "BACKUP_NOT_IN_STORE",
+                "destination": "BACKUP_NOT_IN_STORE",
+                "wrong-key": "RECOVERY_SOURCE_UNREACHABLE",
+                "missing-key": "RECOVERY_SOURCE_UNREACHABLE",
+            }[case]
+            assert state["failed"]["code"] == expected_code, state
             assert "sandbox-1-full-recovery" in state["detail"]
             job = cluster.stored("batch/v1", "jobs", "sandbox-1-full-recovery", ns)
             failed = {c["type"]: c for c in job["status"]["conditions"]}
