@@ -398,6 +398,7 @@ def _smoke_kubernetes(
     """Data checks on a CloudNativePG sandbox: open the way to its database (in-cluster TLS or a
     port-forward), seal it and create its check roles, then run the checks through them."""
     from drillkit.checks.spec import parse_checks
+    from drillkit.checks.sql import is_sandbox
     from drillkit.k8s.access import open_database
     from drillkit.k8s.client import current
 
@@ -408,9 +409,7 @@ def _smoke_kubernetes(
         # service the manifest resolved to the sandbox is it, reached the way just opened.
         routed = {
             name: {**entry, "endpoint": access.endpoint}
-            if isinstance(entry, Mapping)
-            and entry.get("kind") == "postgres"
-            and entry.get("resolved_by") == "sandbox"
+            if isinstance(entry, Mapping) and entry.get("kind") == "postgres" and is_sandbox(entry)
             else entry
             for name, entry in services.items()
         }

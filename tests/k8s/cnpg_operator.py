@@ -511,7 +511,7 @@ class CnpgOperator:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": f"{name}-{suffix}", "labels": labels},
-            "spec": template["spec"],
+            "spec": {**template["spec"], "nodeName": "node-1"},  # bound by the scheduler
         }
 
     @staticmethod
@@ -765,6 +765,9 @@ class CnpgOperator:
                 "metadata": {"name": pod, "namespace": namespace, "labels": labels},
                 "spec": {
                     "hostname": pod,
+                    # Bound by the scheduler (spec.nodeName) before its kubelet runs it: the API
+                    # server's port-forward and log paths go through that node's kubelet.
+                    "nodeName": "node-1",
                     "containers": [
                         {
                             "name": "postgres",
