@@ -87,3 +87,50 @@ def test_missing_credentials_are_named(production):
     with pytest.raises(SandboxError) as missing:
         sandbox_login(Kube(production.api), record)
     assert missing.value.code == "SANDBOX_CREDENTIALS_MISSING"
+
+
+@pytest.mark.parametrize(
+    ("mode", "code", "names"),
+    [
+        # No CloudNativePG ran: no sandbox-ca Secret, so the server cannot be verified.
+        ("in_cluster", "SANDBOX_CREDENTIALS_MISSING", "sandbox-ca"),
+        # No instance pod: nothing to forward to; the selectors tried are named.
+        ("port_forward", "SANDBOX_UNREACHABLE", "cnpg.io/instanceRole=primary"),
+    ],
+)
+def test_data_checks_that_cannot_reach_the_database_say_why(production, mode, code, names):
+    """Opening the database fails before any check runs, as a SandboxError naming what is
+    missing (the tier is COULD NOT VERIFY), and leaves no private directory behind."""
+    import glob
+    import tempfile
+
+    from drillkit.gate import FAILURE_CODES
+    from drillkit.k8s.access import open_database
+
+    record = provision_sandbox(production)
+    before = set(glob.glob(f"{tempfile.gettempdir()}/drillkit-k8s-*"))
+    with (
+        pytest.raises(SandboxError) as refused,
+        open_database(Kube(production.api), record, mode=mode),
+    ):
+        pass
+    assert refused.value.code == code and code not in FAILURE_CODES
+    assert names in str(refused.value)
+    assert set(glob.glob(f"{tempfile.gettempdir()}/drillkit-k8s-*")) == before
+
+
+def test_data_checks_without_the_drill_secrets_refuse_to_connect(production):
+    from drillkit.k8s.access import open_database
+
+    record = provision_sandbox(production)
+    code, body = production.request(
+        "DELETE", production.path("v1", "secrets", objects.SUPERUSER_SECRET, NS)
+    )
+    assert code == 200, body
+    kube = Kube(production.api)
+    with (
+        pytest.raises(SandboxError, match="credentials are gone") as refused,
+        open_database(kube, record, mode="port_forward"),
+    ):
+        pass
+    assert refused.value.code == "SANDBOX_CREDENTIALS_MISSING"

@@ -197,6 +197,7 @@ def _prepare(
 
     namespace = str(record["namespace"])
     cluster = str(record.get("cluster", objects.CLUSTER_NAME))
+    forward = None
     try:
         if mode == "in_cluster":
             if not login.get("ca_pem"):
@@ -212,7 +213,7 @@ def _prepare(
             from drillkit.k8s.portforward import forward_unix, primary_pod
 
             pod = primary_pod(kube, namespace, cluster)
-            stack.enter_context(
+            forward = stack.enter_context(
                 forward_unix(
                     kube,
                     namespace=namespace,
@@ -244,11 +245,15 @@ def _prepare(
             connect, [name, *[n for n in names if n != name]], major=major
         )
         roles_file = roles.write_secrets(workdir, secrets)
-    except (OSError, psycopg2.Error) as exc:
+    except (OSError, psycopg2.Error, SandboxError) as exc:
+        if isinstance(exc, SandboxError) and not (forward and forward.errors):
+            raise
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reported = forward.errors if forward else []
+        said = f"; the port-forward reported: {'; '.join(reported)}" if reported else ""
         raise SandboxError(
             f"cannot prepare the checks on the sandbox's database in {namespace} "
-            f"({first_line}); the tier cannot be judged",
+            f"({first_line}{said}); the tier cannot be judged",
             code="SANDBOX_UNREACHABLE",
         ) from exc
     return DatabaseAccess(
