@@ -363,12 +363,13 @@ def smoke(
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
         params["target_time"] = isoformat(target)
-    if sandbox.get("backend") == "kubernetes" and any(c.get("kind") in _DATA_CHECKS for c in clean):
+    from drillkit.checks.spec import POSTGRES_KINDS
+
+    if sandbox.get("backend") == "kubernetes" and any(
+        c.get("kind") in POSTGRES_KINDS for c in clean
+    ):
         return _smoke_kubernetes(clean, manifest, params=params, guard=guard, sandbox=sandbox)
     return _smoke_checks(clean, manifest, params=params, guard=guard, sandbox=sandbox)
-
-
-_DATA_CHECKS = frozenset({"sql", "pitr", "integrity"})
 
 
 def _smoke_checks(

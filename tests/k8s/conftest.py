@@ -143,17 +143,12 @@ def cluster(emulator: Emulator) -> ClusterView:
     return ClusterView(emulator)
 
 
-@pytest.fixture
-def production(cluster: ClusterView) -> ClusterView:
-    """A production namespace with a CloudNativePG cluster, its backup credentials and three
-    completed Backups (statuses written through the /status subresource, as CNPG does)."""
-    import copy
-
-    cluster.ensure_namespace("orders")
-    cluster.ensure_namespace("airflow")
-    cluster.ensure_namespace("default")
-    # The API server's own endpoints, as the EndpointSlice controller publishes them for
-    # Service default/kubernetes (the drill's NetworkPolicy names them).
+def _cluster_basics(cluster: ClusterView) -> None:
+    """Namespaces orders (production), airflow (the workers), default, and the API server's own
+    endpoints, as the EndpointSlice controller publishes them for Service default/kubernetes
+    (the drill's NetworkPolicy names them)."""
+    for name in ("orders", "airflow", "default"):
+        cluster.ensure_namespace(name)
     cluster.seed(
         {
             "_plural": "endpointslices",
@@ -169,6 +164,15 @@ def production(cluster: ClusterView) -> ClusterView:
             "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
         }
     )
+
+
+@pytest.fixture
+def production(cluster: ClusterView) -> ClusterView:
+    """A production namespace with a CloudNativePG cluster, its backup credentials and three
+    completed Backups (statuses written through the /status subresource, as CNPG does)."""
+    import copy
+
+    _cluster_basics(cluster)
     cluster.seed({"_plural": "clusters", **copy.deepcopy(SOURCE_CLUSTER)})
     cluster.seed(
         {
@@ -282,23 +286,7 @@ def store_production(cluster, barman_clean, object_store):
     """orders-db backed up to the barman_clean store: its Cluster, credentials Secret and one
     Backup per backup.info, with the status CloudNativePG writes for it."""
     _directory, _truth, barman = barman_clean
-    for name in ("orders", "airflow", "default"):
-        cluster.ensure_namespace(name)
-    cluster.seed(
-        {
-            "_plural": "endpointslices",
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {
-                "name": "kubernetes",
-                "namespace": "default",
-                "labels": {"kubernetes.io/service-name": "kubernetes"},
-            },
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["192.0.2.10"]}],
-            "ports": [{"name": "https", "port": 6443, "protocol": "TCP"}],
-        }
-    )
+    _cluster_basics(cluster)
     source = copy.deepcopy(SOURCE_CLUSTER)
     source["spec"]["imageName"] = "ghcr.io/cloudnative-pg/postgresql:18.1"
     source["spec"].pop("plugins")
