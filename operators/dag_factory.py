@@ -292,6 +292,25 @@ def declared_dag_id(path: Path) -> str | None:
     return f"drill_{name.replace('-', '_')}" if isinstance(name, str) and name else None
 
 
+# Spec texts this process has read, by path, with the (mtime_ns, size) they were read at: a
+# DAG folder parsed in one process (DagBag, `drillkit dags check`) reads each sibling once, not
+# once per spec; a changed file is read again.
+_TEXTS: dict[Path, tuple[tuple[int, int], str]] = {}
+
+
+def _spec_text(path: Path) -> str | None:
+    try:
+        info = path.stat()
+        signature = (info.st_mtime_ns, info.st_size)
+        cached = _TEXTS.get(path)
+        if cached is None or cached[0] != signature:
+            cached = (signature, path.read_text(errors="replace"))
+            _TEXTS[path] = cached
+    except OSError:
+        return None
+    return cached[1]
+
+
 def refuse_duplicate_dag_id(path: Path, dag_id: str) -> None:
     """SpecError naming both files when another spec in ``path``'s directory has ``dag_id``."""
     # Only a file whose text holds the name (either spelling) is parsed: loaders run at every
@@ -299,13 +318,10 @@ def refuse_duplicate_dag_id(path: Path, dag_id: str) -> None:
     named = re.compile(re.escape(dag_id.removeprefix("drill_")).replace("_", "[-_]"))
     others = []
     for other in spec_files(path.parent):
-        if other.resolve() == path.resolve():
+        if other.name == path.name:  # the listing is of path's own directory
             continue
-        try:
-            text = other.read_text(errors="replace")
-        except OSError:
-            continue
-        if named.search(text) and declared_dag_id(other) == dag_id:
+        text = _spec_text(other)
+        if text is not None and named.search(text) and declared_dag_id(other) == dag_id:
             others.append(other)
     if others:
         raise SpecError(

@@ -123,3 +123,18 @@ def test_scenario_create_names_the_drill_after_the_directory(work_root):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "'Bad Name' is not a drill name" in result.stderr
+
+
+def test_a_spec_edited_into_a_clash_is_refused_at_the_next_parse(tmp_path, airflow_db):
+    """Sibling specs are read once per process and again when they change (mtime, size): an
+    edit that makes two drills share a DAG id is caught by the next parse in the same process."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = tmp_path / "dags"
+    _write(dags, "orders.yaml", "orders")
+    billing = _write(dags, "billing.yaml", "billing")
+    assert {"drill_orders", "drill_billing"} <= set(DagBag(str(dags)).dag_ids)
+    billing.write_text(yaml.safe_dump(_spec("orders-x")).replace("orders-x", "orders"))
+    bag = DagBag(str(dags))
+    assert "drill_orders" not in bag.dag_ids
+    assert {Path(k).name for k in bag.import_errors} == {"drill_orders.py", "drill_billing.py"}
