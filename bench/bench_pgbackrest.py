@@ -102,10 +102,15 @@ def run_baseline(work: Path, truth: dict, coordinate: dict, index: int) -> tuple
 
 
 def run_as_server_user(argv: list[str], *, timeout: float) -> None:
-    user = pgbin.os_user()
-    ids = {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
-    env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
-    subprocess.run(argv, check=True, capture_output=True, timeout=timeout, env=env, cwd="/", **ids)
+    subprocess.run(
+        argv,
+        check=True,
+        capture_output=True,
+        timeout=timeout,
+        env=pgbin.server_env(),
+        cwd="/",
+        **pgbin.server_user_ids(),  # type: ignore[arg-type]
+    )
 
 
 def main() -> int:

@@ -139,6 +139,13 @@ def server_env() -> dict[str, str]:
     return dict(_BASE_ENV)
 
 
+def server_user_ids() -> dict[str, object]:
+    """``subprocess`` arguments that run a command as the PostgreSQL OS user (no supplementary
+    groups) when drillkit is root; empty otherwise (it runs as drillkit's own user)."""
+    user = os_user()
+    return {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+
+
 @dataclass(frozen=True)
 class Installation:
     """The binaries of one PostgreSQL major: ``bindir`` holds postgres, pg_ctl, initdb,
@@ -175,11 +182,8 @@ class Installation:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run one of its binaries; as the server's OS user when ``as_server_user`` and root."""
-        user = os_user() if as_server_user else None
         full_env = {**_BASE_ENV, **(env or {})}
-        kwargs: dict[str, object] = {}
-        if user is not None:
-            kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
+        kwargs = server_user_ids() if as_server_user else {}
         try:
             result = subprocess.run(
                 [str(self.binary(name)), *args],
@@ -201,9 +205,7 @@ class Installation:
 
     def popen(self, name: str, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
         """Start one of its binaries in the background (as the server's OS user when root)."""
-        user = os_user()
-        if user is not None:
-            kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        kwargs.update(server_user_ids())
         return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
             [str(self.binary(name)), *args], text=True, env=dict(_BASE_ENV), cwd="/", **kwargs
         )

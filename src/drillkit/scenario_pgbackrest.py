@@ -73,17 +73,12 @@ def _pgbackrest(config: Path, *args: str) -> None:
         timeout=600,
         env={"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"},
         cwd="/",
-        **_as_server_user(),  # type: ignore[arg-type]
+        **pgbin.server_user_ids(),  # type: ignore[arg-type]
     )
     if result.returncode != 0:
         raise InvalidInputError(
             f"pgbackrest {' '.join(args)} failed: {(result.stderr or result.stdout).strip()}"
         )
-
-
-def _as_server_user() -> dict[str, object]:
-    user = pgbin.os_user()
-    return {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
 
 
 def create_pgbackrest_scenario(

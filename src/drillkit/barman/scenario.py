@@ -129,17 +129,13 @@ def _interrupt_backup(store: _Store, args: list[str]) -> str:
     after pg_backup_start: barman/cloud.py CloudBackup.coordinate_backup)."""
     dest, reader = store.dest, store.reader
     before = store.ids_before_backup()
-    user = pgbin.os_user()
-    kwargs: dict[str, Any] = {}
-    if user is not None:
-        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     process = subprocess.Popen(
         [str(tools.tool("barman-cloud-backup")), *args],
         env=tools.tool_env(store.creds),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd="/",
-        **kwargs,
+        **pgbin.server_user_ids(),
     )
     try:
         deadline = time.monotonic() + 60

@@ -230,10 +230,6 @@ def run_tool(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run a barman-cloud tool as the PostgreSQL OS user (files it writes are the server's)."""
-    user = pgbin.os_user()
-    kwargs: dict[str, object] = {}
-    if user is not None:
-        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
     try:
         result = subprocess.run(
             [str(tool(name)), *args],
@@ -242,7 +238,7 @@ def run_tool(
             timeout=timeout,
             env=tool_env(credentials),
             cwd="/",
-            **kwargs,  # type: ignore[arg-type]
+            **pgbin.server_user_ids(),  # type: ignore[arg-type]
         )
     except subprocess.TimeoutExpired as exc:
         raise SandboxError(f"{name} did not finish within {timeout:.0f} s") from exc

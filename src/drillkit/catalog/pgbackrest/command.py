@@ -183,12 +183,7 @@ def run(
         command,
     ]
     argv += args
-    env = {"PATH": "/usr/bin:/bin", "TZ": "UTC", "LC_ALL": "C", "HOME": "/tmp"}
-    env.update(server_environment())
-    user = pgbin.os_user()
-    kwargs: dict[str, object] = {}
-    if user is not None:
-        kwargs = {"user": user.uid, "group": user.gid, "extra_groups": []}
+    env = {**pgbin.server_env(), **server_environment()}
     try:
         return subprocess.run(
             argv,
@@ -197,7 +192,7 @@ def run(
             timeout=timeout,
             env=env,
             cwd="/",
-            **kwargs,  # type: ignore[arg-type]
+            **pgbin.server_user_ids(),  # type: ignore[arg-type]
         )
     except subprocess.TimeoutExpired as exc:
         raise SandboxError(f"pgbackrest {command} did not finish within {timeout:.0f} s") from exc
