@@ -321,6 +321,7 @@ def smoke(
     key: bytes,
 ) -> dict[str, Any]:
     """Run the checks against the manifest, re-checked: XCom is never trusted blindly."""
+    from drillkit.checks.spec import POSTGRES_KINDS
     from drillkit.routing.context import verify_context
     from drillkit.routing.guard import ProductionGuard
 
@@ -363,8 +364,6 @@ def smoke(
     params: dict[str, Any] = {"checks": per_check} if per_check else {}
     if any(c.get("kind") == "pitr" and "marker_query" in c for c in clean) and target:
         params["target_time"] = isoformat(target)
-    from drillkit.checks.spec import POSTGRES_KINDS
-
     if sandbox.get("backend") == "kubernetes" and any(
         c.get("kind") in POSTGRES_KINDS for c in clean
     ):

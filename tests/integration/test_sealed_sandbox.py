@@ -40,6 +40,7 @@ def test_a_restored_subscription_never_reaches_its_publisher(workdir, monkeypatc
     """With the network open (no namespace) the publisher is reachable: the configuration and
     the sealing step alone must hold."""
     from drillkit.sandbox import local, netns
+    from drillkit.sandbox import seal as sealing
 
     if network == "open":
         monkeypatch.setattr(
@@ -70,9 +71,10 @@ def test_a_restored_subscription_never_reaches_its_publisher(workdir, monkeypatc
         # Widen the window between promotion and sealing: still enabled, the subscription must
         # not start an apply worker (there are no logical replication workers at all).
         in_window: list[tuple] = []
-        seal = local.seal
+        seal = sealing.seal
 
         def slow_seal(connect, names):
+            in_window.append(("slow_seal ran",))
             admin = connect("postgres")
             try:
                 with admin.cursor() as cur:
@@ -85,14 +87,17 @@ def test_a_restored_subscription_never_reaches_its_publisher(workdir, monkeypatc
                 time.sleep(0.1)
             return seal(connect, names)
 
-        monkeypatch.setattr(local, "seal", slow_seal)
+        monkeypatch.setattr(sealing, "seal", slow_seal)  # what seal_for_checks calls
         backend = LocalSandboxBackend(root=workdir / "sandboxes")
         record = backend.provision(
             select(production.repo, None), drill_id="t", name="sub", ttl=timedelta(hours=1)
         )
         try:
             assert record["isolation"]["network"] == network
-            assert in_window == [], "an apply worker connected before the subscription was sealed"
+            assert in_window == [("slow_seal ran",)], (
+                "an apply worker connected before the subscription was sealed (or the widened "
+                "window never ran)"
+            )
             assert record["sealed"]["subscriptions_disabled"] == ["postgres.sub"]
             assert _sandbox_sql(record, "select subenabled, subslotname from pg_subscription") == [
                 (False, None)

@@ -24,7 +24,7 @@ from drillkit.catalog.walfiles import parse_archived_name
 from drillkit.catalog.walindex import WalIndex
 from drillkit.exceptions import InvalidInputError
 from drillkit.outputs import check_state, refuse_inside
-from drillkit.pgbin import PgSettings, installations, os_user, server_env
+from drillkit.pgbin import PgSettings, installations, server_env, server_user_ids
 from drillkit.state import sandbox_root_path
 from drillkit.timeutil import utcnow
 
@@ -200,8 +200,9 @@ class LocalCatalog:
         if not compressions:
             return Materialised(restore_command=plain)
         # Compressed segments (.gz, .zst, ...): a helper copied into the sandbox reads them.
-        _require_readers(walfiles.helper_command(workdir), compressions)
-        return Materialised(restore_command=walfiles.restore_command(archive, workdir))
+        helper = walfiles.helper_command(workdir)
+        _require_readers(helper, compressions)
+        return Materialised(restore_command=walfiles.helper_restore_command(helper, archive))
 
 
 def from_config(config: Mapping[str, Any], *, postgres: PgSettings | None = None) -> LocalCatalog:
@@ -248,10 +249,6 @@ def _require_readers(
 
     from drillkit.exceptions import ToolMissingError
 
-    user = os_user()
-    ids: dict[str, Any] = {}
-    if user is not None:
-        ids = {"user": user.uid, "group": user.gid, "extra_groups": []}
     try:
         done = subprocess.run(
             [*helper, "--can", *sorted(compressions)],
@@ -260,7 +257,7 @@ def _require_readers(
             timeout=60,
             cwd="/",
             env=env if env is not None else server_env(),
-            **ids,
+            **server_user_ids(),  # type: ignore[arg-type]
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ToolMissingError(

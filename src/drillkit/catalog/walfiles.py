@@ -194,8 +194,13 @@ def helper_command(helper_dir: Path) -> list[str]:
 
 def restore_command(archive: Path, helper_dir: Path) -> str:
     """A restore_command that reads every form above (see ``helper_command``)."""
+    return helper_restore_command(helper_command(helper_dir), archive)
+
+
+def helper_restore_command(helper: list[str], archive: Path) -> str:
+    """The restore_command running ``helper`` (from ``helper_command``) on ``archive``."""
     # Each path quoted for /bin/sh and its % doubled for the server: paths are data, never shell.
-    parts = [*helper_command(helper_dir), str(archive)]
+    parts = [*helper, str(archive)]
     return " ".join(shlex.quote(p).replace("%", "%%") for p in parts) + " %f %p"
 
 

@@ -26,18 +26,18 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from drillkit.exceptions import InvalidInputError, SandboxError
 from drillkit.k8s import objects
 from drillkit.k8s.client import Kube
+from drillkit.k8s.config import ACCESS_MODES
 from drillkit.k8s.credentials import sandbox_login
 from drillkit.k8s.kinds import SERVICE
 from drillkit.timeutil import isoformat
 
-ACCESS_MODES = ("auto", "in_cluster", "port_forward")
 POSTGRES_PORT = 5432  # CloudNativePG's instances and Services always listen on 5432
 CONNECT_TIMEOUT = 10
 NOT_MEASURABLE = (
@@ -73,7 +73,6 @@ class DatabaseAccess:
     major: int
     achieved_recovery_point: str | None
     achieved_recovery_point_source: str
-    databases: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         """For the validation (no secret, no local path)."""
@@ -193,7 +192,7 @@ def _prepare(
 ) -> DatabaseAccess:
     import psycopg2
 
-    from drillkit.sandbox import roles, seal
+    from drillkit.sandbox import seal
 
     namespace = str(record["namespace"])
     cluster = str(record.get("cluster", objects.CLUSTER_NAME))
@@ -210,7 +209,7 @@ def _prepare(
             ca_file.write_text(str(login["ca_pem"]))
             endpoint, detail = _in_cluster_endpoint(kube, record, ca_file)
         else:
-            from drillkit.k8s.portforward import forward_unix, primary_pod
+            from drillkit.k8s.portforward import forward_unix, primary_pod, socket_file
 
             pod = primary_pod(kube, namespace, cluster)
             forward = stack.enter_context(
@@ -219,7 +218,7 @@ def _prepare(
                     namespace=namespace,
                     pod=pod,
                     port=POSTGRES_PORT,
-                    socket_path=workdir / f".s.PGSQL.{POSTGRES_PORT}",
+                    socket_path=socket_file(workdir, POSTGRES_PORT),
                 )
             )
             endpoint = {"host": str(workdir), "port": POSTGRES_PORT}
@@ -240,11 +239,7 @@ def _prepare(
             names = seal.databases(first)
         finally:
             first.close()
-        sealed = seal.seal(connect, names)
-        secrets, description = roles.create_check_roles(
-            connect, [name, *[n for n in names if n != name]], major=major
-        )
-        roles_file = roles.write_secrets(workdir, secrets)
+        isolated = seal.seal_for_checks(connect, names, workdir, major=major)
     except (OSError, psycopg2.Error, SandboxError) as exc:
         if isinstance(exc, SandboxError) and not (forward and forward.errors):
             raise
@@ -263,14 +258,13 @@ def _prepare(
             "kind": "postgres",
             **endpoint,
             "database": name,
-            "user": description["read"]["user"],
+            "user": isolated["check_roles"]["read"]["user"],
         },
-        check_roles={**description, "roles_file": str(roles_file)},
-        sealed=sealed,
+        check_roles=isolated["check_roles"],
+        sealed=isolated["sealed"],
         major=major,
         achieved_recovery_point=isoformat(replayed) if replayed else None,
         achieved_recovery_point_source="pg_last_xact_replay_timestamp"
         if replayed
         else NOT_MEASURABLE,
-        databases=names,
     )

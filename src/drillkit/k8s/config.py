@@ -33,6 +33,8 @@ SANDBOX_KEYS = frozenset(
         "dns",
     }
 )
+# How data checks reach a kubernetes sandbox's database (drillkit.k8s.access.resolve_mode).
+ACCESS_MODES = ("auto", "in_cluster", "port_forward")
 API_SERVER_KEYS = frozenset({"port", "cidrs", "namespace"})
 DNS_KEYS = frozenset({"ports", "cidrs"})
 # NodeLocal DNSCache's default link-local listen address (host network: no pod selector matches it)
@@ -163,7 +165,7 @@ def parse_sandbox(raw: Mapping[str, Any], *, where: str = "sandbox") -> SandboxC
     if endpoint not in ("dns", "cluster_ip"):
         raise _fail(f"{where}.endpoint", "dns (default) or cluster_ip")
     access = raw.get("access", "auto")
-    if access not in ("auto", "in_cluster", "port_forward"):
+    if access not in ACCESS_MODES:
         raise _fail(
             f"{where}.access",
             "auto (default), in_cluster (workers run in the cluster) or port_forward (they do "

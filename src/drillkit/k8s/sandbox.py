@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from drillkit.exceptions import InvalidInputError, SandboxError, TransientDrillError
+from drillkit.exceptions import DrillError, InvalidInputError, SandboxError, TransientDrillError
 from drillkit.k8s import objects
 from drillkit.k8s.archiving import check_archive_reaches
 from drillkit.k8s.client import Kube
@@ -26,6 +26,7 @@ from drillkit.k8s.kinds import (
     NAMESPACE,
     NETWORK_POLICY,
     OBJECT_STORE,
+    POD,
     SECRET,
     SERVICE,
     kind_of,
@@ -273,8 +274,6 @@ class KubernetesSandboxBackend:
     def _create_once(self, kind: Any, obj: Mapping[str, Any], applied: list[str]) -> None:
         """Create ``obj`` unless it exists: a retried provision keeps the password the Cluster
         was bootstrapped with."""
-        from drillkit.exceptions import DrillError
-
         try:
             self.kube.create(kind, obj)
             self.say(f"created {kind.describe(obj['metadata']['name'], self._ns(obj))}")
@@ -538,9 +537,6 @@ _ACCESS_CAUSES = (
 def _job_log(kube: Kube, namespace: str, job: str) -> tuple[str | None, str]:
     """``(log, why not)``: the newest pod's log of ``job`` (the Job controller labels its pods
     ``batch.kubernetes.io/job-name``), or None and why it could not be read."""
-    from drillkit.exceptions import DrillError
-    from drillkit.k8s.kinds import POD
-
     try:
         pods = kube.list(POD, namespace=namespace, selector=f"batch.kubernetes.io/job-name={job}")
         if not pods:

@@ -36,10 +36,9 @@ from drillkit.exceptions import (
 from drillkit.outputs import catalog_paths, refuse_inside
 from drillkit.sandbox import config as sandbox_config
 from drillkit.sandbox import netns, relay
-from drillkit.sandbox import roles as check_roles
 from drillkit.sandbox.base import LABEL, SCHEMA, new_sandbox_id, valid_sandbox_id
 from drillkit.sandbox.owner import current_owner
-from drillkit.sandbox.seal import databases, seal
+from drillkit.sandbox.seal import databases, seal_for_checks
 from drillkit.sandbox.space import NoSpaceError, is_no_space, require_space, restore_sizes
 from drillkit.state import read_json, sandbox_root, write_json_atomic
 from drillkit.timeutil import isoformat, parse_target_time, utcnow
@@ -459,13 +458,7 @@ class LocalSandboxBackend:
             names = databases(first)
         finally:
             first.close()
-        sealed = seal(admin, names)
-        secrets, description = check_roles.create_check_roles(admin, names, major=data_major)
-        password_file = check_roles.write_secrets(directory, secrets)
-        return {
-            "sealed": sealed,
-            "check_roles": {**description, "roles_file": str(password_file)},
-        }
+        return seal_for_checks(admin, names, directory, major=data_major)
 
     def _wait_promoted(self, directory: Path, socket_dir: Path, port: int) -> str | None:
         """Poll until recovery has ended and the server is promoted (pg_ctl -w returns earlier)."""

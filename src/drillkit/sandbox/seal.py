@@ -9,6 +9,7 @@ no apply worker can start between promotion and this step.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from psycopg2 import sql
@@ -70,3 +71,16 @@ def seal(connect: Connect, names: list[str]) -> dict[str, list[str]]:
         finally:
             conn.close()
     return done
+
+
+def seal_for_checks(
+    connect: Connect, names: list[str], directory: Path, *, major: int
+) -> dict[str, Any]:
+    """Seal the databases ``names`` and create the check roles, their passwords in a 0600 file
+    under ``directory``: the sandbox record's ``sealed`` and ``check_roles``."""
+    from drillkit.sandbox import roles
+
+    sealed = seal(connect, names)
+    secrets, description = roles.create_check_roles(connect, names, major=major)
+    password_file = roles.write_secrets(directory, secrets)
+    return {"sealed": sealed, "check_roles": {**description, "roles_file": str(password_file)}}
