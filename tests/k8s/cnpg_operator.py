@@ -339,50 +339,9 @@ class CnpgOperator:
             self._say(namespace, f"Error while restoring a backup: {exc}")
             self._say(namespace, f"while restoring cluster: {exc}")
             self.outcomes[namespace] = f"failed: {exc}"
-            condition = {
-                "status": "True",
-                "reason": "BackoffLimitExceeded",
-                "message": BACKOFF,
-                "lastProbeTime": _now(),
-                "lastTransitionTime": _now(),
-            }
-            self._status(
-                "batch/v1",
-                "jobs",
-                job,
-                namespace,
-                {
-                    "active": 0,
-                    "failed": 1,
-                    "conditions": [
-                        {"type": "FailureTarget", **condition},
-                        {"type": "Failed", **condition},
-                    ],
-                },
-            )
+            self._finish_job(job, namespace, succeeded=False)
             return
-        done = {
-            "status": "True",
-            "reason": "CompletionsReached",
-            "message": "Reached expected number of succeeded pods",
-            "lastProbeTime": _now(),
-            "lastTransitionTime": _now(),
-        }
-        self._status(
-            "batch/v1",
-            "jobs",
-            job,
-            namespace,
-            {
-                "active": 0,
-                "succeeded": 1,
-                "completionTime": _now(),
-                "conditions": [
-                    {"type": "SuccessCriteriaMet", **done},
-                    {"type": "Complete", **done},
-                ],
-            },
-        )
+        self._finish_job(job, namespace, succeeded=True)
         self._check(namespace)
         self._instance_pod(obj, instance, address, (ca_cert, server_cert, server_key))
         del ca_key
@@ -490,6 +449,31 @@ class CnpgOperator:
                 },
             },
         }
+
+    def _finish_job(self, job: str, namespace: str, *, succeeded: bool) -> None:
+        """The Job's terminal status as the Job controller writes it: an interim condition then
+        the terminal one (FailureTarget + Failed, or SuccessCriteriaMet + Complete)."""
+        if succeeded:
+            kinds, reason = ("SuccessCriteriaMet", "Complete"), "CompletionsReached"
+            message = "Reached expected number of succeeded pods"
+            counts: dict[str, Any] = {"succeeded": 1, "completionTime": _now()}
+        else:
+            kinds, reason, message = ("FailureTarget", "Failed"), "BackoffLimitExceeded", BACKOFF
+            counts = {"failed": 1}
+        condition = {
+            "status": "True",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": _now(),
+            "lastTransitionTime": _now(),
+        }
+        self._status(
+            "batch/v1",
+            "jobs",
+            job,
+            namespace,
+            {"active": 0, **counts, "conditions": [{"type": k, **condition} for k in kinds]},
+        )
 
     @staticmethod
     def _job_pod(job: dict[str, Any]) -> dict[str, Any]:

@@ -124,6 +124,27 @@ class ClusterView:
         assert code == 201, body
         return body
 
+    def patch_status(
+        self, api_version: str, plural: str, name: str, namespace: str, status: dict[str, Any]
+    ) -> None:
+        """Merge ``status`` through the /status subresource, as the object's controller does."""
+        code, body = self.request(
+            "PATCH",
+            self.path(api_version, plural, name, namespace) + "/status",
+            {"status": status},
+            content_type="application/merge-patch+json",
+        )
+        assert code == 200, body
+
+    def seed_running_pod(self, namespace: str, name: str, **pod: Any) -> None:
+        """A Pod as the scheduler and kubelet leave it (``emulator_portforward.running_pod``)."""
+        from emulator_portforward import running_pod
+
+        self.ensure_namespace(namespace)
+        obj, status = running_pod(namespace, name, **pod)
+        self.seed({"_plural": "pods", **obj})
+        self.patch_status("v1", "pods", name, namespace, status)
+
     def ensure_namespace(self, name: str) -> None:
         if self.stored("v1", "namespaces", name) is None:
             self.seed(
@@ -271,16 +292,6 @@ def _iso(moment) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _patch_status(cluster, api_version: str, plural: str, name: str, ns: str, status: dict):
-    code, body = cluster.request(
-        "PATCH",
-        cluster.path(api_version, plural, name, ns) + "/status",
-        {"status": status},
-        content_type="application/merge-patch+json",
-    )
-    assert code == 200, body
-
-
 @pytest.fixture
 def store_production(cluster, barman_clean, object_store):
     """orders-db backed up to the barman_clean store: its Cluster, credentials Secret and one
@@ -317,8 +328,7 @@ def store_production(cluster, barman_clean, object_store):
                 "spec": {"cluster": {"name": "orders-db"}, "method": "barmanObjectStore"},
             }
         )
-        _patch_status(
-            cluster,
+        cluster.patch_status(
             "postgresql.cnpg.io/v1",
             "backups",
             name,

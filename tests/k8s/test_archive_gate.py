@@ -160,13 +160,13 @@ def _failed_job(cluster, namespace: str, log: str | None = None) -> None:
         "reason": "BackoffLimitExceeded",
         "message": "Job has reached the specified backoff limit",
     }
-    code, body = cluster.request(
-        "PATCH",
-        f"{path}/sandbox-1-full-recovery/status",
-        {"status": {"failed": 7, "conditions": [failed]}},
-        content_type="application/merge-patch+json",
+    cluster.patch_status(
+        "batch/v1",
+        "jobs",
+        "sandbox-1-full-recovery",
+        namespace,
+        {"failed": 7, "conditions": [failed]},
     )
-    assert code == 200, body
     if log is None:
         return
     pod = {

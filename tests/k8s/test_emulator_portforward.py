@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import websocket_frames as wsf
-from emulator_portforward import running_pod
 
 # These test the emulator itself (the harness token, no RBAC).
 pytestmark = pytest.mark.usefixtures("unrestricted")
@@ -131,16 +130,7 @@ def echo() -> Iterator[Echo]:
 
 
 def _seed(cluster, name: str = "db-1", **kw) -> None:
-    cluster.ensure_namespace(NS)
-    obj, status = running_pod(NS, name, pod_ip=POD_IP, **kw)
-    cluster.seed({"_plural": "pods", **obj})
-    code, body = cluster.request(
-        "PATCH",
-        cluster.path("v1", "pods", name, NS) + "/status",
-        {"status": status},
-        content_type="application/merge-patch+json",
-    )
-    assert code == 200, body
+    cluster.seed_running_pod(NS, name, pod_ip=POD_IP, **kw)
 
 
 class Raw:

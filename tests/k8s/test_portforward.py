@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emulator_portforward import running_pod
 from k8s_scenario import SOURCE_CLUSTER
 from rbac_table import readme_rules
 
@@ -104,17 +103,8 @@ def private_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def seed_pod(cluster, name: str, *, labels: dict[str, str] | None = None, **kw) -> None:
-    cluster.ensure_namespace(NS)
-    obj, status = running_pod(NS, name, pod_ip=kw.pop("pod_ip", POD_IP), labels=labels, **kw)
-    cluster.seed({"_plural": "pods", **obj})
-    code, body = cluster.request(
-        "PATCH",
-        cluster.path("v1", "pods", name, NS) + "/status",
-        {"status": status},
-        content_type="application/merge-patch+json",
-    )
-    assert code == 200, body
+def seed_pod(cluster, name: str, **kw) -> None:
+    cluster.seed_running_pod(NS, name, **{"pod_ip": POD_IP, **kw})
 
 
 def _round_trip(path: Path, payload: bytes) -> bytes:
